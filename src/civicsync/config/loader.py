@@ -1,0 +1,148 @@
+"""Load a config file: YAML → models → cross-references → secrets and DSNs from the environment.
+
+Every problem is collected and raised together as one :class:`~civicsync.errors.ConfigError`
+whose lines read ``FILE: path.to.key: what is wrong``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from civicsync.config.models import Config
+from civicsync.config.references import check_references
+from civicsync.errors import ConfigError, ConfigProblem
+
+REFERENCE_CONFIG_NAME = "civicsync.yaml"
+CONFIG_ENV = "CIVICSYNC_CONFIG"
+
+
+def reference_config_path() -> Path:
+    """The reference deployment's config shipped inside the package."""
+    return Path(str(resources.files("civicsync.reference").joinpath(REFERENCE_CONFIG_NAME)))
+
+
+def default_config_path() -> Path:
+    """``$CIVICSYNC_CONFIG`` if set, else the bundled reference config."""
+    env = os.environ.get(CONFIG_ENV)
+    return Path(env) if env else reference_config_path()
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A validated config with its secrets and DSNs resolved from the environment."""
+
+    path: Path
+    model: Config
+    dsns: Mapping[str, str]
+    secrets: Mapping[str, bytes] = field(repr=False)
+
+    def dsn(self, connection: str) -> str:
+        """The DSN of a declared connection."""
+        return self.dsns[connection]
+
+
+def _loc_to_path(loc: tuple[int | str, ...]) -> str:
+    # pydantic puts union-member tags into the location (e.g. 'keep_last', 'literal['keep']');
+    # they are not keys of the file, so leave them out of the path the user sees.
+    parts = [str(p) for p in loc if not (isinstance(p, str) and ("[" in p or p.endswith("Mask")))]
+    return ".".join(parts) or "(top level)"
+
+
+def _pydantic_problems(file: str, exc: ValidationError) -> list[ConfigProblem]:
+    problems = []
+    for err in exc.errors():
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (misspelt?)"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        problems.append(ConfigProblem(file, _loc_to_path(err["loc"]), msg))
+    # A union error is reported once per member; keep one line per (path, message).
+    return list(dict.fromkeys(problems))
+
+
+def _resolve_env(file: str, model: Config, environ: Mapping[str, str]) -> tuple[
+    dict[str, str], dict[str, bytes], list[ConfigProblem]
+]:
+    problems: list[ConfigProblem] = []
+    dsns: dict[str, str] = {}
+    for name, conn in model.connections.items():
+        value = environ.get(conn.dsn_env)
+        if not value:
+            problems.append(ConfigProblem(
+                file, f"connections.{name}.dsn_env", f"environment variable {conn.dsn_env} is not set"))
+        else:
+            dsns[name] = value
+    secrets: dict[str, bytes] = {}
+    for name, ref in model.secrets.items():
+        value = environ.get(ref.env)
+        if not value:
+            problems.append(ConfigProblem(
+                file, f"secrets.{name}.env", f"environment variable {ref.env} is not set"))
+        elif len(value) < ref.min_length:
+            problems.append(ConfigProblem(
+                file, f"secrets.{name}.env",
+                f"environment variable {ref.env} is shorter than {ref.min_length} characters"))
+        else:
+            secrets[name] = value.encode()
+    return dsns, secrets, problems
+
+
+def parse_config(raw: Any, file: str, environ: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Validate an already-parsed YAML document. Raises ConfigError listing every problem."""
+    environ = os.environ if environ is None else environ
+    if not isinstance(raw, dict):
+        raise ConfigError([ConfigProblem(file, "(top level)", "the file must hold a mapping of keys")])
+    try:
+        model = Config.model_validate(raw)
+    except ValidationError as exc:
+        problems = _pydantic_problems(file, exc)
+        # Still report missing environment variables we can find, so one run lists everything.
+        problems += _env_problems_from_raw(file, raw, environ)
+        raise ConfigError(problems) from None
+    problems = [ConfigProblem(file, path, msg) for path, msg in check_references(model)]
+    dsns, secrets, env_problems = _resolve_env(file, model, environ)
+    problems += env_problems
+    if problems:
+        raise ConfigError(problems)
+    return LoadedConfig(path=Path(file), model=model, dsns=dsns, secrets=secrets)
+
+
+def _env_problems_from_raw(file: str, raw: dict[str, Any], environ: Mapping[str, str]) -> list[ConfigProblem]:
+    problems = []
+    for section, key in (("connections", "dsn_env"), ("secrets", "env")):
+        entries = raw.get(section)
+        if not isinstance(entries, dict):
+            continue
+        for name, entry in entries.items():
+            var = entry.get(key) if isinstance(entry, dict) else None
+            if isinstance(var, str) and var and not environ.get(var):
+                problems.append(ConfigProblem(
+                    file, f"{section}.{name}.{key}", f"environment variable {var} is not set"))
+    return problems
+
+
+def load_config(path: Path | str | None = None, environ: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Read and validate a config file (default: ``$CIVICSYNC_CONFIG`` or the reference config)."""
+    path = Path(path) if path is not None else default_config_path()
+    file = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([ConfigProblem(file, "(file)", f"cannot read: {exc.strerror or exc}")]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([ConfigProblem(file, where, f"not valid YAML: {problem}")]) from None
+    return parse_config(raw, file, environ)

@@ -1,0 +1,428 @@
+"""Pydantic models of the civicsync config file.
+
+Every rule a flow follows (column mappings, value maps, filters, masking, conflict policies,
+validation, aggregation) is data in these models; the engine interprets them. Models forbid
+unknown keys so a misspelt key is an error, not a silently ignored setting.
+
+Cross-references (a flow naming a table, a column or a secret) are checked by
+:mod:`civicsync.config.references` after the models load, so that every problem is listed at once.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Model(BaseModel):
+    """Base of every config model: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# --------------------------------------------------------------------------- connections & tables
+
+
+class TableDecl(Model):
+    """A table the config may use: its key and the columns flows may read or write."""
+
+    key: list[str] = Field(min_length=1)
+    columns: list[str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _key_is_a_column(self) -> TableDecl:
+        missing = [k for k in self.key if k not in self.columns]
+        if missing:
+            raise ValueError(f"key column(s) {missing} are not in columns")
+        return self
+
+
+class Connection(Model):
+    """A database. The DSN comes from an environment variable, never from the file."""
+
+    dsn_env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$")
+    migrations: str | None = Field(
+        default=None,
+        description="'reference:NAME' for a bundled schema, or a folder of NNNN_*.sql relative to the config",
+    )
+    tables: dict[str, TableDecl] = Field(default_factory=dict)
+
+    @field_validator("tables")
+    @classmethod
+    def _qualified_names(cls, tables: dict[str, TableDecl]) -> dict[str, TableDecl]:
+        for name in tables:
+            if name.count(".") != 1:
+                raise ValueError(f"table {name!r} must be written as schema.table")
+        return tables
+
+
+class SecretRef(Model):
+    """A secret read from the environment at load time (never written in the config)."""
+
+    env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$")
+    min_length: int = 16
+
+
+# --------------------------------------------------------------------------- masking
+
+
+class KeepLastMask(Model):
+    """Keep the last ``n`` characters; the rest becomes ``template`` with ``{last}`` filled in,
+    or ``mask_char`` repeated when no template is given."""
+
+    kind: Literal["keep_last"]
+    n: int = Field(default=4, ge=0, le=64)
+    mask_char: str = Field(default="X", min_length=1, max_length=1)
+    template: str | None = Field(default=None, description="e.g. 'XXXX-XXXX-{last}'")
+
+    @field_validator("template")
+    @classmethod
+    def _has_placeholder(cls, template: str | None) -> str | None:
+        if template is not None and "{last}" not in template:
+            raise ValueError("template must contain {last}")
+        return template
+
+
+class HmacMask(Model):
+    """Keyed pseudonym: HMAC-SHA256 of the value with a secret; stable, not reversible."""
+
+    kind: Literal["hmac"]
+    secret: str = Field(description="name of an entry in the top-level secrets")
+    length: int = Field(default=32, ge=16, le=64, description="hex characters kept")
+    prefix: str = ""
+
+
+RedactPatternName = Literal["phone", "email", "national_id"]
+
+
+class CustomPattern(Model):
+    """A regular expression to redact, with the token that replaces each match."""
+
+    regex: str
+    token: str
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, regex: str) -> str:
+        import re
+
+        try:
+            re.compile(regex)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression: {exc}") from exc
+        return regex
+
+
+class RedactMask(Model):
+    """Replace personal data inside free text with tokens ([PHONE], [EMAIL], [ID], ...)."""
+
+    kind: Literal["redact"]
+    patterns: list[RedactPatternName | CustomPattern] = Field(
+        default_factory=lambda: ["email", "national_id", "phone"], min_length=1
+    )
+
+
+class Band(Model):
+    """One band: values below ``below`` (exclusive) get ``label``; the last band has no bound."""
+
+    below: float | None = None
+    label: str
+
+
+class BandMask(Model):
+    """Replace a number by the label of the band it falls in (money → '10k-50k')."""
+
+    kind: Literal["band"]
+    bands: list[Band] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _ascending(self) -> BandMask:
+        bounds = [b.below for b in self.bands]
+        if any(b is None for b in bounds[:-1]):
+            raise ValueError("only the last band may have no 'below' bound")
+        finite = [b for b in bounds if b is not None]
+        if finite != sorted(finite) or len(set(finite)) != len(finite):
+            raise ValueError("band bounds must be strictly ascending")
+        return self
+
+
+class DropMask(Model):
+    """The value never leaves its database: the target receives NULL."""
+
+    kind: Literal["drop"]
+
+
+class JsonMask(Model):
+    """Mask values inside a json/jsonb document, addressed by dotted path ('bank_account',
+    'nominee.phone'); a path that is absent in a document is left alone."""
+
+    kind: Literal["json"]
+    paths: dict[str, MaskSpec] = Field(min_length=1)
+
+
+MaskSpec = Annotated[
+    KeepLastMask | HmacMask | RedactMask | BandMask | DropMask | JsonMask,
+    Field(discriminator="kind"),
+]
+JsonMask.model_rebuild()
+
+
+# --------------------------------------------------------------------------- column mappings
+
+
+class ColumnSpec(Model):
+    """How one target column gets its value. Exactly one of from / const / template / run_time."""
+
+    from_: str | None = Field(default=None, alias="from")
+    const: str | int | float | bool | None = None
+    template: str | None = Field(default=None, description="'{col} text {other_col}' over source columns")
+    run_time: bool = Field(default=False, description="the run's start time (e.g. synced_at)")
+    map: dict[str, str | None] | None = Field(default=None, description="value map applied to the source value")
+    default: str | None = Field(default=None, description="value for source values the map does not list")
+    mask: MaskSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ColumnSpec:
+        given = [
+            n
+            for n, v in (("from", self.from_), ("template", self.template), ("run_time", self.run_time or None))
+            if v is not None
+        ]
+        if self.const is not None:
+            given.append("const")
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of from, const, template, run_time (got {given or 'none'})")
+        if self.default is not None and self.map is None:
+            raise ValueError("default only applies together with map")
+        return self
+
+
+# --------------------------------------------------------------------------- rules
+
+
+FilterOp = Literal["eq", "ne", "in", "not_in", "is_null", "not_null", "gt", "gte", "lt", "lte"]
+
+
+class Filter(Model):
+    """Keep a source row only if ``column op value(s)`` holds (source columns, before mapping)."""
+
+    column: str
+    op: FilterOp
+    value: str | int | float | None = None
+    values: list[str | int | float] | None = None
+
+    @model_validator(mode="after")
+    def _operands(self) -> Filter:
+        if self.op in ("in", "not_in"):
+            if not self.values:
+                raise ValueError(f"op {self.op} needs a non-empty 'values' list")
+        elif self.op in ("is_null", "not_null"):
+            if self.value is not None or self.values is not None:
+                raise ValueError(f"op {self.op} takes no value")
+        elif self.value is None:
+            raise ValueError(f"op {self.op} needs a 'value'")
+        return self
+
+
+class Reference(Model):
+    """Referential sanity: every non-null value of ``column`` must exist in ``table.ref_column``
+    of the target database."""
+
+    column: str
+    table: str
+    ref_column: str
+
+
+class Validation(Model):
+    """Checks made on the staged rows inside the target transaction, before commit."""
+
+    min_rows: int = Field(default=0, ge=0)
+    max_missing_ratio: float | None = Field(
+        default=None, ge=0, le=1, description="full sync: refuse if more than this share of target rows vanish"
+    )
+    required: list[str] = Field(default_factory=list, description="target columns that may not be NULL")
+    references: list[Reference] = Field(default_factory=list)
+
+
+ConflictPolicy = Literal["source_wins", "target_wins", "newest_wins"]
+
+
+class VersionColumns(Model):
+    """The columns whose values say how old each side's row is."""
+
+    source: str
+    target: str
+
+
+class Conflicts(Model):
+    """Field-ownership conflict resolution. A conflict is a field whose target value differs from
+    the incoming one while the target row is newer than the source row; the policy decides it."""
+
+    version: VersionColumns
+    default: ConflictPolicy = "source_wins"
+    fields: dict[str, ConflictPolicy] = Field(default_factory=dict)
+
+
+class Incremental(Model):
+    """Read only rows changed since the stored watermark.
+
+    ``guard: in_flight_transactions`` keeps the new watermark below the start of any transaction
+    still open on the source, so rows committed late with an older timestamp are not skipped
+    (needs pg_read_all_stats or superuser on the source)."""
+
+    column: str
+    guard: Literal["in_flight_transactions", "none"] = "in_flight_transactions"
+
+
+class SetValues(Model):
+    """Soft-delete: set these target columns on rows that vanished from the source."""
+
+    set: dict[str, str | int | float | bool | None] = Field(min_length=1)
+
+
+OnMissing = Literal["keep", "delete"] | SetValues
+
+
+class Retry(Model):
+    """Exponential backoff for transient errors (connection loss, shutdown, serialization)."""
+
+    attempts: int = Field(default=5, ge=1, le=100)
+    initial_delay: float = Field(default=0.5, ge=0)
+    max_delay: float = Field(default=30.0, ge=0)
+    multiplier: float = Field(default=2.0, ge=1)
+
+
+# --------------------------------------------------------------------------- aggregation
+
+
+class Join(Model):
+    """A LEFT JOIN of the source table to another table of the same database."""
+
+    table: str
+    alias: str = Field(pattern=r"^[a-z_][a-z0-9_]*$")
+    match: dict[str, str] = Field(min_length=1, description="source column: joined column")
+
+
+class TimeBucket(Model):
+    """Group rows by the UTC day of a timestamp column; recompute recent days on every run."""
+
+    column: str
+    bucket: Literal["day"] = "day"
+    target: str = Field(description="target column holding the bucket")
+    lookback_days: int = Field(default=2, ge=1, description="days recomputed to absorb late events")
+
+
+class Dimension(Model):
+    """A grouping column: a source column, or ``alias.column`` of the join."""
+
+    column: str
+    default: str | None = Field(default=None, description="value when NULL (e.g. no joined row)")
+
+
+class Measure(Model):
+    """An aggregate over the group."""
+
+    fn: Literal["count", "count_distinct", "sum", "avg", "min", "max"]
+    column: str | None = None
+
+    @model_validator(mode="after")
+    def _column_needed(self) -> Measure:
+        if self.fn != "count" and self.column is None:
+            raise ValueError(f"fn {self.fn} needs a column")
+        return self
+
+
+class Aggregate(Model):
+    """A daily aggregation: only group values and counts reach the target."""
+
+    time: TimeBucket
+    join: Join | None = None
+    dimensions: dict[str, Dimension] = Field(default_factory=dict)
+    measures: dict[str, Measure] = Field(min_length=1)
+
+
+# --------------------------------------------------------------------------- flows
+
+
+class Endpoint(Model):
+    """One side of a flow: a connection name and a declared table."""
+
+    connection: str
+    table: str
+
+
+class Flow(Model):
+    """One data flow from a source table to a target table, with all its rules."""
+
+    id: str = Field(description="short id from the spec, e.g. F1")
+    description: str = ""
+    kind: Literal["batch", "aggregate"]
+    mode: Literal["full", "incremental"] = "full"
+    schedule: str | None = Field(default=None, description="cron expression, UTC")
+    source: Endpoint
+    target: Endpoint
+    filters: list[Filter] = Field(default_factory=list)
+    columns: dict[str, ColumnSpec] = Field(default_factory=dict)
+    incremental: Incremental | None = None
+    on_missing: OnMissing = "keep"
+    validate_: Validation = Field(default_factory=Validation, alias="validate")
+    conflicts: Conflicts | None = None
+    on_invalid_row: Literal["fail", "reject"] = "reject"
+    retry: Retry = Field(default_factory=Retry)
+    aggregate: Aggregate | None = None
+
+    @field_validator("columns", mode="before")
+    @classmethod
+    def _shorthand(cls, columns: Any) -> Any:
+        # 'target_col: source_col' is shorthand for {from: source_col}
+        if isinstance(columns, dict):
+            return {k: ({"from": v} if isinstance(v, str) else v) for k, v in columns.items()}
+        return columns
+
+    @model_validator(mode="after")
+    def _kind_rules(self) -> Flow:
+        if self.kind == "aggregate":
+            if self.aggregate is None:
+                raise ValueError("kind aggregate needs an 'aggregate' section")
+            if self.columns:
+                raise ValueError("kind aggregate takes its columns from 'aggregate', not 'columns'")
+        else:
+            if self.aggregate is not None:
+                raise ValueError("'aggregate' only applies to kind aggregate")
+            if not self.columns:
+                raise ValueError("a batch flow needs at least one entry in 'columns'")
+            if self.mode == "incremental" and self.incremental is None:
+                raise ValueError("mode incremental needs an 'incremental' section")
+            if self.mode == "full" and self.incremental is not None:
+                raise ValueError("'incremental' only applies to mode incremental")
+        if self.on_missing != "keep" and self.mode != "full" and self.kind == "batch":
+            raise ValueError("on_missing only applies to mode full")
+        return self
+
+
+class Config(Model):
+    """The whole civicsync config file."""
+
+    version: Literal[1]
+    connections: dict[str, Connection] = Field(min_length=1)
+    secrets: dict[str, SecretRef] = Field(default_factory=dict)
+    flows: dict[str, Flow] = Field(default_factory=dict)
+
+    def flow(self, name: str) -> Flow:
+        """The flow called ``name`` (by config name or spec id, e.g. 'F2')."""
+        if name in self.flows:
+            return self.flows[name]
+        for flow in self.flows.values():
+            if flow.id.lower() == name.lower():
+                return flow
+        raise KeyError(name)
+
+    def flow_name(self, name: str) -> str:
+        """The config name of the flow called ``name`` (by config name or spec id)."""
+        if name in self.flows:
+            return name
+        for key, flow in self.flows.items():
+            if flow.id.lower() == name.lower():
+                return key
+        raise KeyError(name)

@@ -1,0 +1,175 @@
+"""Cross-reference checks: every table, column and secret a flow names must be declared.
+
+Runs after the models load; returns ``(path, message)`` pairs so the loader can report every
+problem in one go.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Iterator
+
+from civicsync.config.models import (
+    Aggregate,
+    Config,
+    Flow,
+    HmacMask,
+    JsonMask,
+    MaskSpec,
+    SetValues,
+    TableDecl,
+)
+
+Problem = tuple[str, str]
+
+
+def template_fields(template: str) -> list[str]:
+    """The placeholder names of a ``str.format`` template ('{a} and {b}' → ['a', 'b'])."""
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name]
+
+
+def _secrets_used(mask: MaskSpec) -> Iterator[str]:
+    if isinstance(mask, HmacMask):
+        yield mask.secret
+    elif isinstance(mask, JsonMask):
+        for inner in mask.paths.values():
+            yield from _secrets_used(inner)
+
+
+def _cron_problem(expr: str) -> str | None:
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(expr, timezone="UTC")
+    except ValueError as exc:
+        return f"not a valid cron expression ({exc})"
+    return None
+
+
+def check_references(config: Config) -> list[Problem]:
+    """Every cross-reference problem in ``config``."""
+    problems: list[Problem] = []
+    seen_ids: dict[str, str] = {}
+    for name, flow in config.flows.items():
+        where = f"flows.{name}"
+        if flow.id in seen_ids:
+            problems.append((f"{where}.id", f"id {flow.id} is already used by flow {seen_ids[flow.id]}"))
+        seen_ids[flow.id] = name
+        problems += _check_flow(config, where, flow)
+    return problems
+
+
+def _table(config: Config, where: str, connection: str, table: str) -> tuple[TableDecl | None, list[Problem]]:
+    conn = config.connections.get(connection)
+    if conn is None:
+        return None, [(f"{where}.connection", f"connection {connection!r} is not declared")]
+    decl = conn.tables.get(table)
+    if decl is None:
+        return None, [(f"{where}.table", f"table {table!r} is not declared under connections.{connection}.tables")]
+    return decl, []
+
+
+def _check_flow(config: Config, where: str, flow: Flow) -> list[Problem]:
+    source, problems = _table(config, f"{where}.source", flow.source.connection, flow.source.table)
+    target, more = _table(config, f"{where}.target", flow.target.connection, flow.target.table)
+    problems += more
+    if flow.schedule is not None and (msg := _cron_problem(flow.schedule)):
+        problems.append((f"{where}.schedule", msg))
+    if source is None or target is None:
+        return problems
+
+    def need_source(path: str, column: str) -> None:
+        if column not in source.columns:
+            problems.append((path, f"column {column!r} is not declared in source table {flow.source.table}"))
+
+    def need_target(path: str, column: str) -> None:
+        if column not in target.columns:
+            problems.append((path, f"column {column!r} is not declared in target table {flow.target.table}"))
+
+    for i, flt in enumerate(flow.filters):
+        need_source(f"{where}.filters.{i}.column", flt.column)
+
+    mapped = set(flow.columns)
+    for col, spec in flow.columns.items():
+        path = f"{where}.columns.{col}"
+        need_target(path, col)
+        if spec.from_ is not None:
+            need_source(f"{path}.from", spec.from_)
+        if spec.template is not None:
+            for field in template_fields(spec.template):
+                need_source(f"{path}.template", field)
+        if spec.mask is not None:
+            for secret in _secrets_used(spec.mask):
+                if secret not in config.secrets:
+                    problems.append((f"{path}.mask", f"secret {secret!r} is not declared under secrets"))
+
+    if flow.kind == "batch":
+        for key in target.key:
+            if key not in mapped:
+                problems.append((f"{where}.columns", f"target key column {key!r} is not mapped"))
+    if flow.incremental is not None:
+        need_source(f"{where}.incremental.column", flow.incremental.column)
+    if flow.conflicts is not None:
+        need_source(f"{where}.conflicts.version.source", flow.conflicts.version.source)
+        if flow.conflicts.version.target not in mapped:
+            problems.append((f"{where}.conflicts.version.target",
+                             f"column {flow.conflicts.version.target!r} is not mapped by this flow"))
+        for col in flow.conflicts.fields:
+            if col not in mapped:
+                problems.append((f"{where}.conflicts.fields.{col}", f"column {col!r} is not mapped by this flow"))
+    if isinstance(flow.on_missing, SetValues):
+        for col in flow.on_missing.set:
+            need_target(f"{where}.on_missing.set.{col}", col)
+    for col in flow.validate_.required:
+        if col not in mapped:
+            problems.append((f"{where}.validate.required", f"column {col!r} is not mapped by this flow"))
+    for i, ref in enumerate(flow.validate_.references):
+        path = f"{where}.validate.references.{i}"
+        if ref.column not in mapped:
+            problems.append((f"{path}.column", f"column {ref.column!r} is not mapped by this flow"))
+        ref_table, more = _table(config, path, flow.target.connection, ref.table)
+        problems += more
+        if ref_table is not None and ref.ref_column not in ref_table.columns:
+            problems.append((f"{path}.ref_column", f"column {ref.ref_column!r} is not declared in {ref.table}"))
+    if flow.aggregate is not None:
+        problems += _check_aggregate(config, f"{where}.aggregate", flow, flow.aggregate, source, target)
+    return problems
+
+
+def _check_aggregate(
+    config: Config, where: str, flow: Flow, agg: Aggregate, source: TableDecl, target: TableDecl
+) -> list[Problem]:
+    problems: list[Problem] = []
+    joined: TableDecl | None = None
+    if agg.join is not None:
+        joined, problems = _table(config, f"{where}.join", flow.source.connection, agg.join.table)
+        for src_col, join_col in agg.join.match.items():
+            if src_col not in source.columns:
+                problems.append((f"{where}.join.match", f"column {src_col!r} is not declared in {flow.source.table}"))
+            if joined is not None and join_col not in joined.columns:
+                problems.append((f"{where}.join.match", f"column {join_col!r} is not declared in {agg.join.table}"))
+
+    def need_column(path: str, ref: str) -> None:
+        if "." in ref:
+            alias, col = ref.split(".", 1)
+            if agg.join is None or alias != agg.join.alias:
+                problems.append((path, f"{alias!r} is not the alias of this aggregate's join"))
+            elif joined is not None and col not in joined.columns:
+                problems.append((path, f"column {col!r} is not declared in {agg.join.table}"))
+        elif ref not in source.columns:
+            problems.append((path, f"column {ref!r} is not declared in source table {flow.source.table}"))
+
+    need_column(f"{where}.time.column", agg.time.column)
+    produced = {agg.time.target, *agg.dimensions, *agg.measures}
+    for col in produced:
+        if col not in target.columns:
+            problems.append((f"{where}", f"column {col!r} is not declared in target table {flow.target.table}"))
+    for name, dim in agg.dimensions.items():
+        need_column(f"{where}.dimensions.{name}.column", dim.column)
+    for name, measure in agg.measures.items():
+        if measure.column is not None:
+            need_column(f"{where}.measures.{name}.column", measure.column)
+    for key in target.key:
+        if key not in {agg.time.target, *agg.dimensions}:
+            problems.append((f"{where}", f"target key column {key!r} is neither the time bucket nor a dimension"))
+    return problems

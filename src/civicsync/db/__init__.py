@@ -1,0 +1,1 @@
+"""Database plumbing shared by every stage: connections, error mapping, migrations."""

@@ -1,0 +1,37 @@
+"""Opening connections. Every civicsync session says who it is in application_name."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from civicsync.db.errors import mapped_errors
+
+APPLICATION_NAME = "civicsync"
+
+
+def describe(dsn: str) -> str:
+    """A DSN with any password removed, for messages and logs."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "(unparsable DSN)"
+    params.pop("password", None)
+    host = params.get("host", "localhost")
+    return f"{params.get('dbname', '?')}@{host}:{params.get('port', 5432)}"
+
+
+def with_dbname(dsn: str, dbname: str) -> str:
+    """The same server, another database (e.g. 'postgres' to create databases)."""
+    return make_conninfo(dsn, dbname=dbname)
+
+
+def connect(dsn: str, *, purpose: str, autocommit: bool = False) -> psycopg.Connection[tuple[object, ...]]:
+    """Open a connection; a failure becomes DatabaseUnavailableError/DatabaseError naming the DSN."""
+    with mapped_errors(f"cannot connect to {describe(dsn)} ({purpose})"):
+        return psycopg.connect(
+            dsn,
+            autocommit=autocommit,
+            application_name=f"{APPLICATION_NAME}:{purpose}"[:63],
+            connect_timeout=10,
+        )

@@ -94,6 +94,7 @@ class HmacMask(Model):
 
 
 RedactPatternName = Literal["phone", "email", "national_id"]
+DEFAULT_REDACTIONS: tuple[RedactPatternName, ...] = ("email", "national_id", "phone")
 
 
 class CustomPattern(Model):
@@ -119,7 +120,7 @@ class RedactMask(Model):
 
     kind: Literal["redact"]
     patterns: list[RedactPatternName | CustomPattern] = Field(
-        default_factory=lambda: ["email", "national_id", "phone"], min_length=1
+        default_factory=lambda: list[RedactPatternName | CustomPattern](DEFAULT_REDACTIONS), min_length=1
     )
 
 
@@ -243,6 +244,9 @@ class Validation(Model):
     )
     required: list[str] = Field(default_factory=list, description="target columns that may not be NULL")
     references: list[Reference] = Field(default_factory=list)
+    max_rejected: int = Field(
+        default=10_000, ge=0, description="fail the run if more source rows than this break the rules"
+    )
 
 
 ConflictPolicy = Literal["source_wins", "target_wins", "newest_wins"]

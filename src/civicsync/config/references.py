@@ -111,9 +111,12 @@ def _check_flow(config: Config, where: str, flow: Flow) -> list[Problem]:
         need_source(f"{where}.incremental.column", flow.incremental.column)
     if flow.conflicts is not None:
         need_source(f"{where}.conflicts.version.source", flow.conflicts.version.source)
-        if flow.conflicts.version.target not in mapped:
+        version = flow.conflicts.version
+        version_spec = flow.columns.get(version.target)
+        if version_spec is None or version_spec.from_ != version.source:
             problems.append((f"{where}.conflicts.version.target",
-                             f"column {flow.conflicts.version.target!r} is not mapped by this flow"))
+                             f"column {version.target!r} must be mapped from {version.source!r} "
+                             "(the staged row carries the source row's version there)"))
         for col in flow.conflicts.fields:
             if col not in mapped:
                 problems.append((f"{where}.conflicts.fields.{col}", f"column {col!r} is not mapped by this flow"))

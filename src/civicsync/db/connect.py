@@ -34,4 +34,6 @@ def connect(dsn: str, *, purpose: str, autocommit: bool = False) -> psycopg.Conn
             autocommit=autocommit,
             application_name=f"{APPLICATION_NAME}:{purpose}"[:63],
             connect_timeout=10,
+            # Values travel as PostgreSQL text; fix the session formats so both sides agree.
+            options="-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=postgres",
         )

@@ -1,0 +1,191 @@
+"""COPY rows into a temporary stage table, validate them, then merge into the target in one statement.
+
+The merge is one ``INSERT … ON CONFLICT (key) DO UPDATE`` whose SET clause is generated from the
+flow's conflict policy (:mod:`civicsync.apply.conflicts` settles the staged rows first), with a
+``WHERE … IS DISTINCT FROM`` guard so unchanged rows are not rewritten (re-runs write nothing,
+and no WAL is produced for no-ops). Everything
+happens inside the caller's transaction: the caller commits rows, conflicts, dead letters and the
+flow's position together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from civicsync.apply.conflicts import STAGE, ConflictResolver
+from civicsync.apply.sqlnames import idents, table_ident
+from civicsync.config.models import Flow, SetValues, TableDecl
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """What one merge changed in the target."""
+
+    written: int
+    deleted: int
+    conflicts: int
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Limits on_missing handling to target rows with ``column >= lower`` (aggregation windows)."""
+
+    column: str
+    lower: str | None
+
+
+class MergeWriter:
+    """Stages rows for one target table and merges them according to the flow's rules."""
+
+    def __init__(
+        self,
+        conn: psycopg.Connection[tuple[object, ...]],
+        flow_name: str,
+        flow: Flow,
+        target: TableDecl,
+        columns: Sequence[str],
+    ) -> None:
+        self._conn = conn
+        self._flow_name = flow_name
+        self._flow = flow
+        self._target = target
+        self._table = table_ident(flow.target.table)
+        self._columns = tuple(columns)
+        self._key = tuple(target.key)
+        # Only fields carrying source data have owners; constants and run times are bookkeeping.
+        governed = tuple(c for c in self._columns
+                         if c in flow.columns and (flow.columns[c].from_ or flow.columns[c].template))
+        self._resolver = None if flow.conflicts is None else ConflictResolver(
+            conn, flow_name, flow.conflicts, self._table, self._key, governed)
+
+    # ------------------------------------------------------------------ staging
+
+    def create_stage(self) -> None:
+        """A temp table with the target's column types, dropped at commit."""
+        self._conn.execute(
+            sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
+                STAGE, idents(self._columns), self._table
+            )
+        )
+
+    def stage_rows(self, rows: Iterable[Sequence[str | None]]) -> int:
+        """Copy ``rows`` into the stage; returns how many."""
+        n = 0
+        with self._conn.cursor().copy(
+            sql.SQL("COPY {} ({}) FROM STDIN").format(STAGE, idents(self._columns))
+        ) as copy:
+            for row in rows:
+                copy.write_row(row)
+                n += 1
+        return n
+
+    # ------------------------------------------------------------------ validation
+
+    def validate(self, *, scope: Scope | None = None) -> list[str]:
+        """The reasons the staged data must not be committed (empty list: go ahead)."""
+        rules = self._flow.validate_
+        failures: list[str] = []
+        staged = self._scalar(sql.SQL("SELECT count(*) FROM {}").format(STAGE))
+        if staged < rules.min_rows:
+            failures.append(f"{staged} rows staged, at least {rules.min_rows} required")
+        dupes = self._scalar(
+            sql.SQL("SELECT count(*) - count(DISTINCT ({})) FROM {}").format(idents(self._key), STAGE)
+        )
+        if dupes:
+            failures.append(f"{dupes} staged rows repeat a key of {self._flow.target.table}")
+        for ref in rules.references:
+            orphans = self._scalar(
+                sql.SQL("SELECT count(*) FROM {stage} s WHERE s.{col} IS NOT NULL AND NOT EXISTS "
+                        "(SELECT 1 FROM {ref} r WHERE r.{rcol} = s.{col})").format(
+                    stage=STAGE, col=sql.Identifier(ref.column), ref=table_ident(ref.table),
+                    rcol=sql.Identifier(ref.ref_column))
+            )
+            if orphans:
+                failures.append(f"{orphans} rows have a {ref.column} missing from {ref.table}.{ref.ref_column}")
+        if rules.max_missing_ratio is not None and self._flow.on_missing != "keep":
+            total = self._scalar(sql.SQL("SELECT count(*) FROM {} t WHERE {}").format(
+                self._table, self._scope_sql(scope)))
+            missing = self._scalar(sql.SQL("SELECT count(*) FROM {} t WHERE {} AND {}").format(
+                self._table, self._missing_sql(), self._scope_sql(scope)))
+            if total and missing / total > rules.max_missing_ratio:
+                failures.append(
+                    f"{missing} of {total} target rows are no longer in the source "
+                    f"(more than {rules.max_missing_ratio:.0%} allowed)"
+                )
+        return failures
+
+    def _scalar(self, query: sql.Composed) -> int:
+        row = self._conn.execute(query).fetchone()
+        return int(str(row[0])) if row and row[0] is not None else 0
+
+    # ------------------------------------------------------------------ merge
+
+    def merge(self, run_id: int | None, *, scope: Scope | None = None) -> MergeResult:
+        """Record conflicts, upsert the staged rows, then handle rows missing from the source."""
+        conflicts = self._resolver.resolve(run_id) if self._resolver else 0
+        written = self._upsert()
+        if self._resolver is not None:
+            self._resolver.save_bases()
+        deleted = self._apply_missing(scope)
+        return MergeResult(written=written, deleted=deleted, conflicts=conflicts)
+
+    def _key_match(self, left: str, right: str) -> sql.Composable:
+        return sql.SQL(" AND ").join(
+            sql.SQL("{} = {}").format(sql.Identifier(left, k), sql.Identifier(right, k)) for k in self._key
+        )
+
+    def _new_value(self, column: str) -> sql.Composable:
+        """The value a column gets on update (conflict decisions are already in the stage)."""
+        if self._resolver is not None:
+            return self._resolver.new_value(column)
+        return sql.Identifier("excluded", column)
+
+    def _upsert(self) -> int:
+        updatable = [c for c in self._columns if c not in self._key]
+        insert = sql.SQL("INSERT INTO {table} AS t ({cols}) SELECT {cols} FROM {stage} ").format(
+            table=self._table, cols=idents(self._columns), stage=STAGE)
+        if not updatable:
+            query = insert + sql.SQL("ON CONFLICT ({}) DO NOTHING").format(idents(self._key))
+        else:
+            # run_time columns (synced_at) change every run; they must not make a row look changed.
+            volatile = {c for c, spec in self._flow.columns.items() if spec.run_time}
+            compared = [c for c in updatable if c not in volatile] or updatable
+            query = insert + sql.SQL(
+                "ON CONFLICT ({key}) DO UPDATE SET ({cols}) = ROW({vals}) WHERE ({old}) IS DISTINCT FROM ({new})"
+            ).format(
+                key=idents(self._key), cols=idents(updatable),
+                vals=sql.SQL(", ").join(self._new_value(c) for c in updatable),
+                old=idents(compared, prefix="t"),
+                new=sql.SQL(", ").join(self._new_value(c) for c in compared))
+        cur = self._conn.execute(query)
+        return max(cur.rowcount, 0)
+
+    # ------------------------------------------------------------------ rows gone from the source
+
+    def _missing_sql(self) -> sql.Composable:
+        return sql.SQL("NOT EXISTS (SELECT 1 FROM {} s WHERE {})").format(STAGE, self._key_match("s", "t"))
+
+    @staticmethod
+    def _scope_sql(scope: Scope | None) -> sql.Composable:
+        if scope is None or scope.lower is None:
+            return sql.SQL("true")
+        return sql.SQL("{} >= {}").format(sql.Identifier("t", scope.column), sql.Literal(scope.lower))
+
+    def _apply_missing(self, scope: Scope | None) -> int:
+        on_missing = self._flow.on_missing
+        if on_missing == "keep":
+            return 0
+        where = sql.SQL("{} AND {}").format(self._missing_sql(), self._scope_sql(scope))
+        if on_missing == "delete":
+            query = sql.SQL("DELETE FROM {} t WHERE {}").format(self._table, where)
+        else:
+            assert isinstance(on_missing, SetValues)
+            cols = list(on_missing.set)
+            vals = sql.SQL(", ").join(sql.Literal(v) for v in on_missing.set.values())
+            query = sql.SQL("UPDATE {} t SET ({}) = ROW({}) WHERE {} AND ({}) IS DISTINCT FROM ({})").format(
+                self._table, idents(cols), vals, where, idents(cols, prefix="t"), vals)
+        return max(self._conn.execute(query).rowcount, 0)

@@ -1,0 +1,287 @@
+"""The `civicsync` command line: validate, db init/seed, batch run, runs, demo."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from civicsync.config import LoadedConfig, default_config_path, load_config
+from civicsync.errors import CivicsyncError, ConfigError
+
+app = typer.Typer(help="civicsync: keep smart_warehouse and smart_citizen in step.", no_args_is_help=True,
+                  add_completion=False)
+db_app = typer.Typer(help="Create and seed the databases.", no_args_is_help=True)
+batch_app = typer.Typer(help="Run batch flows now.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(batch_app, name="batch")
+
+out = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", envvar="CIVICSYNC_CONFIG", help="Config file (default: the reference config)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens (INFO level).")]
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn civicsync errors into a clear message and exit code, never a traceback."""
+    try:
+        yield
+    except ConfigError as exc:
+        err.print(f"[bold red]config error[/] ({len(exc.problems)} problem{'s' * (len(exc.problems) != 1)}):")
+        for problem in exc.problems:
+            err.print(f"  {problem}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except CivicsyncError as exc:
+        _fail(str(exc))
+
+
+def _load(config: Path | None) -> LoadedConfig:
+    return load_config(config)
+
+
+def _setup(verbose: bool) -> None:
+    from civicsync.logs import setup_logging
+
+    setup_logging(verbose)
+
+
+# --------------------------------------------------------------------------- validate
+
+
+@app.command()
+def validate(
+    config_file: Annotated[Path | None, typer.Argument(help="Config file to check.", show_default=False)] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Load and check a config: exit 0 with a summary, or exit 2 listing every problem."""
+    path = config_file or config or default_config_path()
+    try:
+        loaded = load_config(path)
+    except ConfigError as exc:
+        if as_json:
+            out.print_json(data={"ok": False, "file": str(path), "problems": [
+                {"file": p.file, "path": p.path, "message": p.message} for p in exc.problems]})
+            raise typer.Exit(2) from None
+        with _user_errors():
+            raise
+    model = loaded.model
+    ids = ", ".join(f.id for f in model.flows.values())
+    if as_json:
+        out.print_json(data={"ok": True, "file": str(path), "connections": list(model.connections),
+                             "flows": {n: f.id for n, f in model.flows.items()}})
+        return
+    out.print(f"{path}: OK — {len(model.connections)} connections, {len(model.flows)} flows ({ids})",
+              highlight=False)
+
+
+@app.command()
+def flows(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """List the configured flows."""
+    with _user_errors():
+        loaded = _load(config)
+    rows = [{"flow": n, "id": f.id, "kind": f.kind, "mode": f.mode, "schedule": f.schedule,
+             "source": f"{f.source.connection}:{f.source.table}", "target": f"{f.target.connection}:{f.target.table}"}
+            for n, f in loaded.model.flows.items()]
+    if as_json:
+        out.print_json(data=rows)
+        return
+    table = Table("id", "flow", "kind", "mode", "schedule (UTC)", "source", "target")
+    for r in rows:
+        table.add_row(r["id"], r["flow"], r["kind"], r["mode"], r["schedule"] or "-", r["source"], r["target"])
+    out.print(table)
+
+
+# --------------------------------------------------------------------------- db
+
+
+@db_app.command("init")
+def db_init(config: ConfigOpt = None, verbose: VerboseOpt = False) -> None:
+    """Create the databases, their schemas and civicsync's control schema (safe to re-run)."""
+    from civicsync.db.provision import init_databases
+
+    _setup(verbose)
+    with _user_errors():
+        results = init_databases(_load(config))
+    for r in results:
+        what = "created" if r.created else "exists"
+        applied = ", ".join(r.applied) if r.applied else "up to date"
+        out.print(f"{r.connection}: database {what}; migrations: {applied}", highlight=False)
+
+
+@db_app.command("seed")
+def db_seed(
+    citizens: Annotated[int, typer.Option(min=1, help="How many citizens to generate.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 42,
+    only: Annotated[str, typer.Option(help="'all' or 'profiles' (warehouse schemes and profiles only).")] = "all",
+    config: ConfigOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Fill both reference databases with deterministic synthetic data (replaces earlier seed data)."""
+    from civicsync.db.seed import seed as run_seed
+
+    _setup(verbose)
+    if only not in ("all", "profiles"):
+        _fail("--only must be 'all' or 'profiles'", 2)
+    with _user_errors():
+        loaded = _load(config)
+        with _progress() as progress:
+            tasks: dict[str, Any] = {}
+
+            def advance(table: str, n: int) -> None:
+                if table not in tasks:
+                    tasks[table] = progress.add_task(f"seed {table}", total=None)
+                progress.advance(tasks[table], n)
+
+            counts = run_seed(loaded.dsn("warehouse"), loaded.dsn("citizen"), citizens, seed=seed,
+                              only=only, progress=advance)  # type: ignore[arg-type]
+    table = Table("table", "rows", title=f"seeded in {counts.seconds:.1f}s")
+    for name, n in counts.rows.items():
+        table.add_row(name, f"{n:,}")
+    out.print(table)
+
+
+# --------------------------------------------------------------------------- batch
+
+
+@contextmanager
+def _progress() -> Iterator[Progress]:
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal)
+    with progress:
+        yield progress
+
+
+def _progress_callback(progress: Progress, description: str) -> Callable[[int], None]:
+    task = progress.add_task(description, total=None)
+    return lambda rows: progress.update(task, completed=rows)
+
+
+def results_table(results: list[dict[str, Any]], title: str | None = None) -> Table:
+    """Per-flow run results as a table."""
+    table = Table("id", "flow", "outcome", "read", "written", "deleted", "rejected", "conflicts", "attempts",
+                  "seconds", title=title)
+    for r in results:
+        outcome = "[green]ok[/]" if r["ok"] else "[red]FAILED[/]"
+        table.add_row(r["id"], r["flow"], outcome, f"{r['rows_read']:,}", f"{r['rows_written']:,}",
+                      f"{r['rows_deleted']:,}", f"{r['rows_rejected']:,}", f"{r['conflicts']:,}",
+                      str(r["attempts"]), f"{r['seconds']:.2f}")
+    return table
+
+
+@batch_app.command("run")
+def batch_run(
+    flow: Annotated[str, typer.Argument(help="Flow name or id (e.g. F2 or profile_prefill).")],
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run one batch flow now and print what it did."""
+    from civicsync.jobs.batch import run_batch
+
+    _setup(verbose)
+    with _user_errors():
+        loaded = _load(config)
+        try:
+            loaded.model.flow_name(flow)
+        except KeyError:
+            _fail(f"no flow called {flow!r}; known: {', '.join(loaded.model.flows)}", 2)
+        with _progress() as progress:
+            result = run_batch(loaded, flow, progress=_progress_callback(progress, f"{flow}: rows read"))
+    summary = result.as_dict()
+    if as_json:
+        out.print_json(data=summary)
+    else:
+        out.print(results_table([summary]))
+        if result.error is not None:
+            err.print(f"[bold red]error:[/] {result.error}", highlight=False)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def runs(
+    flow: Annotated[str | None, typer.Option(help="Only this flow.")] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 20,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show recent batch runs recorded in every target database."""
+    from civicsync.control.store import recent_runs
+    from civicsync.db.connect import connect
+
+    with _user_errors():
+        loaded = _load(config)
+        name = loaded.model.flow_name(flow) if flow else None
+        records = []
+        targets = {f.target.connection for f in loaded.model.flows.values()}
+        for conn_name in sorted(targets):
+            with connect(loaded.dsn(conn_name), purpose="runs", autocommit=True) as conn:
+                records += recent_runs(conn, name, limit)
+    records.sort(key=lambda r: r.started_at, reverse=True)
+    records = records[:limit]
+    if as_json:
+        out.print_json(json.dumps([vars(r) for r in records], default=str))
+        return
+    table = Table("run", "flow", "started (UTC)", "status", "attempts", "read", "written", "rejected",
+                  "conflicts", "error")
+    for r in records:
+        table.add_row(str(r.run_id), r.flow, r.started_at.strftime("%Y-%m-%d %H:%M:%S"), r.status, str(r.attempts),
+                      f"{r.rows_read:,}", f"{r.rows_written:,}", f"{r.rows_rejected:,}", f"{r.conflicts:,}",
+                      (r.error or "")[:80])
+    out.print(table)
+
+
+# --------------------------------------------------------------------------- demo
+
+
+@app.command()
+def demo(
+    citizens: Annotated[int, typer.Option(min=10, help="Citizens to seed on the first run.")] = 2000,
+    data_dir: Annotated[Path, typer.Option(help="Where the demo's PostgreSQL lives.")] = Path(".civicsync/demo"),
+    port: Annotated[int, typer.Option(help="Loopback port of the demo's PostgreSQL.")] = 54329,
+    stop: Annotated[bool, typer.Option("--stop", help="Stop the demo's PostgreSQL and exit.")] = False,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run the reference deployment on a local PostgreSQL: create, seed, run every flow, report."""
+    from civicsync.demo import run_demo, stop_demo
+
+    _setup(verbose)
+    with _user_errors():
+        if stop:
+            stop_demo(data_dir, port)
+            out.print("demo PostgreSQL stopped")
+            return
+        report = run_demo(data_dir=data_dir, port=port, citizens=citizens, console=None if as_json else out)
+    if as_json:
+        out.print_json(data=report)
+    if not all(r["ok"] for r in report["flows"]):
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Console entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,105 @@
+"""civicsync's control schema: run history, flow positions (watermarks) and dead letters.
+
+Run records are written in their own short transactions (a failed run must still be recorded);
+watermarks and dead letters are written inside the caller's data transaction so they commit
+together with the rows they describe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+
+@dataclass(frozen=True)
+class RunCounts:
+    """Row counts of a finished run."""
+
+    rows_read: int = 0
+    rows_written: int = 0
+    rows_deleted: int = 0
+    rows_rejected: int = 0
+    conflicts: int = 0
+
+
+def start_run(conn: Conn, flow: str) -> int:
+    """Record a run as started; returns its id (autocommit connection expected)."""
+    row = conn.execute("INSERT INTO civicsync.runs (flow, status) VALUES (%s, 'running') RETURNING run_id",
+                       (flow,)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def finish_run(conn: Conn, run_id: int, *, ok: bool, attempts: int, counts: RunCounts,
+               error: str | None = None) -> None:
+    """Record a run's outcome."""
+    conn.execute(
+        "UPDATE civicsync.runs SET finished_at = clock_timestamp(), status = %s, attempts = %s, rows_read = %s,"
+        " rows_written = %s, rows_deleted = %s, rows_rejected = %s, conflicts = %s, error = %s WHERE run_id = %s",
+        ("succeeded" if ok else "failed", attempts, counts.rows_read, counts.rows_written, counts.rows_deleted,
+         counts.rows_rejected, counts.conflicts, error, run_id),
+    )
+
+
+def read_watermark(conn: Conn, flow: str) -> str | None:
+    """The flow's stored position, or None before its first run."""
+    row = conn.execute("SELECT value FROM civicsync.watermarks WHERE flow = %s", (flow,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def write_watermark(conn: Conn, flow: str, value: str, run_id: int | None) -> None:
+    """Store the flow's position (inside the data transaction)."""
+    conn.execute(
+        "INSERT INTO civicsync.watermarks (flow, value, run_id) VALUES (%s, %s, %s)"
+        " ON CONFLICT (flow) DO UPDATE SET value = excluded.value, run_id = excluded.run_id,"
+        " updated_at = clock_timestamp()",
+        (flow, value, run_id),
+    )
+
+
+def add_dead_letters(conn: Conn, flow: str, rejects: list[tuple[dict[str, Any], str, str]]) -> None:
+    """Record rejected rows as (key, error kind, error); a key seen before counts another attempt."""
+    if not rejects:
+        return
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO civicsync.dead_letters (flow, row_key, error_kind, error) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (flow, row_key) DO UPDATE SET error_kind = excluded.error_kind, error = excluded.error,"
+            " attempts = civicsync.dead_letters.attempts + 1, last_seen = clock_timestamp(), status = 'pending'",
+            [(flow, Jsonb(key), kind, error) for key, kind, error in rejects],
+        )
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One row of civicsync.runs."""
+
+    run_id: int
+    flow: str
+    started_at: datetime
+    finished_at: datetime | None
+    status: str
+    attempts: int
+    rows_read: int
+    rows_written: int
+    rows_deleted: int
+    rows_rejected: int
+    conflicts: int
+    error: str | None
+
+
+def recent_runs(conn: Conn, flow: str | None = None, limit: int = 20) -> list[RunRecord]:
+    """The latest runs, newest first."""
+    rows = conn.execute(
+        "SELECT run_id, flow, started_at, finished_at, status, attempts, rows_read, rows_written, rows_deleted,"
+        " rows_rejected, conflicts, error FROM civicsync.runs WHERE %s::text IS NULL OR flow = %s"
+        " ORDER BY run_id DESC LIMIT %s",
+        (flow, flow, limit),
+    ).fetchall()
+    return [RunRecord(*r) for r in rows]

@@ -1,0 +1,1 @@
+"""Extract: read source rows for batch flows (COPY out of a consistent snapshot)."""

@@ -1,0 +1,1 @@
+"""Jobs: batch runs (full, incremental, aggregate) with retries and run history."""

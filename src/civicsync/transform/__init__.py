@@ -1,0 +1,1 @@
+"""Row transformation: column mapping, value maps and masking."""

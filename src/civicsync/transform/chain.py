@@ -1,0 +1,81 @@
+"""The transform chain of a flow: filters, then column mappings (with masking), then row rules.
+
+Every path that writes a flow's target (batch, CDC, reconciliation repair) goes through the
+:class:`RowTransform` built here, so a masking or mapping rule is written once and holds everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from civicsync.config.models import Flow, TableDecl
+from civicsync.errors import RowRejectedError
+from civicsync.transform.columns import ColumnFn, compile_column
+from civicsync.transform.filters import Predicate, compile_filter
+
+Row = Sequence[str | None]
+OutRow = tuple[str | None, ...]
+
+
+def source_columns_of(flow: Flow, source: TableDecl) -> tuple[str, ...]:
+    """The source columns a flow reads: its key, and everything its rules mention, in table order."""
+    from civicsync.config.references import template_fields
+
+    wanted = set(source.key)
+    wanted.update(f.column for f in flow.filters)
+    for spec in flow.columns.values():
+        if spec.from_ is not None:
+            wanted.add(spec.from_)
+        if spec.template is not None:
+            wanted.update(template_fields(spec.template))
+    if flow.incremental is not None:
+        wanted.add(flow.incremental.column)
+    return tuple(c for c in source.columns if c in wanted)
+
+
+@dataclass(frozen=True)
+class RowTransform:
+    """Source row (text values in ``source_columns`` order) → target row, None, or rejection."""
+
+    source_columns: tuple[str, ...]
+    target_columns: tuple[str, ...]
+    source_key: tuple[str, ...]
+    _filters: tuple[Predicate, ...]
+    _columns: tuple[ColumnFn, ...]
+    _required: tuple[tuple[int, str], ...]
+
+    def __call__(self, row: Row) -> OutRow | None:
+        """The target row, or None if a filter drops the row. Raises RowRejectedError."""
+        for keep in self._filters:
+            if not keep(row):
+                return None
+        out = tuple(fn(row) for fn in self._columns)
+        for i, name in self._required:
+            if out[i] is None:
+                raise RowRejectedError("required", f"column {name} is required but would be NULL")
+        return out
+
+    def key_of(self, row: Row) -> dict[str, str | None]:
+        """The source key of a source row (for dead letters: the key, never the row)."""
+        return {col: row[self.source_columns.index(col)] for col in self.source_key}
+
+
+def build_transform(
+    flow: Flow, source: TableDecl, secrets: Mapping[str, bytes], run_time: str
+) -> RowTransform:
+    """Compile a flow's rules into a RowTransform. ``run_time`` fills run_time columns."""
+    source_columns = source_columns_of(flow, source)
+    index = {name: i for i, name in enumerate(source_columns)}
+    target_columns = tuple(flow.columns)
+    required = tuple((target_columns.index(c), c) for c in flow.validate_.required)
+    return RowTransform(
+        source_columns=source_columns,
+        target_columns=target_columns,
+        source_key=tuple(source.key),
+        _filters=tuple(compile_filter(f, index[f.column]) for f in flow.filters),
+        _columns=tuple(
+            compile_column(name, spec, index, secrets, run_time) for name, spec in flow.columns.items()
+        ),
+        _required=required,
+    )

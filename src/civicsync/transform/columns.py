@@ -1,0 +1,69 @@
+"""Column mappings: how each target column's value is derived from a source row.
+
+A mapping is compiled once per run into a small function over the source row (PostgreSQL text
+values). Order inside one column: take the value (from / const / template / run_time), apply the
+value map, then the mask. Masking is therefore always the last word on what leaves the source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+from civicsync.config.models import ColumnSpec
+from civicsync.config.references import template_fields
+from civicsync.errors import RowRejectedError
+from civicsync.transform.masking import build_masker
+
+Row = Sequence[str | None]
+ColumnFn = Callable[[Row], str | None]
+
+
+def _const_text(value: str | int | float | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _value_fn(spec: ColumnSpec, index: Mapping[str, int], run_time: str) -> ColumnFn:
+    if spec.from_ is not None:
+        i = index[spec.from_]
+        return lambda row: row[i]
+    if spec.template is not None:
+        template = spec.template
+        positions = {name: index[name] for name in template_fields(template)}
+        return lambda row: template.format_map({n: row[i] or "" for n, i in positions.items()})
+    if spec.run_time:
+        return lambda row: run_time
+    const = None if spec.const is None else _const_text(spec.const)
+    return lambda row: const
+
+
+def _mapped(target: str, spec: ColumnSpec, inner: ColumnFn) -> ColumnFn:
+    if spec.map is None:
+        return inner
+    table = dict(spec.map)
+    default = spec.default
+
+    def mapped(row: Row) -> str | None:
+        value = inner(row)
+        if value is None:
+            return None
+        if value in table:
+            return table[value]
+        if default is not None:
+            return default
+        # Never echo the value: it may be personal data.
+        raise RowRejectedError("map", f"column {target}: value not in the value map and no default is set")
+
+    return mapped
+
+
+def compile_column(
+    target: str, spec: ColumnSpec, index: Mapping[str, int], secrets: Mapping[str, bytes], run_time: str
+) -> ColumnFn:
+    """The function that computes target column ``target`` from a source row."""
+    fn = _mapped(target, spec, _value_fn(spec, index, run_time))
+    if spec.mask is None:
+        return fn
+    mask = build_masker(spec.mask, secrets)
+    return lambda row: mask(fn(row))

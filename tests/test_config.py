@@ -1,0 +1,152 @@
+"""Config loading: the reference config is valid; every class of mistake is reported clearly."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from civicsync.config import load_config, reference_config_path
+from civicsync.config.loader import parse_config
+from civicsync.errors import ConfigError
+from helpers import reference_raw
+
+ENV = {
+    "CIVICSYNC_WAREHOUSE_DSN": "dbname=w",
+    "CIVICSYNC_CITIZEN_DSN": "dbname=c",
+    "CIVICSYNC_PSEUDONYM_KEY": "k" * 32,
+}
+
+
+def problems_of(raw: Any, environ: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, "conf.yaml", ENV if environ is None else environ)
+    return [str(p) for p in info.value.problems]
+
+
+def test_reference_config_is_valid() -> None:
+    loaded = load_config(environ=ENV)
+    assert {f.id for f in loaded.model.flows.values()} >= {"F1", "F2", "F11", "F12"}
+    assert loaded.secrets["pseudonym_key"] == b"k" * 32
+    assert loaded.model.flow("f2").id == "F2"
+
+
+def test_unknown_key_is_named_with_its_path() -> None:
+    raw = reference_raw()
+    raw["flows"]["scheme_master"]["filtres"] = []
+    assert problems_of(raw) == ["conf.yaml: flows.scheme_master.filtres: unknown key (misspelt?)"]
+
+
+def test_unknown_masking_kind() -> None:
+    raw = reference_raw()
+    raw["flows"]["feedback"]["columns"]["comment"]["mask"] = {"kind": "scramble"}
+    [problem] = problems_of(raw)
+    assert problem.startswith("conf.yaml: flows.feedback.columns.comment.mask: ")
+    assert "scramble" in problem and "keep_last" in problem
+
+
+def test_wrong_type() -> None:
+    raw = reference_raw()
+    raw["flows"]["profile_prefill"]["retry"] = {"attempts": "many"}
+    [problem] = problems_of(raw)
+    assert problem.startswith("conf.yaml: flows.profile_prefill.retry.attempts: ")
+    assert "integer" in problem
+
+
+def test_missing_env_vars_are_reported() -> None:
+    problems = problems_of(reference_raw(), {"CIVICSYNC_WAREHOUSE_DSN": "dbname=w"})
+    assert problems == [
+        "conf.yaml: connections.citizen.dsn_env: environment variable CIVICSYNC_CITIZEN_DSN is not set",
+        "conf.yaml: secrets.pseudonym_key.env: environment variable CIVICSYNC_PSEUDONYM_KEY is not set",
+    ]
+
+
+def test_short_secret_is_refused() -> None:
+    problems = problems_of(reference_raw(), {**ENV, "CIVICSYNC_PSEUDONYM_KEY": "short"})
+    assert problems == ["conf.yaml: secrets.pseudonym_key.env: environment variable CIVICSYNC_PSEUDONYM_KEY "
+                        "is shorter than 16 characters"]
+
+
+def test_undeclared_table_and_columns() -> None:
+    raw = reference_raw()
+    f2 = raw["flows"]["profile_prefill"]
+    f2["columns"]["nickname"] = "full_name"
+    f2["columns"]["phone"] = "mobile"
+    f2["filters"] = [{"column": "caste", "op": "eq", "value": "x"}]
+    raw["flows"]["scheme_master"]["target"]["table"] = "public.programmes"
+    problems = problems_of(raw)
+    assert "conf.yaml: flows.scheme_master.target.table: table 'public.programmes' is not declared under " \
+           "connections.citizen.tables" in problems
+    assert "conf.yaml: flows.profile_prefill.columns.nickname: column 'nickname' is not declared in target " \
+           "table public.citizens" in problems
+    assert "conf.yaml: flows.profile_prefill.columns.phone.from: column 'mobile' is not declared in source " \
+           "table public.citizen_profiles" in problems
+    assert "conf.yaml: flows.profile_prefill.filters.0.column: column 'caste' is not declared in source " \
+           "table public.citizen_profiles" in problems
+
+
+def test_semantic_rules() -> None:
+    raw = reference_raw()
+    raw["flows"]["feedback"]["columns"]["citizen_ref"]["mask"]["secret"] = "other_key"
+    raw["flows"]["scheme_master"]["schedule"] = "every day"
+    del raw["flows"]["profile_prefill"]["columns"]["citizen_id"]
+    raw["flows"]["profile_prefill"]["columns"]["gender"] = {"from": "gender", "const": "X"}
+    problems = problems_of(raw)
+    assert any(p.startswith("conf.yaml: flows.profile_prefill.columns.gender: ")
+               and "exactly one of" in p for p in problems), problems
+    # The model error stops cross-checks of the same load; fix it and the rest is reported.
+    raw["flows"]["profile_prefill"]["columns"]["gender"] = "gender"
+    problems = problems_of(raw)
+    assert "conf.yaml: flows.feedback.columns.citizen_ref.mask: secret 'other_key' is not declared under " \
+           "secrets" in problems
+    assert any(p.startswith("conf.yaml: flows.scheme_master.schedule: not a valid cron expression")
+               for p in problems)
+    assert "conf.yaml: flows.profile_prefill.columns: target key column 'citizen_id' is not mapped" in problems
+
+
+def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nflows: [\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad, environ=ENV)
+    [problem] = info.value.problems
+    assert problem.file == str(bad) and problem.path.startswith("line ") and "not valid YAML" in problem.message
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "nope.yaml", environ=ENV)
+    assert problems_of(["a", "list"]) == ["conf.yaml: (top level): the file must hold a mapping of keys"]
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "civicsync.cli", *args], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", **env}, check=False)
+
+
+def test_cli_validate_reference_ok() -> None:
+    proc = run_cli("validate", env=ENV)
+    assert proc.returncode == 0, proc.stderr
+    assert "OK" in proc.stdout and "F1" in proc.stdout
+
+
+def test_cli_validate_lists_all_three_mistakes_without_traceback(tmp_path: Path) -> None:
+    raw = reference_raw()
+    raw["flows"]["scheme_master"]["shedule"] = raw["flows"]["scheme_master"].pop("schedule")
+    raw["flows"]["profile_prefill"]["columns"]["national_id_masked"]["mask"]["kind"] = "keep_first"
+    path = tmp_path / "civicsync.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    env = {k: v for k, v in ENV.items() if k != "CIVICSYNC_PSEUDONYM_KEY"}
+    proc = run_cli("validate", str(path), env=env)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = [" ".join(line.split()) for line in proc.stderr.splitlines()]
+    text = "\n".join(lines)
+    assert f"{path}: flows.scheme_master.shedule: unknown key (misspelt?)" in text
+    assert f"{path}: flows.profile_prefill.columns.national_id_masked.mask: " in text and "keep_first" in text
+    assert f"{path}: secrets.pseudonym_key.env: environment variable CIVICSYNC_PSEUDONYM_KEY is not set" in text
+
+
+def test_reference_config_path_is_packaged() -> None:
+    assert reference_config_path().is_file()

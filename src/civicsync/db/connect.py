@@ -26,9 +26,13 @@ def with_dbname(dsn: str, dbname: str) -> str:
     return make_conninfo(dsn, dbname=dbname)
 
 
-def connect(dsn: str, *, purpose: str, autocommit: bool = False) -> psycopg.Connection[tuple[object, ...]]:
-    """Open a connection; a failure becomes DatabaseUnavailableError/DatabaseError naming the DSN."""
-    with mapped_errors(f"cannot connect to {describe(dsn)} ({purpose})"):
+def connect(
+    dsn: str, *, purpose: str, autocommit: bool = False, label: str | None = None
+) -> psycopg.Connection[tuple[object, ...]]:
+    """Open a connection; a failure becomes DatabaseUnavailableError/DatabaseError naming the
+    database (``label`` is the config's connection name, e.g. 'warehouse')."""
+    where = f"{label} database {describe(dsn)}" if label else describe(dsn)
+    with mapped_errors(f"cannot connect to {where} ({purpose})"):
         return psycopg.connect(
             dsn,
             autocommit=autocommit,

@@ -149,19 +149,27 @@ def _record_finish(dsn: str, result: RunResult) -> None:
         log.warning("could not record the end of run %s: %s", result.run_id, exc)
 
 
-def _lock_flow(conn: Conn, name: str) -> None:
+def _lock_flow(conn: Conn, name: str, run_id: int | None) -> None:
     row = conn.execute("SELECT pg_try_advisory_xact_lock(hashtext('civicsync:flow:' || %s))", (name,)).fetchone()
     if not (row and row[0]):
         raise FlowBusyError(f"flow {name}: another run is in progress (its lock is held); try again later")
+    # Holding the lock, no other run of this flow is alive: any still marked running was abandoned
+    # (its process died before it could record the outcome).
+    conn.execute(
+        "UPDATE civicsync.runs SET status = 'failed', finished_at = clock_timestamp(),"
+        " error = 'abandoned: the process ended before recording an outcome; nothing of it was committed'"
+        " WHERE flow = %s AND status = 'running' AND run_id IS DISTINCT FROM %s",
+        (name, run_id),
+    )
 
 
 def _run_once(st: _Attempt) -> tuple[store.RunCounts, str | None]:
     flow = st.flow
     src_name, tgt_name = flow.source.connection, flow.target.connection
-    with connect(st.config.dsn(src_name), purpose=f"read:{st.name}", autocommit=True) as src, \
-            connect(st.config.dsn(tgt_name), purpose=f"write:{st.name}") as tgt:
+    with connect(st.config.dsn(src_name), purpose=f"read:{st.name}", autocommit=True, label=src_name) as src, \
+            connect(st.config.dsn(tgt_name), purpose=f"write:{st.name}", label=tgt_name) as tgt:
         with mapped_errors(f"flow {st.name}: {tgt_name} (target)"):
-            _lock_flow(tgt, st.name)
+            _lock_flow(tgt, st.name, st.run_id)
             old_mark = store.read_watermark(tgt, st.name)
         if flow.kind == "aggregate":
             merged, new_mark = _aggregate(st, src, tgt, old_mark)
@@ -172,11 +180,19 @@ def _run_once(st: _Attempt) -> tuple[store.RunCounts, str | None]:
             if new_mark is not None:
                 store.write_watermark(tgt, st.name, new_mark, st.run_id)
             tgt.commit()
-        with mapped_errors(f"flow {st.name}: {src_name} (source)"):
-            src.execute("ROLLBACK")
+        _end_snapshot(src, st.name)
     counts = store.RunCounts(rows_read=st.rows_read, rows_written=merged.written, rows_deleted=merged.deleted,
                              rows_rejected=len(st.rejects), conflicts=merged.conflicts)
     return counts, new_mark
+
+
+def _end_snapshot(src: Conn, name: str) -> None:
+    # The read-only snapshot is finished and every row was received (COPY completed), so a
+    # source that vanishes now costs nothing: log it, never fail a committed run over it.
+    try:
+        src.execute("ROLLBACK")
+    except psycopg.Error as exc:
+        log.warning("flow %s: closing the source snapshot failed after commit (harmless): %s", name, exc)
 
 
 def _incremental_bounds(st: _Attempt, src: Conn, old_mark: str | None) -> tuple[sql.Composable | None, str | None]:

@@ -69,14 +69,16 @@ def _scripted_changes(config: LoadedConfig) -> list[str]:
         wh.execute("UPDATE schemes SET name = name || ' (revised)', updated_at = now()"
                    " WHERE scheme_id = (SELECT min(scheme_id) FROM schemes WHERE status = 'ACTIVE')"
                    " AND name NOT LIKE '%(revised)'")
-    with psycopg.connect(config.dsn("citizen")) as cz:
-        # A citizen edits their phone on the portal after the registry's last change: the next
-        # pre-fill must keep the citizen's value and record the conflict.
-        cz.execute("UPDATE citizens SET phone = '9000000001', updated_at = now() + interval '1 hour'"
-                   " WHERE citizen_id = (SELECT min(citizen_id) FROM citizens)")
+    first = "(SELECT citizen_id FROM {} ORDER BY citizen_id LIMIT 1)"
     with psycopg.connect(config.dsn("warehouse")) as wh:
         wh.execute("UPDATE citizen_profiles SET phone = '9111111111', updated_at = now()"
-                   " WHERE citizen_id = (SELECT min(citizen_id) FROM citizen_profiles)")
+                   " WHERE citizen_id = " + first.format("citizen_profiles"))
+    with psycopg.connect(config.dsn("citizen")) as cz:
+        # The citizen edits the same phone on the portal just after the registry did: both sides
+        # changed since the last sync, the portal's edit is newer, so the pre-fill keeps it and
+        # records the conflict.
+        cz.execute("UPDATE citizens SET phone = '9000000001', updated_at = now()"
+                   " WHERE citizen_id = " + first.format("citizens"))
     return ["5 warehouse profiles touched", "1 scheme renamed", "1 portal phone edit racing a registry edit"]
 
 
@@ -106,7 +108,11 @@ def run_demo(*, data_dir: Path, port: int, citizens: int, console: Console | Non
     except LocalPostgresError as exc:
         raise LocalPostgresError(f"{exc}\n(is port {port} taken? try `civicsync demo --port N`)") from None
     say(f"PostgreSQL (wal_level=logical) on 127.0.0.1:{port}, data in {server.datadir}", highlight=False)
-    config = load_config(environ={**os.environ, **_environ(server, data_dir)})
+    environ = _environ(server, data_dir)
+    env_file = data_dir / "demo.env"
+    env_file.write_text("".join(f"export {k}='{v}'\n" for k, v in environ.items()))
+    env_file.chmod(0o600)
+    config = load_config(environ={**os.environ, **environ})
     init_databases(config)
     report: dict[str, Any] = {"port": port, "databases": DATABASES, "changes": [], "flows": []}
     if _is_seeded(config):
@@ -133,7 +139,8 @@ def run_demo(*, data_dir: Path, port: int, citizens: int, console: Console | Non
                 table.add_row(*s)
             console.print(table)
         console.print(
-            f"Explore: psql '{server.dsn(DATABASES['citizen'])}'  ·  history: civicsync runs"
-            f"  ·  stop the server: civicsync demo --stop", highlight=False)
+            f"Next: `source {env_file}` then `civicsync runs`, `civicsync batch run F2`, or "
+            f"psql '{server.dsn(DATABASES['citizen'])}'. Stop the server: `civicsync demo --stop`.",
+            highlight=False)
     report["samples"] = _samples(config)
     return report

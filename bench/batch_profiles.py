@@ -80,6 +80,7 @@ class SizeResult:
     civicsync_process_seconds: list[float] = field(default_factory=list)
     rss_mb: list[float] = field(default_factory=list)
     rss_self_mb: list[float] = field(default_factory=list)
+    rss_before_run_mb: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         base = statistics.median(self.baseline_rps)
@@ -97,6 +98,7 @@ class SizeResult:
                 "civicsync_process_seconds": [round(x, 2) for x in self.civicsync_process_seconds],
                 "civicsync_peak_rss_mb": [round(x, 1) for x in self.rss_mb],
                 "civicsync_peak_rss_self_mb": [round(x, 1) for x in self.rss_self_mb],
+                "civicsync_rss_before_run_mb": [round(x, 1) for x in self.rss_before_run_mb],
             },
         }
 
@@ -186,8 +188,17 @@ def run_baseline(config: LoadedConfig, rows: int, out: sql.Composed, into: sql.C
     return rows / seconds
 
 
-def run_civicsync(config: LoadedConfig, environ: dict[str, str], rows: int) -> tuple[float, float, float, float]:
-    """One F2 first load in a fresh child; returns (rows/s, peak RSS MB, child's own RSS MB, process s)."""
+@dataclass
+class ChildRun:
+    rows_per_s: float
+    peak_rss_mb: float  # ru_maxrss of this child from os.wait4
+    peak_rss_self_mb: float  # the child's own RUSAGE_SELF at its end (should equal the above)
+    rss_before_run_mb: float  # the child's high-water mark after imports and load_config, before run_batch
+    process_seconds: float  # the child process's whole life, start-up included
+
+
+def run_civicsync(config: LoadedConfig, environ: dict[str, str], rows: int) -> ChildRun:
+    """One F2 first load in a fresh child process."""
     global _current_child
     with connect(config.dsn("citizen"), purpose="bench-reset", autocommit=True) as conn:
         for statement in RESET_SQL:
@@ -212,7 +223,8 @@ def run_civicsync(config: LoadedConfig, environ: dict[str, str], rows: int) -> t
     written = report["counts"]["rows_written"]
     if written != rows:
         raise SystemExit(f"F2 wrote {written} rows, expected {rows}")
-    return rows / report["seconds"], usage.ru_maxrss / 1024, report["maxrss_self_kb"] / 1024, process_seconds
+    return ChildRun(rows / report["seconds"], usage.ru_maxrss / 1024, report["maxrss_self_kb"] / 1024,
+                    report["rss_before_run_kb"] / 1024, process_seconds)
 
 
 # --------------------------------------------------------------------------- report
@@ -252,7 +264,9 @@ def print_table(report: dict[str, Any]) -> None:
     for size in report["sizes"]:
         smp = size["samples"]
         print(f"  {size['rows']:,} samples: baseline {smp['baseline_rows_per_s']}, civicsync "
-              f"{smp['civicsync_rows_per_s']}, RSS MB {smp['civicsync_peak_rss_mb']}")
+              f"{smp['civicsync_rows_per_s']}, peak RSS MB {smp['civicsync_peak_rss_mb']} "
+              f"(of which before run_batch: {smp['civicsync_rss_before_run_mb']})")
+    print("  peak RSS: the civicsync client process only (os.wait4 ru_maxrss), not the PostgreSQL backends")
     print()
     v = report["verdict"]
     print(f"RSS ratio {report['sizes'][-1]['rows']:,} / {report['sizes'][0]['rows']:,}: "
@@ -281,13 +295,15 @@ def measure(args: argparse.Namespace, server: LocalPostgres) -> dict[str, Any]:
                     res.baseline_rps.append(rps)
                     log(f"{rows:,} repeat {i + 1}: baseline {rps:,.0f} rows/s")
                 else:
-                    rps, rss, rss_self, proc_s = run_civicsync(config, environ, rows)
-                    res.civicsync_rps.append(rps)
-                    res.rss_mb.append(rss)
-                    res.rss_self_mb.append(rss_self)
-                    res.civicsync_process_seconds.append(proc_s)
-                    log(f"{rows:,} repeat {i + 1}: civicsync {rps:,.0f} rows/s, peak RSS {rss:.1f} MB "
-                        f"(child process {proc_s:.1f}s)")
+                    run = run_civicsync(config, environ, rows)
+                    res.civicsync_rps.append(run.rows_per_s)
+                    res.rss_mb.append(run.peak_rss_mb)
+                    res.rss_self_mb.append(run.peak_rss_self_mb)
+                    res.rss_before_run_mb.append(run.rss_before_run_mb)
+                    res.civicsync_process_seconds.append(run.process_seconds)
+                    log(f"{rows:,} repeat {i + 1}: civicsync {run.rows_per_s:,.0f} rows/s, peak RSS "
+                        f"{run.peak_rss_mb:.1f} MB ({run.rss_before_run_mb:.1f} MB before run_batch; "
+                        f"child process {run.process_seconds:.1f}s)")
         results.append(res.summary())
         # Free the disk before the next size.
         with psycopg.connect(server.dsn("postgres"), autocommit=True) as conn:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins = ["fix_pg", "fix_db"]
+pytest_plugins = ["fix_pg", "fix_db", "fix_capture"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -1,0 +1,305 @@
+"""A decoder for PostgreSQL's built-in ``pgoutput`` logical-replication protocol (version 1).
+
+Message layouts follow the PostgreSQL documentation, "Logical Replication Message Formats".
+Column values arrive in PostgreSQL's text form, exactly what COPY gives the batch path, so both
+paths feed the same transform chain. An unchanged TOASTed value arrives as :data:`UNCHANGED`,
+never as a value: applying it must leave the target column alone.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+PG_EPOCH: Final = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+class MessageType(enum.Enum):
+    """The first byte of every pgoutput message."""
+
+    BEGIN = b"B"
+    COMMIT = b"C"
+    ORIGIN = b"O"
+    RELATION = b"R"
+    TYPE = b"Y"
+    INSERT = b"I"
+    UPDATE = b"U"
+    DELETE = b"D"
+    TRUNCATE = b"T"
+    MESSAGE = b"M"
+
+
+class _Unchanged:
+    """Marker for an unchanged TOASTed column (the server did not send its value)."""
+
+    _instance: _Unchanged | None = None
+
+    def __new__(cls) -> _Unchanged:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+UNCHANGED: Final = _Unchanged()
+Value = str | None | _Unchanged
+
+
+class DecodeError(ValueError):
+    """A message that does not follow the protocol (a bug or a version mismatch, never data)."""
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type_oid: int
+    type_modifier: int
+    is_key: bool
+
+
+@dataclass(frozen=True)
+class Begin:
+    final_lsn: int
+    commit_time: datetime
+    xid: int
+
+
+@dataclass(frozen=True)
+class Commit:
+    commit_lsn: int
+    end_lsn: int
+    commit_time: datetime
+
+
+@dataclass(frozen=True)
+class Origin:
+    commit_lsn: int
+    name: str
+
+
+@dataclass(frozen=True)
+class Relation:
+    relation_id: int
+    schema: str
+    table: str
+    replica_identity: str  # 'd' default (primary key), 'n' nothing, 'f' full, 'i' index
+    columns: tuple[Column, ...]
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+
+@dataclass(frozen=True)
+class TypeInfo:
+    type_oid: int
+    schema: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Insert:
+    relation_id: int
+    new: tuple[Value, ...]
+
+
+@dataclass(frozen=True)
+class Update:
+    relation_id: int
+    old: tuple[Value, ...] | None  # present with REPLICA IDENTITY FULL ('O') or a changed key ('K')
+    old_is_key_only: bool
+    new: tuple[Value, ...]
+
+
+@dataclass(frozen=True)
+class Delete:
+    relation_id: int
+    old: tuple[Value, ...]
+    old_is_key_only: bool
+
+
+@dataclass(frozen=True)
+class Truncate:
+    relation_ids: tuple[int, ...]
+    cascade: bool
+    restart_identity: bool
+
+
+@dataclass(frozen=True)
+class LogicalMessage:
+    transactional: bool
+    lsn: int
+    prefix: str
+    content: bytes
+
+
+Message = Begin | Commit | Origin | Relation | TypeInfo | Insert | Update | Delete | Truncate | LogicalMessage
+
+
+def pg_time(micros: int) -> datetime:
+    """A protocol timestamp (microseconds since 2000-01-01 UTC) as an aware datetime."""
+    return PG_EPOCH + timedelta(microseconds=micros)
+
+
+class _Reader:
+    __slots__ = ("buf", "pos")
+
+    def __init__(self, buf: bytes) -> None:
+        self.buf = buf
+        self.pos = 0
+
+    def take(self, fmt: str) -> tuple[int, ...]:
+        size = struct.calcsize(fmt)
+        if self.pos + size > len(self.buf):
+            raise DecodeError(f"message truncated at byte {self.pos}")
+        values = struct.unpack_from(fmt, self.buf, self.pos)
+        self.pos += size
+        return values
+
+    def int8(self) -> int:
+        return self.take("!b")[0]
+
+    def byte(self) -> bytes:
+        if self.pos >= len(self.buf):
+            raise DecodeError(f"message truncated at byte {self.pos}")
+        b = self.buf[self.pos : self.pos + 1]
+        self.pos += 1
+        return b
+
+    def int16(self) -> int:
+        return self.take("!h")[0]
+
+    def int32(self) -> int:
+        return self.take("!i")[0]
+
+    def uint32(self) -> int:
+        return self.take("!I")[0]
+
+    def int64(self) -> int:
+        return self.take("!q")[0]
+
+    def uint64(self) -> int:
+        return self.take("!Q")[0]
+
+    def string(self) -> str:
+        end = self.buf.find(b"\0", self.pos)
+        if end < 0:
+            raise DecodeError(f"unterminated string at byte {self.pos}")
+        s = self.buf[self.pos : end].decode("utf-8")
+        self.pos = end + 1
+        return s
+
+    def raw(self, n: int) -> bytes:
+        if self.pos + n > len(self.buf):
+            raise DecodeError(f"message truncated at byte {self.pos}")
+        b = self.buf[self.pos : self.pos + n]
+        self.pos += n
+        return b
+
+    def tuple_data(self) -> tuple[Value, ...]:
+        values: list[Value] = []
+        for _ in range(self.int16()):
+            kind = self.byte()
+            if kind == b"n":
+                values.append(None)
+            elif kind == b"u":
+                values.append(UNCHANGED)
+            elif kind == b"t":
+                values.append(self.raw(self.int32()).decode("utf-8"))
+            else:
+                raise DecodeError(f"unknown tuple value kind {kind!r} (binary mode is not used)")
+        return tuple(values)
+
+
+def _relation(r: _Reader) -> Relation:
+    relation_id = r.uint32()
+    schema, table = r.string(), r.string()
+    identity = chr(r.take("!B")[0])
+    columns = []
+    for _ in range(r.int16()):
+        flags = r.int8()
+        name = r.string()
+        type_oid, typmod = r.uint32(), r.int32()
+        columns.append(Column(name, type_oid, typmod, bool(flags & 1)))
+    return Relation(relation_id, schema, table, identity, tuple(columns))
+
+
+def _update(r: _Reader) -> Update:
+    relation_id = r.uint32()
+    kind = r.byte()
+    old = None
+    key_only = False
+    if kind in (b"K", b"O"):
+        old = r.tuple_data()
+        key_only = kind == b"K"
+        kind = r.byte()
+    if kind != b"N":
+        raise DecodeError(f"update without a new tuple (got {kind!r})")
+    return Update(relation_id, old, key_only, r.tuple_data())
+
+
+def _delete(r: _Reader) -> Delete:
+    relation_id = r.uint32()
+    kind = r.byte()
+    if kind not in (b"K", b"O"):
+        raise DecodeError(f"delete without an old tuple (got {kind!r})")
+    return Delete(relation_id, r.tuple_data(), kind == b"K")
+
+
+def decode(payload: bytes) -> Message:
+    """Decode one pgoutput message."""
+    r = _Reader(payload)
+    try:
+        kind = MessageType(r.byte())
+    except ValueError:
+        raise DecodeError(f"unknown pgoutput message type {payload[:1]!r}") from None
+    match kind:
+        case MessageType.BEGIN:
+            final_lsn, ts, xid = r.uint64(), r.int64(), r.uint32()
+            return Begin(final_lsn, pg_time(ts), xid)
+        case MessageType.COMMIT:
+            r.int8()  # flags, unused
+            commit_lsn, end_lsn, ts = r.uint64(), r.uint64(), r.int64()
+            return Commit(commit_lsn, end_lsn, pg_time(ts))
+        case MessageType.ORIGIN:
+            return Origin(r.uint64(), r.string())
+        case MessageType.RELATION:
+            return _relation(r)
+        case MessageType.TYPE:
+            return TypeInfo(r.uint32(), r.string(), r.string())
+        case MessageType.INSERT:
+            relation_id = r.uint32()
+            if r.byte() != b"N":
+                raise DecodeError("insert without a new tuple")
+            return Insert(relation_id, r.tuple_data())
+        case MessageType.UPDATE:
+            return _update(r)
+        case MessageType.DELETE:
+            return _delete(r)
+        case MessageType.TRUNCATE:
+            n, options = r.int32(), r.int8()
+            ids = tuple(r.uint32() for _ in range(n))
+            return Truncate(ids, bool(options & 1), bool(options & 2))
+        case MessageType.MESSAGE:
+            flags = r.int8()
+            lsn = r.uint64()
+            prefix = r.string()
+            content = r.raw(r.int32())
+            return LogicalMessage(bool(flags & 1), lsn, prefix, content)
+    raise DecodeError(f"unhandled message type {kind}")  # pragma: no cover
+
+
+def format_lsn(lsn: int) -> str:
+    """An LSN as PostgreSQL writes it ('16/B374D848')."""
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+def parse_lsn(text: str) -> int:
+    """'16/B374D848' → integer LSN."""
+    hi, lo = text.split("/")
+    return (int(hi, 16) << 32) | int(lo, 16)

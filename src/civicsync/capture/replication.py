@@ -1,0 +1,223 @@
+"""The replication stream: pgoutput over psycopg2, assembled into whole source transactions.
+
+psycopg 3 has no logical-replication streaming API, so this is the one place psycopg2 is used.
+A broken connection (walsender terminated, network gone, server restart) is not the end: the
+stream reconnects with capped exponential backoff and restarts from the last acknowledged
+position; the server resends anything after the slot's confirmed position, and the applier skips
+what it has already committed (positions are stored with the rows), so nothing is lost or applied
+twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import psycopg2
+import psycopg2.extras
+
+from civicsync.capture.pgoutput import (
+    Begin,
+    Commit,
+    Delete,
+    Insert,
+    LogicalMessage,
+    Origin,
+    Relation,
+    Truncate,
+    TypeInfo,
+    Update,
+    Value,
+    decode,
+    format_lsn,
+)
+from civicsync.config.models import Retry
+from civicsync.jobs.retry import backoff_delays
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_PREFIX = "civicsync.heartbeat"
+
+
+@dataclass(frozen=True)
+class RowChange:
+    """One row change inside a source transaction, values in the relation's column order."""
+
+    relation: Relation
+    op: Literal["c", "u", "d"]
+    before: tuple[Value, ...] | None
+    after: tuple[Value, ...] | None
+    before_is_key_only: bool
+
+
+@dataclass
+class Transaction:
+    """A committed source transaction, as the stream delivered it."""
+
+    xid: int
+    commit_lsn: int
+    end_lsn: int
+    commit_time: datetime
+    origin: str | None = None
+    changes: list[RowChange] = field(default_factory=list)
+    truncated: list[tuple[Relation, bool]] = field(default_factory=list)  # (relation, cascade)
+    messages: list[LogicalMessage] = field(default_factory=list)
+
+    @property
+    def is_heartbeat_only(self) -> bool:
+        return not self.changes and not self.truncated and all(
+            m.prefix == HEARTBEAT_PREFIX for m in self.messages)
+
+
+class _Assembler:
+    """Turns the message sequence into Transactions; keeps the relation cache."""
+
+    def __init__(self) -> None:
+        self.relations: dict[int, Relation] = {}
+        self._current: Transaction | None = None
+
+    def reset(self) -> None:
+        # After a reconnect the server resends the whole transaction; drop the partial one.
+        self._current = None
+
+    def feed(self, payload: bytes) -> Transaction | None:
+        msg = decode(payload)
+        if isinstance(msg, Relation):
+            self.relations[msg.relation_id] = msg
+        elif isinstance(msg, Begin):
+            self._current = Transaction(msg.xid, msg.final_lsn, 0, msg.commit_time)
+        elif isinstance(msg, Commit):
+            txn, self._current = self._current, None
+            if txn is None:
+                raise RuntimeError("commit without begin in the replication stream")
+            txn.commit_lsn, txn.end_lsn, txn.commit_time = msg.commit_lsn, msg.end_lsn, msg.commit_time
+            return txn
+        elif isinstance(msg, TypeInfo):
+            pass  # values are text; type names are only informative
+        else:
+            self._in_transaction(msg)
+        return None
+
+    def _in_transaction(self, msg: Origin | Insert | Update | Delete | Truncate | LogicalMessage) -> None:
+        txn = self._current
+        if txn is None:
+            if isinstance(msg, LogicalMessage):
+                return  # a non-transactional message outside any transaction
+            raise RuntimeError(f"{type(msg).__name__} outside a transaction in the replication stream")
+        if isinstance(msg, Origin):
+            txn.origin = msg.name
+        elif isinstance(msg, Insert):
+            txn.changes.append(RowChange(self.relations[msg.relation_id], "c", None, msg.new, False))
+        elif isinstance(msg, Update):
+            txn.changes.append(
+                RowChange(self.relations[msg.relation_id], "u", msg.old, msg.new, msg.old_is_key_only))
+        elif isinstance(msg, Delete):
+            txn.changes.append(RowChange(self.relations[msg.relation_id], "d", msg.old, None, msg.old_is_key_only))
+        elif isinstance(msg, Truncate):
+            txn.truncated.extend((self.relations[r], msg.cascade) for r in msg.relation_ids)
+        else:
+            txn.messages.append(msg)
+
+
+class ReplicationStream:
+    """Whole committed transactions from one slot, reconnecting when the connection breaks."""
+
+    def __init__(self, dsn: str, *, slot: str, publication: str, start_lsn: int = 0,
+                 reconnect: Retry | None = None) -> None:
+        self._dsn = dsn
+        self._slot = slot
+        self._publication = publication
+        self._acked = start_lsn
+        self._reconnect = reconnect or Retry(attempts=100, initial_delay=0.2, max_delay=5.0)
+        self._conn: Any = None
+        self._cur: Any = None
+        self._assembler = _Assembler()
+        self._connected_before = False
+        self.reconnects = 0
+
+    @property
+    def acknowledged_lsn(self) -> int:
+        return self._acked
+
+    def _connect(self) -> None:
+        self._conn = psycopg2.connect(self._dsn, connection_factory=psycopg2.extras.LogicalReplicationConnection,
+                                      application_name="civicsync:capture")
+        self._cur = self._conn.cursor()
+        self._cur.start_replication(
+            slot_name=self._slot, decode=False, start_lsn=self._acked, status_interval=5,
+            options={"proto_version": "1", "publication_names": self._publication, "messages": "true"})
+        self._assembler.reset()
+
+    def _connect_with_backoff(self) -> None:
+        delays = backoff_delays(self._reconnect)
+        for attempt in range(self._reconnect.attempts):
+            try:
+                self._connect()
+                if self._connected_before:
+                    self.reconnects += 1
+                    log.warning("replication slot %s: reconnected, resuming after %s", self._slot,
+                                format_lsn(self._acked))
+                self._connected_before = True
+                return
+            except psycopg2.OperationalError as exc:
+                if attempt == len(delays):
+                    raise
+                log.warning("replication slot %s: cannot connect (%s); retrying in %.1fs", self._slot,
+                            str(exc).strip(), delays[attempt])
+                time.sleep(delays[attempt])
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except psycopg2.Error:
+                pass
+        self._conn = self._cur = None
+
+    def poll(self, timeout: float) -> Transaction | None:
+        """The next committed transaction, or None if none arrived within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._cur is None:
+                self._connect_with_backoff()
+            try:
+                msg = self._cur.read_message()
+                if msg is None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return None
+                    select.select([self._conn], [], [], min(remaining, 1.0))
+                    continue
+                txn = self._assembler.feed(msg.payload)
+            except (psycopg2.OperationalError, psycopg2.InterfaceError, psycopg2.DatabaseError) as exc:
+                log.warning("replication slot %s: connection lost (%s); reconnecting", self._slot,
+                            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+                self._drop_connection()
+                continue
+            if txn is not None and txn.end_lsn > self._acked:
+                return txn
+
+    def acknowledge(self, lsn: int) -> None:
+        """Tell the server everything up to ``lsn`` is durably applied (it may recycle that WAL)."""
+        if lsn <= self._acked:
+            return
+        self._acked = lsn
+        if self._cur is not None:
+            try:
+                self._cur.send_feedback(write_lsn=lsn, flush_lsn=lsn, apply_lsn=lsn, force=True)
+            except psycopg2.Error as exc:
+                # The next connection starts from this position anyway.
+                log.warning("replication slot %s: acknowledgement not sent (%s)", self._slot, exc)
+                self._drop_connection()
+
+    def close(self) -> None:
+        self._drop_connection()
+
+
+def emit_heartbeat(conn: Any) -> None:
+    """Write a transactional logical message on the source so an idle slot has something to confirm."""
+    conn.execute("SELECT pg_logical_emit_message(true, %s, now()::text)", (HEARTBEAT_PREFIX,))

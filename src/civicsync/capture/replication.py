@@ -10,6 +10,7 @@ twice.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import select
 import time
@@ -172,10 +173,8 @@ class ReplicationStream:
 
     def _drop_connection(self) -> None:
         if self._conn is not None:
-            try:
+            with contextlib.suppress(psycopg2.Error):
                 self._conn.close()
-            except psycopg2.Error:
-                pass
         self._conn = self._cur = None
 
     def poll(self, timeout: float) -> Transaction | None:

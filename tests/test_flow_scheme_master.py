@@ -118,8 +118,6 @@ def test_referential_sanity_check(fresh_deployment: Deployment) -> None:
     def needs_category_table(raw: dict[str, Any]) -> None:
         # Every published scheme's code must already be known to the portal's applications table
         # (an artificial rule; the point is that the check runs before commit).
-        raw["connections"]["citizen"]["tables"]["public.applications"] = {
-            "key": ["application_id"], "columns": ["application_id", "scheme_id"]}
         raw["flows"]["scheme_master"]["validate"]["references"] = [
             {"column": "scheme_id", "table": "public.applications", "ref_column": "scheme_id"}]
 

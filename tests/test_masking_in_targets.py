@@ -49,12 +49,15 @@ def written_text(conn: psycopg.Connection[tuple[object, ...]], tables: set[str])
 def leaks(dep: Deployment, config: LoadedConfig, masks_from: LoadedConfig) -> tuple[list[str], list[str]]:
     """Run every flow of ``config``; search what it wrote for the raw values of the columns that
     ``masks_from`` masks. Returns (columns checked, leaked values)."""
-    for name in config.model.flows:
+    batch_flows = [n for n, f in config.model.flows.items() if f.kind != "cdc"]
+    for name in batch_flows:
         run_batch(config, name).raise_for_error()
     protected: dict[str, set[str]] = defaultdict(set)   # target connection → raw values
     written: dict[str, set[str]] = defaultdict(set)     # target connection → tables civicsync writes
     checked = []
     for name, flow in masks_from.model.flows.items():
+        if name not in batch_flows:
+            continue
         written[flow.target.connection].add(flow.target.table)
         for column, spec in flow.columns.items():
             if spec.mask is None or spec.from_ is None:

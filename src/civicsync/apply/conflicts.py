@@ -183,8 +183,9 @@ class ConflictResolver:
             " WHERE civicsync.field_base.hashes IS DISTINCT FROM excluded.hashes").format(
             flow=sql.Literal(self._flow), new=NEW_BASE))
 
-    def new_value(self, column: str) -> sql.Composable:
-        """The value the upsert writes for ``column`` (staged values are already settled)."""
+    def new_value(self, column: str, new: str = "excluded") -> sql.Composable:
+        """The value the write gives ``column`` (staged values are already settled); ``new`` is
+        the alias of the incoming row ('excluded' in an upsert, the stage in an update)."""
         if column == self._version:
-            return sql.SQL("GREATEST({}, {})").format(sql.Identifier("t", column), sql.Identifier("excluded", column))
-        return sql.Identifier("excluded", column)
+            return sql.SQL("GREATEST({}, {})").format(sql.Identifier("t", column), sql.Identifier(new, column))
+        return sql.Identifier(new, column)

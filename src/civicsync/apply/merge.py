@@ -48,6 +48,9 @@ class MergeWriter:
         flow: Flow,
         target: TableDecl,
         columns: Sequence[str],
+        *,
+        write_columns: Sequence[str] | None = None,
+        extra_stage_columns: Sequence[tuple[str, str]] = (),
     ) -> None:
         self._conn = conn
         self._flow_name = flow_name
@@ -55,6 +58,9 @@ class MergeWriter:
         self._target = target
         self._table = table_ident(flow.target.table)
         self._columns = tuple(columns)
+        # Staged columns that are not written (e.g. fields routed to change requests instead).
+        self._write = tuple(write_columns) if write_columns is not None else self._columns
+        self._extra = tuple(extra_stage_columns)
         self._key = tuple(target.key)
         # Only fields carrying source data have owners; constants and run times are bookkeeping.
         governed = tuple(c for c in self._columns
@@ -65,18 +71,23 @@ class MergeWriter:
     # ------------------------------------------------------------------ staging
 
     def create_stage(self) -> None:
-        """A temp table with the target's column types, dropped at commit."""
+        """A temp table with the target's column types (plus any extra columns), dropped at commit."""
+        self._conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(STAGE))
         self._conn.execute(
             sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
                 STAGE, idents(self._columns), self._table
             )
         )
+        for name, sql_type in self._extra:
+            self._conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
+                STAGE, sql.Identifier(name), sql.SQL(sql_type)))
 
     def stage_rows(self, rows: Iterable[Sequence[str | None]]) -> int:
-        """Copy ``rows`` into the stage; returns how many."""
+        """Copy ``rows`` (staged columns, then extra columns) into the stage; returns how many."""
         n = 0
+        names = [*self._columns, *(name for name, _ in self._extra)]
         with self._conn.cursor().copy(
-            sql.SQL("COPY {} ({}) FROM STDIN").format(STAGE, idents(self._columns))
+            sql.SQL("COPY {} ({}) FROM STDIN").format(STAGE, idents(names))
         ) as copy:
             for row in rows:
                 copy.write_row(row)
@@ -124,36 +135,81 @@ class MergeWriter:
 
     # ------------------------------------------------------------------ merge
 
-    def merge(self, run_id: int | None, *, scope: Scope | None = None) -> MergeResult:
-        """Record conflicts, upsert the staged rows, then handle rows missing from the source."""
+    def merge(self, run_id: int | None, *, scope: Scope | None = None, update_only: bool = False,
+              guard: sql.Composable | None = None) -> MergeResult:
+        """Record conflicts, write the staged rows, then handle rows missing from the source.
+
+        ``update_only`` never inserts (rows missing from the target are left to the caller, see
+        :meth:`missing_in_target`); ``guard`` is an extra condition over ``t`` (target) and
+        ``s`` (staged row) that an update must meet (e.g. a forward-only lifecycle)."""
         conflicts = self._resolver.resolve(run_id) if self._resolver else 0
-        written = self._upsert()
+        written = self._update(guard) if update_only else self._upsert()
         if self._resolver is not None:
             self._resolver.save_bases()
         deleted = self._apply_missing(scope)
         return MergeResult(written=written, deleted=deleted, conflicts=conflicts)
+
+    def missing_in_target(self) -> list[dict[str, object]]:
+        """Staged keys the target does not have."""
+        cur = self._conn.execute(sql.SQL(
+            "SELECT {keys} FROM {stage} s WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE {match})").format(
+            keys=idents(self._key, prefix="s"), stage=STAGE, table=self._table, match=self._key_match("t", "s")))
+        return [dict(zip(self._key, row, strict=True)) for row in cur.fetchall()]
+
+    def delete_keys(self, keys: Iterable[Sequence[str | None]]) -> int:
+        """Delete the target rows with these keys (values in key-column order)."""
+        keys = list(keys)
+        if not keys:
+            return 0
+        gone = sql.Identifier("civicsync_gone")
+        self._conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(gone))
+        self._conn.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
+            gone, idents(self._key), self._table))
+        with self._conn.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(gone)) as copy:
+            for key in keys:
+                copy.write_row(key)
+        cur = self._conn.execute(sql.SQL("DELETE FROM {} t USING {} s WHERE {}").format(
+            self._table, gone, self._key_match("t", "s")))
+        return max(cur.rowcount, 0)
 
     def _key_match(self, left: str, right: str) -> sql.Composable:
         return sql.SQL(" AND ").join(
             sql.SQL("{} = {}").format(sql.Identifier(left, k), sql.Identifier(right, k)) for k in self._key
         )
 
-    def _new_value(self, column: str) -> sql.Composable:
+    def _new_value(self, column: str, new: str = "excluded") -> sql.Composable:
         """The value a column gets on update (conflict decisions are already in the stage)."""
         if self._resolver is not None:
-            return self._resolver.new_value(column)
-        return sql.Identifier("excluded", column)
+            return self._resolver.new_value(column, new)
+        return sql.Identifier(new, column)
+
+    def _compared(self, updatable: Sequence[str]) -> list[str]:
+        # run_time columns (synced_at) change every run; they must not make a row look changed.
+        volatile = {c for c, spec in self._flow.columns.items() if spec.run_time}
+        return [c for c in updatable if c not in volatile] or list(updatable)
+
+    def _update(self, guard: sql.Composable | None) -> int:
+        updatable = [c for c in self._write if c not in self._key]
+        if not updatable:
+            return 0
+        compared = self._compared(updatable)
+        query = sql.SQL(
+            "UPDATE {table} t SET ({cols}) = ROW({vals}) FROM {stage} s WHERE {match} AND {guard}"
+            " AND ({old}) IS DISTINCT FROM ({new})").format(
+            table=self._table, cols=idents(updatable), vals=sql.SQL(", ").join(
+                self._new_value(c, "s") for c in updatable),
+            stage=STAGE, match=self._key_match("t", "s"), guard=guard if guard is not None else sql.SQL("true"),
+            old=idents(compared, prefix="t"), new=sql.SQL(", ").join(self._new_value(c, "s") for c in compared))
+        return max(self._conn.execute(query).rowcount, 0)
 
     def _upsert(self) -> int:
-        updatable = [c for c in self._columns if c not in self._key]
+        updatable = [c for c in self._write if c not in self._key]
         insert = sql.SQL("INSERT INTO {table} AS t ({cols}) SELECT {cols} FROM {stage} ").format(
-            table=self._table, cols=idents(self._columns), stage=STAGE)
+            table=self._table, cols=idents(self._write), stage=STAGE)
         if not updatable:
             query = insert + sql.SQL("ON CONFLICT ({}) DO NOTHING").format(idents(self._key))
         else:
-            # run_time columns (synced_at) change every run; they must not make a row look changed.
-            volatile = {c for c, spec in self._flow.columns.items() if spec.run_time}
-            compared = [c for c in updatable if c not in volatile] or updatable
+            compared = self._compared(updatable)
             query = insert + sql.SQL(
                 "ON CONFLICT ({key}) DO UPDATE SET ({cols}) = ROW({vals}) WHERE ({old}) IS DISTINCT FROM ({new})"
             ).format(

@@ -38,10 +38,23 @@ class TableDecl(Model):
         return self
 
 
+class Capture(Model):
+    """Logical-replication settings of a connection that is the source of CDC flows."""
+
+    slot: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+                             description="default civicsync_<connection>")
+    publication: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+                                    description="default civicsync_<connection>")
+    heartbeat_seconds: float = Field(default=10.0, gt=0)
+    batch_max_changes: int = Field(default=5000, ge=1)
+    batch_max_wait_ms: int = Field(default=50, ge=0)
+
+
 class Connection(Model):
     """A database. The DSN comes from an environment variable, never from the file."""
 
     dsn_env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$")
+    capture: Capture = Field(default_factory=Capture)
     migrations: str | None = Field(
         default=None,
         description="'reference:NAME' for a bundled schema, or a folder of NNNN_*.sql relative to the config",
@@ -346,6 +359,78 @@ class Aggregate(Model):
     measures: dict[str, Measure] = Field(min_length=1)
 
 
+# --------------------------------------------------------------------------- change data capture
+
+
+class Lifecycle(Model):
+    """Forward-only status: a change is applied only if it moves the target's ``column`` to a
+    later stage. ``order`` lists stages from first to last; a nested list is one stage (moves
+    within it are not forward). A ``final`` status never changes again."""
+
+    column: str
+    order: list[str | list[str]] = Field(min_length=2)
+    final: list[str] = Field(default_factory=list)
+
+    def ranks(self) -> dict[str, int]:
+        """Status → stage number (1 = first)."""
+        ranks: dict[str, int] = {}
+        for i, stage in enumerate(self.order, start=1):
+            for status in [stage] if isinstance(stage, str) else stage:
+                ranks[status] = i
+        return ranks
+
+
+class OrderBy(Model):
+    column: str
+    desc: bool = False
+
+
+class TopN(Model):
+    """Keep the first ``n`` rows per partition (after filters), ranked by ``order_by``. Any change
+    to a partition's source rows recomputes the whole partition in the target."""
+
+    partition_by: list[str] = Field(min_length=1, description="source columns, mapped to the same-named target columns")
+    order_by: list[OrderBy] = Field(min_length=1)
+    n: int = Field(ge=1, le=1000)
+    rank_column: str = Field(description="target column receiving 1..n")
+
+
+class RouteChanges(Model):
+    """Target fields the source may not write directly: a differing value becomes a request row
+    in ``table`` (for a person to verify) instead of an update."""
+
+    fields: list[str] = Field(min_length=1, description="target columns (mapped by this flow)")
+    table: str
+    key_column: str = Field(description="request column receiving the row's key (single-column keys)")
+    field_column: str = "field"
+    old_column: str = "old_value"
+    new_column: str = "new_value"
+    time_column: str = Field(description="request column receiving the change's version time")
+
+
+class EventLog(Model):
+    """Append one row to ``table`` whenever the target's ``on_change_of`` column changes value."""
+
+    table: str
+    on_change_of: str
+    columns: dict[str, str] = Field(
+        min_length=1, description="event column: target column of the row, or $lsn for the source position")
+
+
+class Cdc(Model):
+    """How a CDC flow applies change events."""
+
+    write: Literal["upsert", "update_only"] = "upsert"
+    deletes: Literal["apply", "ignore"] = "apply"
+    truncate: Literal["propagate", "ignore"] = "ignore"
+    on_missing_target: Literal["dead_letter", "skip"] = Field(
+        default="skip", description="update_only: what to do when the target row does not exist (yet)")
+    lifecycle: Lifecycle | None = None
+    top_n: TopN | None = None
+    route_changes: RouteChanges | None = None
+    event_log: EventLog | None = None
+
+
 # --------------------------------------------------------------------------- flows
 
 
@@ -361,7 +446,7 @@ class Flow(Model):
 
     id: str = Field(description="short id from the spec, e.g. F1")
     description: str = ""
-    kind: Literal["batch", "aggregate"]
+    kind: Literal["batch", "aggregate", "cdc"]
     mode: Literal["full", "incremental"] = "full"
     schedule: str | None = Field(default=None, description="cron expression, UTC")
     source: Endpoint
@@ -375,6 +460,7 @@ class Flow(Model):
     on_invalid_row: Literal["fail", "reject"] = "reject"
     retry: Retry = Field(default_factory=Retry)
     aggregate: Aggregate | None = None
+    cdc: Cdc | None = None
 
     @field_validator("columns", mode="before")
     @classmethod
@@ -395,7 +481,14 @@ class Flow(Model):
             if self.aggregate is not None:
                 raise ValueError("'aggregate' only applies to kind aggregate")
             if not self.columns:
-                raise ValueError("a batch flow needs at least one entry in 'columns'")
+                raise ValueError(f"a {self.kind} flow needs at least one entry in 'columns'")
+        if (self.kind == "cdc") != (self.cdc is not None):
+            raise ValueError("kind cdc needs a 'cdc' section, and only kind cdc takes one")
+        if self.kind == "cdc":
+            if self.incremental is not None or self.on_missing != "keep":
+                raise ValueError("'incremental' and 'on_missing' do not apply to kind cdc")
+            return self
+        if self.kind == "batch":
             if self.mode == "incremental" and self.incremental is None:
                 raise ValueError("mode incremental needs an 'incremental' section")
             if self.mode == "full" and self.incremental is not None:
@@ -409,6 +502,8 @@ class Config(Model):
     """The whole civicsync config file."""
 
     version: Literal[1]
+    origin: str = Field(default="civicsync", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+                        description="replication origin marking civicsync's own writes (no echo loops)")
     connections: dict[str, Connection] = Field(min_length=1)
     secrets: dict[str, SecretRef] = Field(default_factory=dict)
     flows: dict[str, Flow] = Field(default_factory=dict)
@@ -430,3 +525,13 @@ class Config(Model):
             if flow.id.lower() == name.lower():
                 return key
         raise KeyError(name)
+
+
+def slot_name(config: Config, connection: str) -> str:
+    """The replication slot civicsync uses on a source connection."""
+    return config.connections[connection].capture.slot or f"civicsync_{connection}"
+
+
+def publication_name(config: Config, connection: str) -> str:
+    """The publication civicsync uses on a source connection."""
+    return config.connections[connection].capture.publication or f"civicsync_{connection}"

@@ -1,0 +1,94 @@
+"""The change event: Debezium's envelope, so a Kafka path can carry civicsync's or Debezium's events.
+
+``op`` is ``c`` (insert), ``u`` (update), ``d`` (delete) or ``r`` (read: initial snapshot).
+``before``/``after`` map column names to PostgreSQL text values; an unchanged TOASTed column is
+:data:`~civicsync.capture.pgoutput.UNCHANGED` (the server did not send it; the target keeps its
+value). ``before`` holds only the key columns unless the table has REPLICA IDENTITY FULL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from civicsync.capture.pgoutput import UNCHANGED, Value, format_lsn
+from civicsync.capture.replication import RowChange, Transaction
+
+Op = Literal["c", "u", "d", "r"]
+Image = dict[str, Value]
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """Where and when a change happened (Debezium's ``source`` block)."""
+
+    db: str
+    schema: str
+    table: str
+    lsn: int            # commit LSN of the source transaction
+    tx_id: int
+    ts: datetime        # source commit time
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"connector": "civicsync", "db": self.db, "schema": self.schema, "table": self.table,
+                "lsn": self.lsn, "txId": self.tx_id, "ts_ms": int(self.ts.timestamp() * 1000)}
+
+
+@dataclass(frozen=True)
+class ChangeEvent:
+    """One row change in Debezium's envelope."""
+
+    op: Op
+    before: Image | None
+    after: Image | None
+    source: SourceInfo
+    key: dict[str, str | None]
+
+    @property
+    def table(self) -> str:
+        return f"{self.source.schema}.{self.source.table}"
+
+    def envelope(self) -> dict[str, Any]:
+        """The Debezium-format value (unchanged TOAST values are Debezium's placeholder string)."""
+        def plain(image: Image | None) -> dict[str, Any] | None:
+            if image is None:
+                return None
+            return {k: ("__debezium_unavailable_value" if v is UNCHANGED else v) for k, v in image.items()}
+
+        return {"before": plain(self.before), "after": plain(self.after), "op": self.op,
+                "source": self.source.as_dict(), "ts_ms": int(self.source.ts.timestamp() * 1000)}
+
+    def describe(self) -> str:
+        return f"{self.op} {self.table} {self.key} at {format_lsn(self.source.lsn)}"
+
+
+def _image(names: list[str], values: tuple[Value, ...] | None, key_only: bool, key: list[str]) -> Image | None:
+    if values is None:
+        return None
+    image = dict(zip(names, values, strict=True))
+    if key_only:
+        # pgoutput sends NULLs for non-key columns of a key-only image; they are unknown, not NULL.
+        return {k: image[k] for k in key}
+    return image
+
+
+def events_of(txn: Transaction, db: str) -> list[ChangeEvent]:
+    """The row changes of a transaction as change events, in commit order."""
+    return [event_of(change, txn, db) for change in txn.changes]
+
+
+def event_of(change: RowChange, txn: Transaction, db: str) -> ChangeEvent:
+    rel = change.relation
+    names = [c.name for c in rel.columns]
+    key_cols = [c.name for c in rel.columns if c.is_key]
+    before = _image(names, change.before, change.before_is_key_only, key_cols)
+    after = _image(names, change.after, False, key_cols)
+    keyed = after if after is not None else before
+    assert keyed is not None
+    key: dict[str, str | None] = {}
+    for k in key_cols:
+        value = keyed.get(k)
+        key[k] = value if isinstance(value, str) else None
+    source = SourceInfo(db, rel.schema, rel.table, txn.commit_lsn, txn.xid, txn.commit_time)
+    return ChangeEvent(change.op, before, after, source, key)

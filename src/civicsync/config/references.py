@@ -136,6 +136,68 @@ def _check_flow(config: Config, where: str, flow: Flow) -> list[Problem]:
             problems.append((f"{path}.ref_column", f"column {ref.ref_column!r} is not declared in {ref.table}"))
     if flow.aggregate is not None:
         problems += _check_aggregate(config, f"{where}.aggregate", flow, flow.aggregate, source, target)
+    if flow.cdc is not None:
+        problems += _check_cdc(config, f"{where}.cdc", flow, source, target)
+    return problems
+
+
+def _check_cdc(config: Config, where: str, flow: Flow, source: TableDecl, target: TableDecl) -> list[Problem]:
+    problems: list[Problem] = []
+    cdc = flow.cdc
+    assert cdc is not None
+    mapped = set(flow.columns)
+    for col, spec in flow.columns.items():
+        if spec.run_time:
+            problems.append((f"{where.rsplit('.', 1)[0]}.columns.{col}", "run_time does not apply to cdc flows"))
+    if cdc.deletes == "apply" and cdc.top_n is None:
+        for key in target.key:
+            spec = flow.columns.get(key)
+            if spec is None or spec.from_ not in source.key:
+                problems.append((f"{where}.deletes", f"deletes: apply needs target key column {key!r} mapped from a "
+                                                     "source key column (a delete carries only the source key)"))
+    if cdc.lifecycle is not None and cdc.lifecycle.column not in mapped:
+        problems.append((f"{where}.lifecycle.column", f"column {cdc.lifecycle.column!r} is not mapped by this flow"))
+    if cdc.top_n is not None:
+        top = cdc.top_n
+        for col in top.partition_by:
+            if col not in source.columns or col not in mapped:
+                problems.append((f"{where}.top_n.partition_by", f"column {col!r} must be a source column mapped "
+                                                                "to the same-named target column"))
+        for i, order in enumerate(top.order_by):
+            if order.column not in source.columns:
+                problems.append((f"{where}.top_n.order_by.{i}.column", f"column {order.column!r} is not declared in "
+                                                                        f"source table {flow.source.table}"))
+        if top.rank_column not in target.columns:
+            problems.append((f"{where}.top_n.rank_column", f"column {top.rank_column!r} is not declared in target "
+                                                           f"table {flow.target.table}"))
+        elif top.rank_column in mapped:
+            problems.append((f"{where}.top_n.rank_column", f"column {top.rank_column!r} is filled by top_n; remove it "
+                                                           "from columns"))
+    if cdc.route_changes is not None:
+        rc = cdc.route_changes
+        for col in rc.fields:
+            if col not in mapped:
+                problems.append((f"{where}.route_changes.fields", f"column {col!r} is not mapped by this flow"))
+        table, more = _table(config, f"{where}.route_changes", flow.target.connection, rc.table)
+        problems += more
+        if table is not None:
+            for attr in ("key_column", "field_column", "old_column", "new_column", "time_column"):
+                if getattr(rc, attr) not in table.columns:
+                    problems.append((f"{where}.route_changes.{attr}",
+                                     f"column {getattr(rc, attr)!r} is not declared in {rc.table}"))
+    if cdc.event_log is not None:
+        log = cdc.event_log
+        table, more = _table(config, f"{where}.event_log", flow.target.connection, log.table)
+        problems += more
+        if log.on_change_of not in mapped:
+            problems.append((f"{where}.event_log.on_change_of", f"column {log.on_change_of!r} is not mapped"))
+        elif log.on_change_of not in log.columns.values():
+            problems.append((f"{where}.event_log.columns", f"must record the watched column {log.on_change_of!r}"))
+        for col, src in log.columns.items():
+            if table is not None and col not in table.columns:
+                problems.append((f"{where}.event_log.columns.{col}", f"column {col!r} is not declared in {log.table}"))
+            if src != "$lsn" and src not in mapped:
+                problems.append((f"{where}.event_log.columns.{col}", f"{src!r} is neither a mapped column nor $lsn"))
     return problems
 
 

@@ -103,3 +103,52 @@ def recent_runs(conn: Conn, flow: str | None = None, limit: int = 20) -> list[Ru
         (flow, flow, limit),
     ).fetchall()
     return [RunRecord(*r) for r in rows]
+
+
+def read_position(conn: Conn, slot: str) -> int:
+    """The LSN up to which a slot's changes are applied in this database (0 before the first)."""
+    row = conn.execute("SELECT lsn FROM civicsync.cdc_positions WHERE slot = %s", (slot,)).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def write_position(conn: Conn, slot: str, lsn: int, commit_time: datetime | None) -> None:
+    """Store a slot's position (inside the data transaction it covers)."""
+    conn.execute(
+        "INSERT INTO civicsync.cdc_positions (slot, lsn, commit_time) VALUES (%s, %s, %s)"
+        " ON CONFLICT (slot) DO UPDATE SET lsn = excluded.lsn, commit_time = excluded.commit_time,"
+        " updated_at = clock_timestamp()",
+        (slot, lsn, commit_time),
+    )
+
+
+def add_cdc_dead_letters(conn: Conn, letters: list[tuple[str, dict[str, Any], str, int, str, str, float]]) -> None:
+    """Record change events that could not be applied: (flow, source key, op, lsn, kind, error,
+    seconds until the first retry). One entry per (flow, key): a later failure of the same key
+    keeps the entry's first position and counts an attempt."""
+    if not letters:
+        return
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO civicsync.dead_letters (flow, row_key, op, lsn, error_kind, error, next_attempt_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, clock_timestamp() + make_interval(secs => %s))"
+            " ON CONFLICT (flow, row_key) DO UPDATE SET op = excluded.op,"
+            " lsn = CASE WHEN civicsync.dead_letters.status = 'pending' THEN civicsync.dead_letters.lsn"
+            " ELSE excluded.lsn END,"
+            " error_kind = CASE WHEN excluded.error_kind = 'blocked' AND civicsync.dead_letters.status = 'pending'"
+            " THEN civicsync.dead_letters.error_kind ELSE excluded.error_kind END,"
+            " error = CASE WHEN excluded.error_kind = 'blocked' AND civicsync.dead_letters.status = 'pending'"
+            " THEN civicsync.dead_letters.error ELSE excluded.error END,"
+            " attempts = civicsync.dead_letters.attempts + 1, last_seen = clock_timestamp(), status = 'pending',"
+            " next_attempt_at = coalesce(civicsync.dead_letters.next_attempt_at, excluded.next_attempt_at)",
+            [(flow, Jsonb(key), op, lsn, kind, error, delay) for flow, key, op, lsn, kind, error, delay in letters],
+        )
+
+
+def pending_keys(conn: Conn, flows: list[str]) -> set[tuple[str, str]]:
+    """(flow, key as canonical JSON) of every pending dead letter of these flows: keys that wait."""
+    rows = conn.execute(
+        "SELECT flow, row_key::text FROM civicsync.dead_letters WHERE status = 'pending' AND flow = ANY(%s)",
+        (flows,)).fetchall()
+    import json
+
+    return {(str(f), json.dumps(json.loads(str(k)), sort_keys=True)) for f, k in rows}

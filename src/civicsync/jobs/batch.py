@@ -26,6 +26,7 @@ from civicsync.config.models import Flow, TableDecl
 from civicsync.control import store
 from civicsync.db.connect import connect
 from civicsync.db.errors import mapped_errors
+from civicsync.db.origin import origin_for, setup_origin
 from civicsync.errors import CivicsyncError, FatalError, RowRejectedError, ValidationFailedError
 from civicsync.extract.source import begin_snapshot, in_flight_horizon, stream_query, stream_rows
 from civicsync.jobs.retry import with_retry
@@ -169,6 +170,8 @@ def _run_once(st: _Attempt) -> tuple[store.RunCounts, str | None]:
     with connect(st.config.dsn(src_name), purpose=f"read:{st.name}", autocommit=True, label=src_name) as src, \
             connect(st.config.dsn(tgt_name), purpose=f"write:{st.name}", label=tgt_name) as tgt:
         with mapped_errors(f"flow {st.name}: {tgt_name} (target)"):
+            # Mark our writes so CDC flows reading this database never send them back.
+            setup_origin(tgt, origin_for(st.config, f"batch_{st.name}"))
             _lock_flow(tgt, st.name, st.run_id)
             old_mark = store.read_watermark(tgt, st.name)
         if flow.kind == "aggregate":

@@ -1,0 +1,408 @@
+"""Apply a batch of change events for one CDC flow, inside the caller's target transaction.
+
+The same transform chain as the batch path turns each event's row into the target row; the same
+:class:`~civicsync.apply.merge.MergeWriter` stages and writes it. Per target key, the events of a
+batch collapse to their net effect in commit order (a forward-only lifecycle keeps the most
+advanced status instead of the last). Rule kinds on top of that, all declared in ``cdc:``:
+
+- ``top_n``: a change to any row of a partition recomputes the whole partition from the source;
+- ``route_changes``: fields the source may not write become request rows when they differ;
+- ``event_log``: every change of one column's value becomes an event row (each transition in the
+  batch, not only the net one);
+- ``write: update_only`` with ``on_missing_target`` and ``deletes: ignore``.
+
+Events that break a rule are dead-lettered by key (never their values) and, with every later event
+of the same source key, wait for a replay; other keys flow on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from civicsync.apply.merge import MergeWriter
+from civicsync.apply.sqlnames import idents, table_ident
+from civicsync.capture.pgoutput import UNCHANGED, format_lsn
+from civicsync.config import LoadedConfig
+from civicsync.config.models import Cdc, Flow, TableDecl
+from civicsync.config.references import template_fields
+from civicsync.db.catalog import column_types
+from civicsync.errors import RowRejectedError, SchemaMismatchError
+from civicsync.events import ChangeEvent
+from civicsync.extract.source import stream_query
+from civicsync.transform.chain import build_transform
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+Key = tuple[str | None, ...]
+LSN_COLUMN = "civicsync_lsn"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An event that could not be applied: which key, what happened, never the row's values."""
+
+    flow: str
+    source_key: dict[str, str | None]
+    op: str
+    lsn: int
+    kind: str
+    error: str
+
+
+@dataclass
+class FlowOutcome:
+    """What applying one batch did for one flow."""
+
+    events: int = 0
+    written: int = 0
+    deleted: int = 0
+    skipped: int = 0
+    conflicts: int = 0
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+@dataclass
+class _Upsert:
+    row: list[Any]                     # target values; UNCHANGED where the source did not send one
+    lsn: int
+    source_key: dict[str, str | None]
+    history: list[tuple[list[Any], int]] = field(default_factory=list)  # every (row, lsn) seen, for event_log
+
+
+@dataclass
+class _Delete:
+    lsn: int
+    source_key: dict[str, str | None]
+
+
+class CdcFlowApplier:
+    """Applies change events of one flow's source table to its target table."""
+
+    def __init__(self, config: LoadedConfig, name: str) -> None:
+        self.name = name
+        self.flow: Flow = config.model.flows[name]
+        assert self.flow.cdc is not None
+        self.cdc: Cdc = self.flow.cdc
+        conns = config.model.connections
+        self.source: TableDecl = conns[self.flow.source.connection].tables[self.flow.source.table]
+        self.target: TableDecl = conns[self.flow.target.connection].tables[self.flow.target.table]
+        self.transform = build_transform(self.flow, self.source, config.secrets, run_time="")
+        self.columns = list(self.transform.target_columns)
+        if self.cdc.top_n is not None:
+            self.columns.append(self.cdc.top_n.rank_column)
+        self._key_idx = [self.columns.index(k) for k in self.target.key]
+        # target column → the source columns it is computed from (for unchanged TOAST values)
+        self._depends = {c: _sources_of(self.flow, c) for c in self.transform.target_columns}
+        routed = set(self.cdc.route_changes.fields) if self.cdc.route_changes else set()
+        self.write_columns = [c for c in self.columns if c not in routed]
+        self._ranks = self.cdc.lifecycle.ranks() if self.cdc.lifecycle else {}
+        self._types: dict[str, str] | None = None
+        self._source_types: dict[str, str] | None = None
+
+    # ------------------------------------------------------------------ events → net effect per key
+
+    def _source_row(self, image: dict[str, Any], event: ChangeEvent) -> list[Any]:
+        try:
+            return [image[c] for c in self.transform.source_columns]
+        except KeyError as exc:
+            raise SchemaMismatchError(
+                f"flow {self.name}: {event.table} has no column {exc.args[0]!r} in the change stream; "
+                "the config declares it (was the column renamed or dropped?)") from None
+
+    def _target_key_from_source_key(self, source_key: dict[str, str | None]) -> Key | None:
+        key: list[str | None] = []
+        for col in self.target.key:
+            spec = self.flow.columns.get(col)
+            if spec is None or spec.from_ is None or spec.from_ not in source_key:
+                return None
+            key.append(source_key[spec.from_])
+        return tuple(key)
+
+    def _transform(self, event: ChangeEvent) -> list[Any] | None:
+        assert event.after is not None
+        raw = self._source_row(event.after, event)
+        unchanged = {c for c, v in zip(self.transform.source_columns, raw, strict=True) if v is UNCHANGED}
+        out = self.transform([None if v is UNCHANGED else v for v in raw])
+        if out is None:
+            return None
+        row: list[Any] = list(out)
+        if unchanged:
+            for i, col in enumerate(self.transform.target_columns):
+                if self._depends[col] & unchanged:
+                    row[i] = UNCHANGED
+        if self.cdc.top_n is not None:
+            row.append(None)
+        return row
+
+    def _rank(self, row: list[Any]) -> int:
+        assert self.cdc.lifecycle is not None
+        status = row[self.columns.index(self.cdc.lifecycle.column)]
+        return self._ranks.get(status, 0) if isinstance(status, str) else 0
+
+    def net_effect(self, events: Sequence[ChangeEvent], blocked: set[str],
+                   outcome: FlowOutcome) -> dict[Key, _Upsert | _Delete]:
+        """Collapse the batch to one action per target key, dead-lettering what breaks a rule."""
+        pending: dict[Key, _Upsert | _Delete] = {}
+        for event in events:
+            outcome.events += 1
+            skey = json.dumps(event.key, sort_keys=True)
+            if skey in blocked:
+                outcome.dead_letters.append(self._dead(event, "blocked", "waiting behind an earlier failure of "
+                                                                         "the same key"))
+                continue
+            try:
+                self._collapse(event, pending, outcome)
+            except RowRejectedError as exc:
+                blocked.add(skey)
+                outcome.dead_letters.append(self._dead(event, exc.kind, str(exc)))
+        return pending
+
+    def _dead(self, event: ChangeEvent, kind: str, error: str) -> DeadLetter:
+        return DeadLetter(self.name, event.key, event.op, event.source.lsn, kind, error)
+
+    def _collapse(self, event: ChangeEvent, pending: dict[Key, _Upsert | _Delete], outcome: FlowOutcome) -> None:
+        row = None if event.op == "d" else self._transform(event)
+        if row is None:  # a delete, or a row the filters no longer keep
+            if self.cdc.deletes == "ignore":
+                outcome.skipped += 1
+                return
+            tkey = self._target_key_from_source_key(event.key)
+            if tkey is None:
+                raise RowRejectedError("key", f"cannot derive the target key of {event.table} {event.key}")
+            pending[tkey] = _Delete(event.source.lsn, event.key)
+            return
+        tkey = tuple(row[i] for i in self._key_idx)
+        previous = pending.get(tkey)
+        if isinstance(previous, _Upsert):
+            # Values the source did not resend (TOAST) keep what this batch already knew.
+            row = [prev if new is UNCHANGED else new for new, prev in zip(row, previous.row, strict=True)]
+            history = [*previous.history, (row, event.source.lsn)]
+            if self.cdc.lifecycle is not None and self._rank(previous.row) > self._rank(row):
+                pending[tkey] = _Upsert(previous.row, previous.lsn, previous.source_key, history)
+                return
+            pending[tkey] = _Upsert(row, event.source.lsn, event.key, history)
+        else:
+            pending[tkey] = _Upsert(row, event.source.lsn, event.key, [(row, event.source.lsn)])
+
+    # ------------------------------------------------------------------ writing
+
+    def write(self, conn: Conn, pending: dict[Key, _Upsert | _Delete], outcome: FlowOutcome) -> None:
+        """Write the net effect to the target (inside the caller's transaction)."""
+        deletes = [k for k, a in pending.items() if isinstance(a, _Delete)]
+        upserts = [a for a in pending.values() if isinstance(a, _Upsert)]
+        whole = [u for u in upserts if UNCHANGED not in u.row]
+        partial = [u for u in upserts if UNCHANGED in u.row]
+        if whole:
+            self._write_rows(conn, whole, self.write_columns, outcome)
+        # Rows with unchanged TOAST values: update only the columns that were sent.
+        by_columns: dict[tuple[str, ...], list[_Upsert]] = {}
+        for u in partial:
+            sent = tuple(c for c, v in zip(self.columns, u.row, strict=True) if v is not UNCHANGED)
+            by_columns.setdefault(sent, []).append(u)
+        for sent, group in by_columns.items():
+            self._write_rows(conn, group, [c for c in self.write_columns if c in sent], outcome, only=sent)
+        if deletes:
+            writer = MergeWriter(conn, self.name, self.flow, self.target, self.columns)
+            outcome.deleted += writer.delete_keys(deletes)
+
+    def _write_rows(self, conn: Conn, rows: list[_Upsert], write_columns: list[str], outcome: FlowOutcome,
+                    only: tuple[str, ...] | None = None) -> None:
+        staged_columns = list(only) if only is not None else self.columns
+        idx = [self.columns.index(c) for c in staged_columns]
+        extra = [(LSN_COLUMN, "pg_lsn")] if self.cdc.event_log else []
+        writer = MergeWriter(conn, self.name, self.flow, self.target, staged_columns,
+                             write_columns=write_columns, extra_stage_columns=extra)
+        writer.create_stage()
+        writer.stage_rows([*(u.row[i] for i in idx), *([format_lsn(u.lsn)] if extra else [])] for u in rows)
+        if self.cdc.event_log is not None:
+            self._log_events(conn, rows)
+        if self.cdc.route_changes is not None:
+            self._route_changes(conn, staged_columns)
+        update_only = self.cdc.write == "update_only" or only is not None
+        if update_only:
+            missing = writer.missing_in_target()
+            if missing and self.cdc.on_missing_target == "dead_letter" and only is None:
+                by_key = {tuple(str(v) if v is not None else None for v in m.values()): m for m in missing}
+                for u in rows:
+                    if tuple(u.row[i] for i in self._key_idx) in by_key:
+                        outcome.dead_letters.append(DeadLetter(
+                            self.name, u.source_key, "u", u.lsn, "missing_target",
+                            f"{self.flow.target.table} has no row {dict(zip(self.target.key, u.row, strict=False))}"
+                            " yet; will retry"))
+            else:
+                outcome.skipped += len(missing)
+        result = writer.merge(None, update_only=update_only, guard=self._lifecycle_guard())
+        outcome.written += result.written
+        outcome.conflicts += result.conflicts
+
+    def _lifecycle_guard(self) -> sql.Composable | None:
+        lc = self.cdc.lifecycle
+        if lc is None:
+            return None
+        col = sql.Identifier(lc.column)
+
+        def rank(alias: str) -> sql.Composable:
+            cases = sql.SQL(" ").join(
+                sql.SQL("WHEN {} THEN {}").format(sql.Literal(k), sql.Literal(v)) for k, v in self._ranks.items())
+            return sql.SQL("(CASE {}.{} {} ELSE 0 END)").format(sql.Identifier(alias), col, cases)
+
+        final = sql.SQL(", ").join(sql.Literal(f) for f in lc.final) if lc.final else sql.SQL("NULL")
+        return sql.SQL("({new} > {old} AND coalesce(t.{col} NOT IN ({final}), true))").format(
+            new=rank("s"), old=rank("t"), col=col, final=final)
+
+    def _log_events(self, conn: Conn, rows: list[_Upsert]) -> None:
+        log = self.cdc.event_log
+        assert log is not None
+        # One staged transition per change of the watched value within the batch; the first one
+        # is checked against the target's current value in SQL.
+        watched = self.columns.index(log.on_change_of)
+        stage = sql.Identifier("civicsync_events")
+        cols = list(log.columns)
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(stage))
+        conn.execute(sql.SQL("CREATE TEMP TABLE {} (seq int, {} , {}) ON COMMIT DROP").format(
+            stage, sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(f"k_{k}")) for k in self.target.key),
+            sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(f"e_{c}")) for c in cols)))
+        with conn.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(stage)) as copy:
+            for u in rows:
+                last = object()
+                seq = 0
+                for row, lsn in u.history:
+                    if row[watched] == last:
+                        continue
+                    last = row[watched]
+                    seq += 1
+                    values = [format_lsn(lsn) if src == "$lsn" else row[self.columns.index(src)]
+                              for src in log.columns.values()]
+                    copy.write_row([seq, *(row[i] for i in self._key_idx), *values])
+        events_types = column_types(conn, log.table)
+        target_types = self._target_types(conn)
+        casts = sql.SQL(", ").join(
+            sql.SQL("e.{}::{}").format(sql.Identifier(f"e_{c}"), sql.SQL(events_types[c])) for c in cols)
+        match = sql.SQL(" AND ").join(
+            sql.SQL("t.{} = e.{}::{}").format(sql.Identifier(k), sql.Identifier(f"k_{k}"), sql.SQL(target_types[k]))
+            for k in self.target.key)
+        conn.execute(sql.SQL(
+            "INSERT INTO {events} ({cols}) SELECT {casts} FROM {stage} e LEFT JOIN {target} t ON {match}"
+            " WHERE e.seq > 1 OR t.{watched}::text IS DISTINCT FROM e.{ewatched} ON CONFLICT DO NOTHING").format(
+            events=table_ident(log.table), cols=sql.SQL(", ").join(sql.Identifier(c) for c in cols), casts=casts,
+            stage=stage, target=table_ident(self.flow.target.table), match=match,
+            watched=sql.Identifier(log.on_change_of),
+            ewatched=sql.Identifier(f"e_{_event_column_of(log.columns, log.on_change_of)}")))
+
+    def _target_types(self, conn: Conn) -> dict[str, str]:
+        if self._types is None:
+            self._types = column_types(conn, self.flow.target.table)
+        return self._types
+
+    def _route_changes(self, conn: Conn, staged_columns: list[str]) -> None:
+        rc = self.cdc.route_changes
+        assert rc is not None
+        fields = [f for f in rc.fields if f in staged_columns]
+        if not fields:
+            return
+        version = self.flow.conflicts.version.target if self.flow.conflicts else None
+        when = sql.SQL("s.{}").format(sql.Identifier(version)) if version else sql.SQL("now()")
+        values = sql.SQL(", ").join(
+            sql.SQL("({}, t.{}::text, s.{}::text)").format(sql.Literal(f), sql.Identifier(f), sql.Identifier(f))
+            for f in fields)
+        conn.execute(sql.SQL(
+            "INSERT INTO {req} ({kc}, {fc}, {oc}, {nc}, {tc})"
+            " SELECT s.{key}, f.field, f.old, f.new, {when} FROM civicsync_stage s JOIN {target} t ON t.{key} = s.{key}"
+            " CROSS JOIN LATERAL (VALUES {values}) AS f(field, old, new)"
+            " WHERE f.old IS DISTINCT FROM f.new AND NOT EXISTS (SELECT 1 FROM {req} r WHERE r.{kc} = s.{key}"
+            " AND r.{fc} = f.field AND r.{nc} IS NOT DISTINCT FROM f.new AND r.status = 'PENDING')").format(
+            req=table_ident(rc.table), kc=sql.Identifier(rc.key_column), fc=sql.Identifier(rc.field_column),
+            oc=sql.Identifier(rc.old_column), nc=sql.Identifier(rc.new_column), tc=sql.Identifier(rc.time_column),
+            key=sql.Identifier(self.target.key[0]), when=when, target=table_ident(self.flow.target.table),
+            values=values))
+
+    # ------------------------------------------------------------------ top-N partitions
+
+    def partitions_of(self, events: Sequence[ChangeEvent]) -> set[Key]:
+        """Every partition a batch touches (old and new values of the partition columns)."""
+        top = self.cdc.top_n
+        assert top is not None
+        found: set[Key] = set()
+        for event in events:
+            for image in (event.before, event.after):
+                if image is None:
+                    continue
+                if any(c not in image for c in top.partition_by):
+                    raise SchemaMismatchError(
+                        f"flow {self.name}: {event.table} sends key-only old rows, but top_n needs the "
+                        f"partition columns of deleted and updated rows: ALTER TABLE {event.table} "
+                        "REPLICA IDENTITY FULL")
+                found.add(tuple(image[c] for c in top.partition_by))  # type: ignore[misc]
+        return found
+
+    def recompute(self, conn: Conn, source: Conn, partitions: set[Key], outcome: FlowOutcome) -> None:
+        """Rebuild the target rows of ``partitions`` from the source's current rows."""
+        top = self.cdc.top_n
+        assert top is not None
+        if not partitions:
+            return
+        if self._source_types is None:
+            self._source_types = column_types(source, self.flow.source.table)
+        types = [self._source_types[c] for c in top.partition_by]
+        part_cols = sql.SQL(", ").join(sql.Identifier(c) for c in top.partition_by)
+        # Typed literals, so the partition columns' indexes serve the look-up.
+        wanted = sql.SQL(", ").join(
+            sql.SQL("({})").format(sql.SQL(", ").join(
+                sql.SQL("{}::{}").format(sql.Literal(v), sql.SQL(t)) for v, t in zip(p, types, strict=True)))
+            for p in sorted(partitions, key=lambda p: tuple(str(v) for v in p)))
+        order = sql.SQL(", ").join(
+            [*(sql.Identifier(c) for c in top.partition_by),
+             *(sql.SQL("{} {}").format(sql.Identifier(o.column), sql.SQL("DESC" if o.desc else "ASC"))
+               for o in top.order_by)])
+        query = sql.SQL("SELECT {cols} FROM {table} WHERE ({pcols}) IN (VALUES {wanted}) ORDER BY {order}").format(
+            cols=idents(self.transform.source_columns), table=table_ident(self.flow.source.table),
+            pcols=part_cols, wanted=wanted, order=order)
+        pidx = [self.transform.source_columns.index(c) for c in top.partition_by]
+        ranked: list[list[Any]] = []
+        counts: dict[Key, int] = {}
+        for src_row in stream_query(source, query):
+            try:
+                out = self.transform(src_row)
+            except RowRejectedError as exc:
+                key = self.transform.key_of(src_row)
+                outcome.dead_letters.append(DeadLetter(self.name, key, "r", 0, exc.kind, str(exc)))
+                continue
+            if out is None:
+                continue
+            part = tuple(src_row[i] for i in pidx)
+            counts[part] = counts.get(part, 0) + 1
+            if counts[part] <= top.n:
+                ranked.append([*out, str(counts[part])])
+        writer = MergeWriter(conn, self.name, self.flow, self.target, self.columns)
+        writer.create_stage()
+        writer.stage_rows(ranked)
+        tpart = sql.SQL(", ").join(sql.Identifier("t", c) for c in top.partition_by)
+        cur = conn.execute(sql.SQL(
+            "DELETE FROM {table} t WHERE ({tpart}) IN (VALUES {wanted})"
+            " AND NOT EXISTS (SELECT 1 FROM civicsync_stage s WHERE {match})").format(
+            table=table_ident(self.flow.target.table), tpart=tpart, wanted=wanted,
+            match=sql.SQL(" AND ").join(sql.SQL("s.{k} = t.{k}").format(k=sql.Identifier(k))
+                                        for k in self.target.key)))
+        outcome.deleted += max(cur.rowcount, 0)
+        outcome.written += writer.merge(None).written
+
+
+def _sources_of(flow: Flow, column: str) -> set[str]:
+    spec = flow.columns[column]
+    if spec.from_ is not None:
+        return {spec.from_}
+    if spec.template is not None:
+        return set(template_fields(spec.template))
+    return set()
+
+
+def _event_column_of(columns: dict[str, str], target_column: str) -> str:
+    for event_col, source in columns.items():
+        if source == target_column:
+            return event_col
+    raise SchemaMismatchError(f"event_log.columns must include the watched column {target_column!r}")

@@ -1,0 +1,1 @@
+"""Runtime: the CDC worker, dead-letter replay."""

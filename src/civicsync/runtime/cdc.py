@@ -1,0 +1,350 @@
+"""The CDC worker: one replication slot on a source database → its flows' target database.
+
+Loop: collect whole source transactions into a batch (up to ``batch_max_changes`` changes or
+``batch_max_wait_ms`` after the first), apply every flow's share of the batch and the slot's new
+position in **one** target transaction, and only after that commit acknowledge the position to the
+source (Quix Streams' rule: flush the sink, then commit the offset). On start, anything at or below
+the stored position is skipped, so a crash anywhere neither loses nor double-applies a change.
+
+Writes are marked with a replication origin; transactions that carry civicsync's origin are never
+captured again (no echo loops). An idle source still advances its slot through heartbeats. A
+constraint error isolates the failing keys (savepoint per key) into the dead letters; the rest of
+the batch commits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from civicsync.apply.cdc import CdcFlowApplier, DeadLetter, FlowOutcome
+from civicsync.capture.pgoutput import format_lsn
+from civicsync.capture.replication import ReplicationStream, Transaction, emit_heartbeat
+from civicsync.capture.slots import check_wal_level, ensure_publication, ensure_slot
+from civicsync.config import LoadedConfig
+from civicsync.config.models import Retry, publication_name, slot_name
+from civicsync.control import store
+from civicsync.db.catalog import replica_identity
+from civicsync.db.connect import connect
+from civicsync.db.errors import classify
+from civicsync.db.origin import origin_for, setup_origin
+from civicsync.errors import CivicsyncError, FatalError, TransientError
+from civicsync.events import ChangeEvent, events_of
+from civicsync.jobs.retry import backoff_delays
+
+log = logging.getLogger(__name__)
+Conn = psycopg.Connection[tuple[Any, ...]]
+DLQ_RETRY = Retry(attempts=12, initial_delay=1.0, max_delay=300.0, multiplier=2.0)
+
+
+@dataclass
+class WorkerStats:
+    """What the worker has done so far (read by status, metrics, tests and the demo)."""
+
+    transactions: int = 0
+    events: int = 0
+    batches: int = 0
+    dead_letters: int = 0
+    skipped_own: int = 0
+    position: int = 0
+    last_commit_time: datetime | None = None
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))  # source commit → target commit
+
+
+class CdcWorker:
+    """Streams one source connection's CDC flows into their target database."""
+
+    def __init__(self, config: LoadedConfig, source: str, flows: list[str] | None = None,
+                 stop: threading.Event | None = None,
+                 on_batch: Callable[[list[Transaction]], None] | None = None) -> None:
+        self.config = config
+        self.source = source
+        model = config.model
+        names = [n for n, f in model.flows.items() if f.kind == "cdc" and f.source.connection == source
+                 and (flows is None or n in flows or f.id in flows)]
+        if not names:
+            raise FatalError(f"no CDC flow reads from connection {source!r}")
+        targets = {model.flows[n].target.connection for n in names}
+        if len(targets) != 1:
+            raise FatalError(f"the CDC flows of {source!r} write to several databases ({sorted(targets)}); "
+                             "run one worker per target with --flow")
+        self.target = targets.pop()
+        self.flows = names
+        self.appliers = [CdcFlowApplier(config, n) for n in names]
+        self.by_table: dict[str, list[CdcFlowApplier]] = {}
+        for a in self.appliers:
+            self.by_table.setdefault(a.flow.source.table, []).append(a)
+        self.slot = slot_name(model, source)
+        self.publication = publication_name(model, source)
+        self.capture = model.connections[source].capture
+        self.stop_event = stop or threading.Event()
+        self.on_batch = on_batch
+        self.stats = WorkerStats()
+        self.origin = origin_for(config, f"cdc_{self.slot}")
+        self._blocked: set[tuple[str, str]] = set()
+        self._tgt: Conn | None = None
+        self._src: Conn | None = None
+        self._db = ""
+
+    # ------------------------------------------------------------------ set-up
+
+    def prepare(self) -> None:
+        """Check the source, create publication and slot, connect the target, load the position."""
+        with connect(self.config.dsn(self.source), purpose="cdc-setup", autocommit=True, label=self.source) as src:
+            check_wal_level(src)
+            tables = sorted(self.by_table)
+            for a in self.appliers:
+                if a.cdc.top_n is not None and replica_identity(src, a.flow.source.table) != "f":
+                    raise FatalError(
+                        f"flow {a.name} ranks rows per partition and must see the old row of updates and "
+                        f"deletes: run ALTER TABLE {a.flow.source.table} REPLICA IDENTITY FULL on {self.source}")
+            ensure_publication(src, self.publication, tables)
+            if ensure_slot(src, self.slot):
+                log.info("created replication slot %s on %s", self.slot, self.source)
+            self._db = src.info.dbname
+        if self._tgt is None or self._tgt.closed:
+            self._connect_target()
+        assert self._tgt is not None
+        self.stats.position = store.read_position(self._tgt, self.slot)
+        self._tgt.commit()
+        self._blocked = store.pending_keys(self._tgt, self.flows)
+        self._tgt.commit()
+
+    def _connect_target(self) -> None:
+        self._tgt = connect(self.config.dsn(self.target), purpose=f"cdc-apply:{self.slot}", label=self.target)
+        setup_origin(self._tgt, self.origin)
+
+    def _source_reader(self) -> Conn:
+        if self._src is None or self._src.closed:
+            self._src = connect(self.config.dsn(self.source), purpose=f"cdc-read:{self.slot}", autocommit=True,
+                                label=self.source)
+        return self._src
+
+    # ------------------------------------------------------------------ main loop
+
+    def run(self) -> None:
+        """Stream until the stop event is set; then flush, commit and acknowledge what was read."""
+        self.prepare()
+        stream = ReplicationStream(self.config.dsn(self.source), slot=self.slot, publication=self.publication,
+                                   start_lsn=self.stats.position)
+        next_beat = time.monotonic() + self.capture.heartbeat_seconds
+        next_dlq = time.monotonic() + 1.0
+        try:
+            while not self.stop_event.is_set():
+                batch = self._collect(stream)
+                if batch:
+                    self._apply_batch(batch)
+                    stream.acknowledge(self.stats.position)
+                now = time.monotonic()
+                if now >= next_beat:
+                    self._heartbeat()
+                    next_beat = now + self.capture.heartbeat_seconds
+                if now >= next_dlq:
+                    self.retry_dead_letters()
+                    next_dlq = now + 1.0
+        finally:
+            stream.close()
+            for conn in (self._tgt, self._src):
+                if conn is not None:
+                    conn.close()
+
+    def _collect(self, stream: ReplicationStream) -> list[Transaction]:
+        batch: list[Transaction] = []
+        changes = 0
+        deadline: float | None = None
+        while not self.stop_event.is_set():
+            wait = 0.2 if deadline is None else max(0.0, deadline - time.monotonic())
+            txn = stream.poll(wait)
+            if txn is not None:
+                batch.append(txn)
+                changes += len(txn.changes)
+                if deadline is None:
+                    deadline = time.monotonic() + self.capture.batch_max_wait_ms / 1000
+            if batch and (changes >= self.capture.batch_max_changes or txn is None
+                          or time.monotonic() >= (deadline or 0)):
+                break
+            if not batch and txn is None:
+                break
+        return batch
+
+    def _heartbeat(self) -> None:
+        try:
+            emit_heartbeat(self._source_reader())
+        except psycopg.Error as exc:
+            log.warning("slot %s: heartbeat not written (%s)", self.slot, exc)
+            self._src = None
+
+    # ------------------------------------------------------------------ applying a batch
+
+    def _apply_batch(self, batch: list[Transaction]) -> None:
+        fresh = [t for t in batch if t.end_lsn > self.stats.position]
+        if not fresh:
+            return
+        own = [t for t in fresh if t.origin is not None and t.origin.startswith(self.config.model.origin)]
+        self.stats.skipped_own += len(own)
+        events: dict[str, list[ChangeEvent]] = {}
+        for txn in fresh:
+            if txn in own:
+                continue
+            for event in events_of(txn, self._db):
+                if event.table in self.by_table:
+                    events.setdefault(event.table, []).append(event)
+        delays = backoff_delays(Retry(attempts=30, initial_delay=0.2, max_delay=10.0))
+        for delay in [*delays, None]:
+            try:
+                self._commit_batch(fresh, events, isolate=False)
+                break
+            except TransientError as exc:
+                if delay is None:
+                    raise
+                log.warning("slot %s: target unavailable (%s); retrying in %.1fs", self.slot, exc, delay)
+                time.sleep(delay)
+                self._reconnect_target()
+            except _NeedsIsolation:
+                self._commit_batch(fresh, events, isolate=True)
+                break
+        last = fresh[-1]
+        self.stats.transactions += len(fresh)
+        self.stats.events += sum(len(v) for v in events.values())
+        self.stats.batches += 1
+        self.stats.position = last.end_lsn
+        self.stats.last_commit_time = last.commit_time
+        committed = datetime.now(UTC)
+        self.stats.latencies.extend((committed - t.commit_time).total_seconds() for t in fresh if t.changes)
+        if self.on_batch is not None:
+            self.on_batch(fresh)
+
+    def _reconnect_target(self) -> None:
+        if self._tgt is not None:
+            self._tgt.close()
+        try:
+            self._connect_target()
+        except CivicsyncError as exc:
+            log.warning("slot %s: cannot reconnect to %s yet (%s)", self.slot, self.target, exc)
+            self._tgt = None
+
+    def _commit_batch(self, batch: list[Transaction], events: dict[str, list[ChangeEvent]], *, isolate: bool) -> None:
+        if self._tgt is None or self._tgt.closed:
+            self._reconnect_target()
+            if self._tgt is None:
+                raise _Unavailable(f"{self.target} database is unavailable")
+        conn = self._tgt
+        letters: list[DeadLetter] = []
+        try:
+            for table, table_events in events.items():
+                for applier in self.by_table[table]:
+                    outcome = self._apply_flow(conn, applier, table_events, isolate)
+                    letters += outcome.dead_letters
+            self._store_dead_letters(conn, letters)
+            last = batch[-1]
+            store.write_position(conn, self.slot, last.end_lsn, last.commit_time)
+            conn.commit()
+        except psycopg.Error as exc:
+            _rollback(conn)
+            error = classify(exc, f"slot {self.slot}: applying to {self.target}")
+            if isinstance(error, TransientError):
+                raise error from exc
+            if isolate:
+                raise error from exc
+            log.warning("slot %s: batch failed (%s); isolating the failing keys", self.slot, error)
+            raise _NeedsIsolation() from exc
+        self.stats.dead_letters += len(letters)
+
+    def _apply_flow(self, conn: Conn, applier: CdcFlowApplier, events: list[ChangeEvent],
+                    isolate: bool) -> FlowOutcome:
+        outcome = FlowOutcome()
+        blocked = {k for f, k in self._blocked if f == applier.name}
+        if applier.cdc.top_n is not None:
+            partitions = applier.partitions_of(events)
+            outcome.events += len(events)
+            units = [{p} for p in sorted(partitions, key=str)] if isolate else [partitions]
+            for unit in units:
+                def work(u: set[Any] = unit) -> None:
+                    applier.recompute(conn, self._source_reader(), u, outcome)
+
+                self._guarded(conn, isolate, outcome, applier, _partition_key(applier, unit), work)
+            return outcome
+        pending = applier.net_effect(events, blocked, outcome)
+        for letter in outcome.dead_letters:
+            self._blocked.add((applier.name, json.dumps(letter.source_key, sort_keys=True)))
+        items = [{k: v} for k, v in pending.items()] if isolate else [pending]
+        for item in items:
+            action = next(iter(item.values()), None)
+            key = action.source_key if action is not None else {}
+            def write(i: dict[Any, Any] = item) -> None:
+                applier.write(conn, i, outcome)
+
+            self._guarded(conn, isolate, outcome, applier, key, write)
+        return outcome
+
+    def _guarded(self, conn: Conn, isolate: bool, outcome: FlowOutcome, applier: CdcFlowApplier,
+                 key: dict[str, Any], work: Callable[[], None]) -> None:
+        if not isolate:
+            work()
+            return
+        try:
+            with conn.transaction():  # a savepoint inside the batch transaction
+                work()
+        except psycopg.Error as exc:
+            error = classify(exc, f"{applier.flow.target.table}")
+            if isinstance(error, TransientError):
+                raise
+            kind = f"sqlstate_{getattr(error, 'sqlstate', None) or 'unknown'}"
+            outcome.dead_letters.append(DeadLetter(applier.name, key, "u", 0, kind, str(error)))
+            self._blocked.add((applier.name, json.dumps(key, sort_keys=True)))
+
+    def _store_dead_letters(self, conn: Conn, letters: list[DeadLetter]) -> None:
+        first = DLQ_RETRY.initial_delay
+        store.add_cdc_dead_letters(conn, [(d.flow, d.source_key, d.op, d.lsn, d.kind, d.error, first)
+                                          for d in letters])
+        for d in letters:
+            if d.kind != "blocked":
+                log.warning("flow %s: dead-lettered %s at %s: %s", d.flow, d.source_key, format_lsn(d.lsn), d.error)
+
+    # ------------------------------------------------------------------ dead-letter retries
+
+    def retry_dead_letters(self, *, due_only: bool = True, ids: list[int] | None = None) -> int:
+        """Re-apply dead-lettered keys from the source's current rows; returns how many converged."""
+        if self._tgt is None:
+            return 0
+        from civicsync.runtime.replay import replay_due
+
+        try:
+            fixed = replay_due(self, due_only=due_only, ids=ids)
+        except (psycopg.Error, CivicsyncError) as exc:
+            _rollback(self._tgt)
+            log.warning("slot %s: dead-letter retry failed (%s)", self.slot, exc)
+            return 0
+        return fixed
+
+
+class _NeedsIsolation(Exception):
+    """A non-transient error in a batch: re-apply it key by key."""
+
+
+class _Unavailable(TransientError):
+    pass
+
+
+def _rollback(conn: Conn) -> None:
+    with contextlib.suppress(psycopg.Error):
+        conn.rollback()
+
+
+def _partition_key(applier: CdcFlowApplier, unit: set[Any]) -> dict[str, Any]:
+    top = applier.cdc.top_n
+    assert top is not None
+    if len(unit) != 1:
+        return {}
+    (values,) = unit
+    return dict(zip(top.partition_by, values, strict=True))

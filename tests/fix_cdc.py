@@ -1,0 +1,99 @@
+"""Fixtures for CDC tests: a running worker on random slot/publication names, torn down after."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+
+from civicsync.capture.slots import drop_publication, drop_slot
+from civicsync.config import LoadedConfig
+from civicsync.config.models import publication_name, slot_name
+from civicsync.runtime.cdc import CdcWorker
+from fix_db import Deployment
+from helpers import config_variant
+
+
+def cdc_config(dep: Deployment, mutate: Callable[[dict[str, Any]], None] | None = None) -> LoadedConfig:
+    """The reference config with random slot and publication names (tests never collide)."""
+    tag = secrets.token_hex(3)
+
+    def names(raw: dict[str, Any]) -> None:
+        for conn in ("warehouse", "citizen"):
+            raw["connections"][conn]["capture"] = {
+                "slot": f"t_{conn}_{tag}", "publication": f"t_{conn}_{tag}", "heartbeat_seconds": 0.5,
+                "batch_max_wait_ms": 20}
+        if mutate is not None:
+            mutate(raw)
+
+    return config_variant(dep.environ, names)
+
+
+class RunningWorker:
+    """A CdcWorker on a thread; errors on the thread are re-raised by stop()."""
+
+    def __init__(self, worker: CdcWorker) -> None:
+        self.worker = worker
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.worker.run()
+        except BaseException as exc:  # noqa: BLE001 - surfaced to the test by stop()
+            self.error = exc
+
+    def start(self) -> RunningWorker:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.worker.stop_event.set()
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "worker did not stop"
+        if self.error is not None:
+            raise self.error
+
+
+@contextmanager
+def running(config: LoadedConfig, source: str, flows: list[str] | None = None) -> Iterator[RunningWorker]:
+    """Run the CDC worker for ``source`` until the block ends; drop its slot afterwards."""
+    worker = CdcWorker(config, source, flows)
+    worker.prepare()  # creates the slot now, so changes made right after are captured
+    handle = RunningWorker(worker).start()
+    try:
+        yield handle
+    finally:
+        try:
+            handle.stop()
+        finally:
+            cleanup(config, source)
+
+
+def cleanup(config: LoadedConfig, source: str) -> None:
+    with psycopg.connect(config.dsn(source), autocommit=True) as conn:
+        slot = slot_name(config.model, source)
+        for _ in range(100):
+            try:
+                drop_slot(conn, slot)
+                break
+            except psycopg.errors.ObjectInUse:
+                time.sleep(0.1)
+        drop_publication(conn, publication_name(config.model, source))
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``check`` until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")

@@ -45,7 +45,7 @@ class RunningWorker:
     def _run(self) -> None:
         try:
             self.worker.run()
-        except BaseException as exc:  # noqa: BLE001 - surfaced to the test by stop()
+        except BaseException as exc:
             self.error = exc
 
     def start(self) -> RunningWorker:

@@ -152,8 +152,9 @@ def test_f3_top_five_per_citizen_recomputed_on_demotion_and_delete(fresh_deploym
     q(dep, "warehouse", "INSERT INTO schemes (scheme_id, code, name, department, category, benefit_type, status)"
                         " SELECT i, 'S' || i, 'n', 'd', 'c', 'CASH', 'ACTIVE' FROM generate_series(1, 6) i")
     with running(cdc_config(dep), "warehouse", ["F3"]):
-        q(dep, "warehouse", "INSERT INTO eligibility_predictions (prediction_id, citizen_id, scheme_id, score, status,"
-                            " model_version) VALUES (1, %s, 1, 0.91, 'ELIGIBLE', 'm'), (2, %s, 2, 0.80, 'ELIGIBLE', 'm'),"
+        q(dep, "warehouse", "INSERT INTO eligibility_predictions (prediction_id, citizen_id, scheme_id, score,"
+                            " status, model_version) VALUES (1, %s, 1, 0.91, 'ELIGIBLE', 'm'),"
+                            " (2, %s, 2, 0.80, 'ELIGIBLE', 'm'),"
                             " (3, %s, 3, 0.60, 'LIKELY', 'm'), (4, %s, 4, 0.55, 'LIKELY', 'm'),"
                             " (5, %s, 5, 0.95, 'INELIGIBLE', 'm'), (6, %s, 6, 0.52, 'LIKELY', 'm')", *[CIT] * 6)
         wait_for(lambda: hints(dep) == [(1, 1, "HIGH"), (2, 2, "HIGH"), (3, 3, "MEDIUM"), (4, 4, "MEDIUM"),

@@ -151,8 +151,8 @@ def _check_cdc(config: Config, where: str, flow: Flow, source: TableDecl, target
             problems.append((f"{where.rsplit('.', 1)[0]}.columns.{col}", "run_time does not apply to cdc flows"))
     if cdc.deletes == "apply" and cdc.top_n is None:
         for key in target.key:
-            spec = flow.columns.get(key)
-            if spec is None or spec.from_ not in source.key:
+            key_spec = flow.columns.get(key)
+            if key_spec is None or key_spec.from_ not in source.key:
                 problems.append((f"{where}.deletes", f"deletes: apply needs target key column {key!r} mapped from a "
                                                      "source key column (a delete carries only the source key)"))
     if cdc.lifecycle is not None and cdc.lifecycle.column not in mapped:

@@ -320,6 +320,9 @@ class CdcWorker:
         from civicsync.runtime.replay import replay_due
 
         try:
+            # An operator may have discarded or replayed entries from the CLI meanwhile.
+            self._blocked = store.pending_keys(self._tgt, self.flows)
+            self._tgt.commit()
             fixed = replay_due(self, due_only=due_only, ids=ids)
         except (psycopg.Error, CivicsyncError) as exc:
             _rollback(self._tgt)

@@ -278,10 +278,11 @@ def demo(
         raise typer.Exit(1)
 
 
+from civicsync.cli import cdc as _cdc  # noqa: E402  (registers its commands)
+
+_cdc.register(app)
+
+
 def main() -> None:
     """Console entry point."""
     app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -1,0 +1,5 @@
+"""The `civicsync` command line."""
+
+from civicsync.cli.app import app, main, results_table
+
+__all__ = ["app", "main", "results_table"]

@@ -1,0 +1,3 @@
+from civicsync.cli.app import main
+
+main()

@@ -1,0 +1,280 @@
+"""CLI commands for change data capture: `cdc run`, `status`, `dlq list|show|replay|discard`."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import psycopg
+import typer
+from rich.table import Table
+
+from civicsync.cli.app import ConfigOpt, JsonOpt, VerboseOpt, _fail, _load, _setup, _user_errors, err, out
+from civicsync.config import LoadedConfig
+from civicsync.config.models import slot_name
+from civicsync.db.connect import connect
+
+cdc_app = typer.Typer(help="Change data capture: real-time flows.", no_args_is_help=True)
+dlq_app = typer.Typer(help="Dead letters: list, inspect, replay, discard.", no_args_is_help=True)
+
+FlowsOpt = Annotated[list[str] | None, typer.Option("--flow", "-f", help="Only these flows (repeatable).")]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(cdc_app, name="cdc")
+    app.add_typer(dlq_app, name="dlq")
+    app.command("status")(status)
+
+
+def _cdc_sources(loaded: LoadedConfig, flows: list[str] | None) -> list[str]:
+    sources = []
+    for name, flow in loaded.model.flows.items():
+        if flow.kind != "cdc" or (flows and name not in flows and flow.id not in flows):
+            continue
+        if flow.source.connection not in sources:
+            sources.append(flow.source.connection)
+    return sources
+
+
+@cdc_app.command("run")
+def cdc_run(flows: FlowsOpt = None, config: ConfigOpt = None, verbose: VerboseOpt = False) -> None:
+    """Run the CDC workers in the foreground until SIGINT/SIGTERM; then flush, commit and exit 0."""
+    from civicsync.runtime.cdc import CdcWorker
+
+    _setup(verbose)
+    stop = threading.Event()
+    with _user_errors():
+        loaded = _load(config)
+        sources = _cdc_sources(loaded, flows)
+        if not sources:
+            _fail("no CDC flow matches", 2)
+        workers = [CdcWorker(loaded, s, flows, stop=stop) for s in sources]
+        for w in workers:
+            w.prepare()
+    errors: list[BaseException] = []
+
+    def run(worker: CdcWorker) -> None:
+        try:
+            worker.run()
+        except BaseException as exc:  # reported below, then the process exits 1
+            errors.append(exc)
+            stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    threads = [threading.Thread(target=run, args=(w,), name=f"cdc-{w.source}") for w in workers]
+    for t in threads:
+        t.start()
+    streams = "; ".join(f"{w.source} → {w.target} ({', '.join(w.flows)})" for w in workers)
+    err.print(f"streaming {streams}; Ctrl-C to stop", highlight=False)
+    while any(t.is_alive() for t in threads):
+        time.sleep(0.2)
+    for t in threads:
+        t.join()
+    if errors:
+        _fail(f"a CDC worker stopped: {errors[0]}")
+    for w in workers:
+        err.print(f"{w.source}: stopped cleanly at position {w.stats.position} after {w.stats.events:,} events",
+                  highlight=False)
+
+
+# --------------------------------------------------------------------------- status
+
+
+def flow_status(loaded: LoadedConfig) -> list[dict[str, Any]]:
+    """Per flow: state, position, lag, dead letters (CDC) or last run (batch)."""
+    rows: list[dict[str, Any]] = []
+    slots: dict[str, dict[str, Any]] = {}
+    for source in _cdc_sources(loaded, None):
+        slot = slot_name(loaded.model, source)
+        with connect(loaded.dsn(source), purpose="status", autocommit=True, label=source) as conn:
+            row = conn.execute(
+                "SELECT active, confirmed_flush_lsn::text,"
+                " coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 0)::bigint::text,"
+                " coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint::text"
+                " FROM pg_replication_slots WHERE slot_name = %s",
+                (slot,)).fetchone()
+        slots[source] = {"slot": slot, "exists": row is not None, "active": bool(row and row[0]),
+                         "confirmed_lsn": row[1] if row else None, "lag_bytes": int(str(row[2])) if row else None,
+                         "retained_wal_bytes": int(str(row[3])) if row else None}
+    targets = {f.target.connection for f in loaded.model.flows.values()}
+    dlq: dict[str, int] = {}
+    runs: dict[str, dict[str, Any]] = {}
+    positions: dict[str, Any] = {}
+    for target in targets:
+        with connect(loaded.dsn(target), purpose="status", autocommit=True, label=target) as conn:
+            for flow, n in conn.execute("SELECT flow, count(*) FROM civicsync.dead_letters WHERE status = 'pending'"
+                                        " GROUP BY flow"):
+                dlq[str(flow)] = int(str(n))
+            for flow, status, finished, err_text in conn.execute(
+                    "SELECT DISTINCT ON (flow) flow, status, finished_at, error FROM civicsync.runs"
+                    " ORDER BY flow, run_id DESC"):
+                runs[str(flow)] = {"status": status, "finished_at": finished, "error": err_text}
+            for slot_id, lsn, commit_time in conn.execute(
+                    "SELECT slot, lsn, commit_time FROM civicsync.cdc_positions"):
+                positions[str(slot_id)] = (lsn, commit_time)
+    now = datetime.now(UTC)
+    for name, flow in loaded.model.flows.items():
+        entry: dict[str, Any] = {"flow": name, "id": flow.id, "kind": flow.kind, "dead_letters": dlq.get(name, 0)}
+        if flow.kind == "cdc":
+            info = slots[flow.source.connection]
+            pos = positions.get(info["slot"])
+            entry.update(state="streaming" if info["active"] else ("stopped" if info["exists"] else "not started"),
+                         position=pos[0] if pos else None,
+                         lag_bytes=info["lag_bytes"], retained_wal_bytes=info["retained_wal_bytes"],
+                         lag_seconds=round((now - pos[1]).total_seconds(), 3) if pos and pos[1] else None)
+        else:
+            last = runs.get(name)
+            entry.update(state=last["status"] if last else "never run",
+                         last_run=last["finished_at"].isoformat() if last and last["finished_at"] else None,
+                         error=last["error"] if last else None)
+        rows.append(entry)
+    return rows
+
+
+def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Show every flow: state, lag (CDC), last run (batch), dead letters waiting."""
+    with _user_errors():
+        rows = flow_status(_load(config))
+    if as_json:
+        out.print_json(json.dumps(rows, default=str))
+        return
+    table = Table("id", "flow", "kind", "state", "lag", "WAL retained", "dead letters", "last run / error")
+    for r in rows:
+        colour = {"streaming": "green", "succeeded": "green", "failed": "red", "stopped": "yellow"}.get(r["state"], "")
+        state = f"[{colour}]{r['state']}[/]" if colour else r["state"]
+        if r["kind"] == "cdc":
+            lag = "-" if r["lag_bytes"] is None else f"{r['lag_bytes']:,} B / {r['lag_seconds'] or 0:.1f} s"
+            table.add_row(r["id"], r["flow"], r["kind"], state, lag, f"{r['retained_wal_bytes'] or 0:,} B",
+                          str(r["dead_letters"]), "")
+        else:
+            table.add_row(r["id"], r["flow"], r["kind"], state, "", "", str(r["dead_letters"]),
+                          (r.get("error") or r.get("last_run") or "")[:70])
+    out.print(table)
+
+
+# --------------------------------------------------------------------------- dead letters
+
+
+def _dlq_rows(loaded: LoadedConfig, where: str = "true", params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for target in sorted({f.target.connection for f in loaded.model.flows.values()}):
+        with connect(loaded.dsn(target), purpose="dlq", autocommit=True, label=target) as conn, \
+                conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+            cur.execute(
+                "SELECT dead_letter_id AS id, flow, row_key AS key, op, lsn, error_kind AS kind, error, attempts,"
+                f" status, first_seen, last_seen, next_attempt_at FROM civicsync.dead_letters WHERE {where}"
+                " ORDER BY dead_letter_id", params)
+            rows += [{**r, "database": target} for r in cur.fetchall()]
+    return rows
+
+
+@dlq_app.command("list")
+def dlq_list(flow: Annotated[str | None, typer.Option(help="Only this flow.")] = None,
+             all_: Annotated[bool, typer.Option("--all", help="Include replayed and discarded.")] = False,
+             config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """List dead letters (pending ones unless --all)."""
+    with _user_errors():
+        loaded = _load(config)
+        name = loaded.model.flow_name(flow) if flow else None
+        rows = [r for r in _dlq_rows(loaded, "true" if all_ else "status = 'pending'")
+                if name is None or r["flow"] == name]
+    if as_json:
+        out.print_json(json.dumps(rows, default=str))
+        return
+    table = Table("id", "flow", "key", "kind", "attempts", "status", "next attempt", "error")
+    for r in rows:
+        table.add_row(f"{r['database']}:{r['id']}", r["flow"], json.dumps(r["key"]), r["kind"], str(r["attempts"]),
+                      r["status"], r["next_attempt_at"].strftime("%H:%M:%S") if r["next_attempt_at"] else "-",
+                      r["error"][:60])
+    out.print(table)
+    if not rows:
+        out.print("no dead letters")
+
+
+def _parse_id(ref: str, loaded: LoadedConfig) -> tuple[str, int]:
+    if ":" in ref:
+        db, num = ref.split(":", 1)
+    else:
+        targets = sorted({f.target.connection for f in loaded.model.flows.values()})
+        if len(targets) != 1:
+            _fail(f"say which database: DATABASE:ID (one of {', '.join(targets)})", 2)
+        db, num = targets[0], ref
+    if not num.isdigit():
+        _fail(f"{ref!r} is not a dead-letter id (DATABASE:ID as `dlq list` shows)", 2)
+    return db, int(num)
+
+
+@dlq_app.command("show")
+def dlq_show(ref: Annotated[str, typer.Argument(help="DATABASE:ID as `dlq list` shows it.")],
+             config: ConfigOpt = None) -> None:
+    """Show one dead letter in full."""
+    with _user_errors():
+        loaded = _load(config)
+        db, num = _parse_id(ref, loaded)
+        rows = [r for r in _dlq_rows(loaded, "dead_letter_id = %s", (num,)) if r["database"] == db]
+    if not rows:
+        _fail(f"no dead letter {ref}", 1)
+    out.print_json(json.dumps(rows[0], default=str))
+
+
+@dlq_app.command("replay")
+def dlq_replay(ref: Annotated[str | None, typer.Argument(help="DATABASE:ID; or use --flow / --all.")] = None,
+               flow: Annotated[str | None, typer.Option(help="Every pending dead letter of this flow.")] = None,
+               all_: Annotated[bool, typer.Option("--all", help="Every pending dead letter.")] = False,
+               config: ConfigOpt = None, verbose: VerboseOpt = False) -> None:
+    """Re-apply dead-lettered keys from the source's current rows (after fixing the cause)."""
+    from civicsync.db.origin import origin_for
+    from civicsync.runtime.cdc import CdcWorker
+
+    _setup(verbose)
+    if sum((ref is not None, flow is not None, all_)) != 1:
+        _fail("give exactly one of ID, --flow or --all", 2)
+    with _user_errors():
+        loaded = _load(config)
+        ids = None
+        flows = None
+        if ref is not None:
+            db, num = _parse_id(ref, loaded)
+            rows = [r for r in _dlq_rows(loaded, "dead_letter_id = %s", (num,)) if r["database"] == db]
+            if not rows:
+                _fail(f"no dead letter {ref}", 1)
+            ids, flows = [num], [rows[0]["flow"]]
+        elif flow is not None:
+            flows = [loaded.model.flow_name(flow)]
+        fixed = 0
+        for source in _cdc_sources(loaded, flows):
+            worker = CdcWorker(loaded, source, flows)
+            # Its own origin: a running worker holds the CDC one, and one origin serves one session.
+            worker.origin = origin_for(loaded, f"replay_{worker.slot}")
+            worker._connect_target()
+            try:
+                fixed += worker.retry_dead_letters(due_only=False, ids=ids)
+            finally:
+                if worker._tgt is not None:
+                    worker._tgt.close()
+                if worker._src is not None:
+                    worker._src.close()
+        left = [r for r in _dlq_rows(loaded, "status = 'pending'") if flows is None or r["flow"] in flows]
+    out.print(f"replayed {fixed}; still pending {len(left)}")
+    if left and (ref is not None):
+        raise typer.Exit(1)
+
+
+@dlq_app.command("discard")
+def dlq_discard(ref: Annotated[str, typer.Argument(help="DATABASE:ID as `dlq list` shows it.")],
+                config: ConfigOpt = None) -> None:
+    """Give up on a dead letter: its key is no longer held back."""
+    with _user_errors():
+        loaded = _load(config)
+        db, num = _parse_id(ref, loaded)
+        with connect(loaded.dsn(db), purpose="dlq", autocommit=True, label=db) as conn:
+            cur = conn.execute("UPDATE civicsync.dead_letters SET status = 'discarded', last_seen = clock_timestamp()"
+                               " WHERE dead_letter_id = %s AND status = 'pending'", (num,))
+    if cur.rowcount != 1:
+        _fail(f"no pending dead letter {ref}", 1)
+    out.print(f"discarded {ref}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -10,28 +11,38 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+import yaml
 
 from civicsync.capture.slots import drop_publication, drop_slot
 from civicsync.config import LoadedConfig
 from civicsync.config.models import publication_name, slot_name
 from civicsync.runtime.cdc import CdcWorker
 from fix_db import Deployment
-from helpers import config_variant
+from helpers import config_variant, reference_raw
+
+
+def cdc_raw(mutate: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """The reference config as a dict, with random slot and publication names (tests never collide)."""
+    tag = secrets.token_hex(3)
+    raw = reference_raw()
+    for conn in ("warehouse", "citizen"):
+        raw["connections"][conn]["capture"] = {
+            "slot": f"t_{conn}_{tag}", "publication": f"t_{conn}_{tag}", "heartbeat_seconds": 0.5,
+            "batch_max_wait_ms": 20}
+    if mutate is not None:
+        mutate(raw)
+    return raw
 
 
 def cdc_config(dep: Deployment, mutate: Callable[[dict[str, Any]], None] | None = None) -> LoadedConfig:
-    """The reference config with random slot and publication names (tests never collide)."""
-    tag = secrets.token_hex(3)
+    """The reference config with random slot and publication names, loaded for ``dep``."""
+    raw = cdc_raw(mutate)
+    return config_variant(dep.environ, lambda r: r.update(raw))
 
-    def names(raw: dict[str, Any]) -> None:
-        for conn in ("warehouse", "citizen"):
-            raw["connections"][conn]["capture"] = {
-                "slot": f"t_{conn}_{tag}", "publication": f"t_{conn}_{tag}", "heartbeat_seconds": 0.5,
-                "batch_max_wait_ms": 20}
-        if mutate is not None:
-            mutate(raw)
 
-    return config_variant(dep.environ, names)
+def write_config(path: Path, raw: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(raw))
+    return path
 
 
 class RunningWorker:

@@ -213,6 +213,17 @@ class ReplicationStream:
                 log.warning("replication slot %s: acknowledgement not sent (%s)", self._slot, exc)
                 self._drop_connection()
 
+    def suspend(self) -> None:
+        """Let go of the server while the applier cannot take more (e.g. the target is down).
+
+        A walsender whose client neither reads nor confirms what it was sent holds up that
+        server's shutdown, so a stalled consumer disconnects; the next :meth:`poll` reconnects
+        from the last acknowledged position and the server resends the rest.
+        """
+        if self._cur is not None:
+            log.info("replication slot %s: pausing the stream until the target is back", self._slot)
+            self._drop_connection()
+
     def close(self) -> None:
         self._drop_connection()
 

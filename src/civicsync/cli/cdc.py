@@ -47,6 +47,9 @@ def cdc_run(flows: FlowsOpt = None, config: ConfigOpt = None, verbose: VerboseOp
 
     _setup(verbose)
     stop = threading.Event()
+    # Before anything else: a SIGTERM during start-up must still mean a clean stop.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     with _user_errors():
         loaded = _load(config)
         sources = _cdc_sources(loaded, flows)
@@ -64,8 +67,6 @@ def cdc_run(flows: FlowsOpt = None, config: ConfigOpt = None, verbose: VerboseOp
             errors.append(exc)
             stop.set()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     threads = [threading.Thread(target=run, args=(w,), name=f"cdc-{w.source}") for w in workers]
     for t in threads:
         t.start()

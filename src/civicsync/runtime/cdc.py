@@ -143,7 +143,7 @@ class CdcWorker:
             while not self.stop_event.is_set():
                 batch = self._collect(stream)
                 if batch:
-                    self._apply_batch(batch)
+                    self._apply_batch(batch, stream)
                     stream.acknowledge(self.stats.position)
                 now = time.monotonic()
                 if now >= next_beat:
@@ -186,7 +186,7 @@ class CdcWorker:
 
     # ------------------------------------------------------------------ applying a batch
 
-    def _apply_batch(self, batch: list[Transaction]) -> None:
+    def _apply_batch(self, batch: list[Transaction], stream: ReplicationStream | None = None) -> None:
         fresh = [t for t in batch if t.end_lsn > self.stats.position]
         if not fresh:
             return
@@ -208,7 +208,7 @@ class CdcWorker:
                 if delay is None:
                     raise
                 log.warning("slot %s: target unavailable (%s); retrying in %.1fs", self.slot, exc, delay)
-                time.sleep(delay)
+                self._pause(delay, stream)
                 self._reconnect_target()
             except _NeedsIsolation:
                 self._commit_batch(fresh, events, isolate=True)
@@ -223,6 +223,12 @@ class CdcWorker:
         self.stats.latencies.extend((committed - t.commit_time).total_seconds() for t in fresh if t.changes)
         if self.on_batch is not None:
             self.on_batch(fresh)
+
+    def _pause(self, seconds: float, stream: ReplicationStream | None) -> None:
+        # Let go of the source while we wait, so we never hold up its shutdown.
+        if stream is not None:
+            stream.suspend()
+        time.sleep(seconds)
 
     def _reconnect_target(self) -> None:
         if self._tgt is not None:

@@ -1,0 +1,264 @@
+"""The CDC worker under real faults: echo loops, stop/start, kill -9, walsender and server restarts,
+idle slots, dead letters blocking only their own key."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from civicsync.capture.pgoutput import parse_lsn
+from civicsync.capture.slots import slot_info
+from civicsync.config.models import slot_name
+from civicsync.jobs.batch import run_batch
+from civicsync.runtime.cdc import CdcWorker
+from fix_cdc import RunningWorker, cdc_config, cdc_raw, cleanup, running, wait_for, write_config
+from fix_db import Deployment
+
+CIT = "00000000-0000-4000-8000-0000000000c1"
+
+
+def q(dep: Deployment, db: str, query: str, *args: Any) -> list[tuple[Any, ...]]:
+    with dep.connect(db) as conn:
+        cur = conn.execute(query, args)
+        return cur.fetchall() if cur.description else []
+
+
+def make_applications(dep: Deployment, n: int) -> None:
+    q(dep, "citizen", "INSERT INTO citizens (citizen_id, full_name) VALUES (%s, 'A')", CIT)
+    q(dep, "citizen", "INSERT INTO schemes (scheme_id, code, name, category, status) VALUES (1, 'S', 'S', 'C', 'OPEN')")
+    q(dep, "citizen", "INSERT INTO applications (application_id, citizen_id, scheme_id, status)"
+                      " SELECT i, %s, 1, 'DRAFT' FROM generate_series(1, %s::int) i", CIT, n)
+
+
+def add_documents(dep: Deployment, ids: range, size: int = 10) -> None:
+    q(dep, "citizen", "INSERT INTO application_documents (document_id, application_id, doc_type, file_name, size_bytes,"
+                      " storage_uri) SELECT i, 1, 'ID', 'f.pdf', %s, 's3://x' FROM generate_series(%s::int, %s::int) i",
+      size, ids.start, ids.stop - 1)
+
+
+# --------------------------------------------------------------------------- no echo loops
+
+
+def test_a_change_makes_exactly_one_trip(fresh_deployment: Deployment) -> None:
+    """F2 (warehouse → portal, batch) and F5 (portal → warehouse, CDC) together."""
+    dep = fresh_deployment
+    q(dep, "warehouse", "INSERT INTO citizen_profiles (citizen_id, national_id, full_name, phone, updated_at)"
+                        " VALUES (%s, '234567890123', 'Asha', '9876543210', now() - interval '1 day')", CIT)
+    config = cdc_config(dep)
+    with running(config, "citizen", ["F5"]) as handle:
+        run_batch(config, "F2").raise_for_error()           # registry → portal (origin-marked)
+        wait_for(lambda: handle.worker.stats.skipped_own >= 1, what="F5 to see and skip F2's write")
+        wh_xmin = q(dep, "warehouse", "SELECT xmin::text FROM citizen_profiles")
+        q(dep, "citizen", "UPDATE citizens SET phone = '9000000009', updated_at = now()")   # citizen edit
+        wait_for(lambda: q(dep, "warehouse", "SELECT phone FROM citizen_profiles") == [("9000000009",)],
+                 what="the edit to reach the warehouse")
+        assert q(dep, "warehouse", "SELECT xmin::text FROM citizen_profiles") != wh_xmin
+        portal_xmin = q(dep, "citizen", "SELECT xmin::text FROM citizens")
+        again = run_batch(config, "F2").raise_for_error()    # reads the F5 write back from the warehouse
+        assert again.counts.rows_read == 1 and again.counts.rows_written == 0
+        assert q(dep, "citizen", "SELECT xmin::text FROM citizens") == portal_xmin  # no second trip
+        time.sleep(0.5)
+        assert handle.worker.stats.events == 1  # F5 applied only the citizen's own edit
+    assert q(dep, "warehouse", "SELECT phone, national_id FROM citizen_profiles") == [("9000000009", "234567890123")]
+
+
+# --------------------------------------------------------------------------- stop and start
+
+
+def test_graceful_stop_and_start_lose_and_repeat_nothing(fresh_deployment: Deployment) -> None:
+    dep = fresh_deployment
+    make_applications(dep, 1)
+    config = cdc_config(dep)
+    try:
+        for round_ in range(3):
+            worker = CdcWorker(config, "citizen", ["F7"])
+            worker.prepare()
+            handle = RunningWorker(worker).start()
+            add_documents(dep, range(round_ * 300 + 1, round_ * 300 + 301))
+            time.sleep(random.uniform(0.05, 0.3))
+            handle.stop()  # mid-stream: flushes what it read, commits, acknowledges
+        final = CdcWorker(config, "citizen", ["F7"])
+        final.prepare()
+        handle = RunningWorker(final).start()
+        wait_for(lambda: q(dep, "warehouse", "SELECT count(*) FROM application_documents") == [(900,)],
+                 what="all 900 documents")
+        handle.stop()
+    finally:
+        cleanup(config, "citizen")
+    assert q(dep, "warehouse", "SELECT count(DISTINCT document_id), min(document_id), max(document_id)"
+                               " FROM application_documents") == [(900, 1, 900)]
+
+
+# --------------------------------------------------------------------------- kill -9
+
+
+def _writer(dep: Deployment, n_apps: int, changes: int, log: list[tuple[int, str, str]], done: threading.Event) -> None:
+    statuses = ["SUBMITTED", "UNDER_REVIEW", "DOCUMENTS_REQUIRED", "UNDER_REVIEW", "APPROVED", "DISBURSED"]
+    step = dict.fromkeys(range(1, n_apps + 1), 0)
+    with psycopg.connect(dep.citizen_dsn, autocommit=True) as conn:
+        for i in range(changes):
+            app = (i % n_apps) + 1
+            status = statuses[step[app] % len(statuses)]
+            step[app] += 1
+            row = conn.execute("UPDATE applications SET status = %s, updated_at = clock_timestamp()"
+                               " WHERE application_id = %s RETURNING updated_at::text", (status, app)).fetchone()
+            assert row is not None
+            log.append((app, status, row[0]))
+    done.set()
+
+
+def _start_cli_worker(config_path: Path, dep: Deployment) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **dep.environ, "CIVICSYNC_CONFIG": str(config_path)}
+    return subprocess.Popen([sys.executable, "-m", "civicsync.cli", "cdc", "run", "--flow", "F6"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+@pytest.mark.parametrize("changes,kills", [
+    pytest.param(3_000, 3, id="short"),
+    pytest.param(20_000, 8, id="long", marks=pytest.mark.slow),
+])
+def test_kill_9_at_random_points_loses_and_duplicates_nothing(fresh_deployment: Deployment, tmp_path: Path,
+                                                              changes: int, kills: int) -> None:
+    dep = fresh_deployment
+    n_apps = 150
+    make_applications(dep, n_apps)
+    raw = cdc_raw()
+    config_path = write_config(tmp_path / "civicsync.yaml", raw)
+    config = cdc_config(dep, lambda r: r.update(raw))
+    CdcWorker(config, "citizen", ["F6"]).prepare()  # the slot exists before the first change
+    log: list[tuple[int, str, str]] = []
+    done = threading.Event()
+    writer = threading.Thread(target=_writer, args=(dep, n_apps, changes, log, done))
+    rng = random.Random(7)
+    proc = _start_cli_worker(config_path, dep)
+    try:
+        writer.start()
+        for _ in range(kills):
+            time.sleep(rng.uniform(0.3, 1.5))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            proc = _start_cli_worker(config_path, dep)
+        writer.join(300)
+        assert done.is_set()
+        expected = {(app, status, ts) for app, status, ts in log}
+        last = {app: (status, ts) for app, status, ts in log}
+
+        def events() -> set[tuple[int, str, str]]:
+            rows = q(dep, "warehouse", "SELECT application_id, event_type, occurred_at::text FROM application_events")
+            return {(int(a), str(s), str(t)) for a, s, t in rows}
+
+        wait_for(lambda: len(events()) >= len(expected), timeout=120, what="every event")
+        slot = slot_name(config.model, "citizen")
+        wait_for(lambda: q(dep, "citizen", "SELECT active FROM pg_replication_slots WHERE slot_name = %s", slot)
+                 == [(True,)], what="the last worker to be streaming")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, proc.stderr.read().decode() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        cleanup(config, "citizen")
+    got = events()
+    assert got == expected  # 0 lost, 0 extra
+    assert q(dep, "warehouse", "SELECT count(*) FROM application_events") == [(len(expected),)]  # 0 duplicates
+    final = {int(a): (s, str(t)) for a, s, t in q(dep, "warehouse",
+                                                  "SELECT application_id, status, updated_at::text FROM applications")}
+    assert final == last
+
+
+# --------------------------------------------------------------------------- the walsender and the server
+
+
+def test_walsender_killed_and_server_restarted_mid_stream(fresh_deployment: Deployment) -> None:
+    dep = fresh_deployment
+    make_applications(dep, 1)
+    config = cdc_config(dep)
+    with running(config, "citizen", ["F7"]) as handle:
+        add_documents(dep, range(1, 201))
+        q(dep, "citizen", "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = %s",
+          slot_name(config.model, "citizen"))
+        add_documents(dep, range(201, 401))
+        dep.server.stop("fast")   # both databases go away mid-stream...
+        time.sleep(1.0)
+        dep.server.start()        # ...and come back
+        add_documents(dep, range(401, 601))
+        wait_for(lambda: q(dep, "warehouse", "SELECT count(*) FROM application_documents") == [(600,)],
+                 timeout=60, what="all 600 documents after the restart")
+        assert handle.error is None
+    assert q(dep, "warehouse", "SELECT count(DISTINCT document_id) FROM application_documents") == [(600,)]
+
+
+def test_an_idle_source_slot_still_advances(fresh_deployment: Deployment) -> None:
+    dep = fresh_deployment
+    config = cdc_config(dep)
+    slot = slot_name(config.model, "citizen")
+    with running(config, "citizen", ["F7"]):
+        with dep.connect("citizen") as conn:
+            start = slot_info(conn, slot)
+            conn.execute("CREATE TABLE churn AS SELECT generate_series(1, 10000) AS n")  # unpublished WAL
+
+            def advanced() -> bool:
+                now = slot_info(conn, slot)
+                return bool(now and start and parse_lsn(now.confirmed_flush_lsn or "0/0")
+                            > parse_lsn(start.confirmed_flush_lsn or "0/0"))
+
+            wait_for(advanced, timeout=10, what="the idle slot to advance through heartbeats")
+
+
+# --------------------------------------------------------------------------- dead letters
+
+
+def civicsync(dep: Deployment, config_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **dep.environ, "CIVICSYNC_CONFIG": str(config_path), "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "civicsync.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def test_a_bad_event_blocks_only_its_key_and_replay_converges(fresh_deployment: Deployment, tmp_path: Path) -> None:
+    dep = fresh_deployment
+    make_applications(dep, 1)
+    q(dep, "warehouse", "ALTER TABLE application_documents ADD CONSTRAINT small CHECK (size_bytes < 1000)")
+    raw = cdc_raw()
+    config_path = write_config(tmp_path / "civicsync.yaml", raw)
+    config = cdc_config(dep, lambda r: r.update(raw))
+    with running(config, "citizen", ["F7"]):
+        add_documents(dep, range(1, 4))
+        wait_for(lambda: q(dep, "warehouse", "SELECT count(*) FROM application_documents") == [(3,)],
+                 what="the first three documents")
+        q(dep, "citizen", "UPDATE application_documents SET size_bytes = 5000 WHERE document_id = 2")
+        add_documents(dep, range(4, 6))
+        q(dep, "citizen", "UPDATE application_documents SET mime_type = 'x/y' WHERE document_id = 2")  # waits too
+        q(dep, "citizen", "UPDATE application_documents SET mime_type = 'x/z' WHERE document_id = 3")  # flows on
+        wait_for(lambda: q(dep, "warehouse", "SELECT document_id, mime_type FROM application_documents"
+                                             " WHERE document_id IN (3, 5) ORDER BY 1") == [(3, "x/z"), (5, None)],
+                 what="other keys to flow on")
+        assert q(dep, "warehouse", "SELECT size_bytes, mime_type FROM application_documents WHERE document_id = 2") \
+            == [(10, None)]
+    listing = civicsync(dep, config_path, "dlq", "list", "--json")
+    assert listing.returncode == 0, listing.stderr
+    [entry] = json.loads(listing.stdout)
+    assert entry["flow"] == "document_metadata" and entry["key"] == {"document_id": "2"}
+    assert entry["kind"] == "sqlstate_23514" and entry["attempts"] >= 1 and "small" in entry["error"]
+    assert "5000" not in entry["error"]  # values never appear in dead letters
+    shown = civicsync(dep, config_path, "dlq", "show", f"warehouse:{entry['id']}")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["id"] == entry["id"]
+    still = civicsync(dep, config_path, "dlq", "replay", "--all")
+    assert "replayed 0; still pending 1" in still.stdout
+    q(dep, "warehouse", "ALTER TABLE application_documents DROP CONSTRAINT small")   # the fix
+    fixed = civicsync(dep, config_path, "dlq", "replay", f"warehouse:{entry['id']}")
+    assert fixed.returncode == 0 and "replayed 1; still pending 0" in fixed.stdout, fixed.stdout + fixed.stderr
+    assert q(dep, "warehouse", "SELECT size_bytes, mime_type FROM application_documents WHERE document_id = 2") \
+        == [(5000, "x/y")]  # the latest source state, including the change that waited
+    assert json.loads(civicsync(dep, config_path, "dlq", "list", "--json").stdout) == []
+    bad = civicsync(dep, config_path, "dlq", "discard", "warehouse:999")
+    assert bad.returncode == 1 and "no pending dead letter" in bad.stderr

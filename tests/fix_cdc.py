@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import secrets
-from pathlib import Path
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg

@@ -202,17 +202,16 @@ def test_an_idle_source_slot_still_advances(fresh_deployment: Deployment) -> Non
     dep = fresh_deployment
     config = cdc_config(dep)
     slot = slot_name(config.model, "citizen")
-    with running(config, "citizen", ["F7"]):
-        with dep.connect("citizen") as conn:
-            start = slot_info(conn, slot)
-            conn.execute("CREATE TABLE churn AS SELECT generate_series(1, 10000) AS n")  # unpublished WAL
+    with running(config, "citizen", ["F7"]), dep.connect("citizen") as conn:
+        start = slot_info(conn, slot)
+        conn.execute("CREATE TABLE churn AS SELECT generate_series(1, 10000) AS n")  # unpublished WAL
 
-            def advanced() -> bool:
-                now = slot_info(conn, slot)
-                return bool(now and start and parse_lsn(now.confirmed_flush_lsn or "0/0")
-                            > parse_lsn(start.confirmed_flush_lsn or "0/0"))
+        def advanced() -> bool:
+            now = slot_info(conn, slot)
+            return bool(now and start and parse_lsn(now.confirmed_flush_lsn or "0/0")
+                        > parse_lsn(start.confirmed_flush_lsn or "0/0"))
 
-            wait_for(advanced, timeout=10, what="the idle slot to advance through heartbeats")
+        wait_for(advanced, timeout=10, what="the idle slot to advance through heartbeats")
 
 
 # --------------------------------------------------------------------------- dead letters

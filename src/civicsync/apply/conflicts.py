@@ -53,11 +53,15 @@ class ConflictResolver:
             c: conflicts.fields.get(c, conflicts.default) for c in columns if c not in key and c != self._version
         }
         self._base_fields = [c for c, p in self._policies.items() if p == "newest_wins"]
+        self._layout_checked = False
+        self.existing = -1  # staged keys already in the target; known after resolve()
 
     # ------------------------------------------------------------------ SQL pieces
 
     def _row_key(self, alias: str) -> sql.Composable:
-        return sql.SQL("jsonb_build_array({})::text").format(
+        if len(self._key) == 1:
+            return sql.SQL('{}::text COLLATE "C"').format(sql.Identifier(alias, self._key[0]))
+        return sql.SQL('jsonb_build_array({})::text COLLATE "C"').format(
             sql.SQL(", ").join(sql.Identifier(alias, k) for k in self._key))
 
     def _match(self) -> sql.Composable:
@@ -65,14 +69,13 @@ class ConflictResolver:
             sql.SQL("{} = {}").format(sql.Identifier("t", k), sql.Identifier("s", k)) for k in self._key)
 
     def _hashes(self, alias: str) -> sql.Composable:
-        return sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(
-            sql.SQL("{}, hashtext({}::text)").format(sql.Literal(c), sql.Identifier(alias, c))
-            for c in self._base_fields))
+        return sql.SQL("ARRAY[{}]::int4[]").format(sql.SQL(", ").join(
+            sql.SQL("hashtext({}::text)").format(sql.Identifier(alias, c)) for c in self._base_fields))
 
     def _changed(self, alias: str, column: str) -> sql.Composable:
         """Has ``alias.column`` changed since the base was recorded?"""
-        return sql.SQL("hashtext({}::text) IS DISTINCT FROM (b.hashes ->> {})::int").format(
-            sql.Identifier(alias, column), sql.Literal(column))
+        return sql.SQL("hashtext({}::text) IS DISTINCT FROM b.hashes[{}]").format(
+            sql.Identifier(alias, column), sql.Literal(self._base_fields.index(column) + 1))
 
     def _target_newer(self) -> sql.Composable:
         return sql.SQL("{} > {}").format(sql.Identifier("t", self._version), sql.Identifier("s", self._version))
@@ -81,7 +84,7 @@ class ConflictResolver:
         return sql.SQL("{} IS DISTINCT FROM {}").format(sql.Identifier("t", column), sql.Identifier("s", column))
 
     def _has_base(self, column: str) -> sql.Composable:
-        return sql.SQL("coalesce(b.hashes ? {}, false)").format(sql.Literal(column))
+        return sql.SQL("b.hashes IS NOT NULL")
 
     def _is_conflict(self, column: str, policy: ConflictPolicy) -> sql.Composable:
         # Filling a field the target never had is not a conflict (without a base we cannot tell
@@ -116,17 +119,34 @@ class ConflictResolver:
         """Lock, record conflicts, and settle the staged rows. Returns the conflicts recorded."""
         if not self._policies:
             return 0
-        self._conn.execute(sql.SQL(
+        row = self._conn.execute(sql.SQL(
             "SELECT count(*) FROM (SELECT 1 FROM {table} t JOIN {stage} s ON {match} FOR UPDATE OF t) x").format(
-            table=self._table, stage=STAGE, match=self._match()))
+            table=self._table, stage=STAGE, match=self._match())).fetchone()
+        self.existing = int(str(row[0])) if row else 0
+        if self.existing == 0:
+            return 0  # no staged key exists in the target yet: nothing to decide
+        self._ensure_layout()
         self._load_bases()
         recorded = self._record(run_id)
         self._settle()
         return recorded
 
+    def _ensure_layout(self) -> None:
+        if self._layout_checked or not self._base_fields:
+            return
+        row = self._conn.execute("SELECT fields FROM civicsync.field_base_layout WHERE flow = %s",
+                                 (self._flow,)).fetchone()
+        if row is None or list(row[0]) != self._base_fields:
+            # The governed fields changed: old hashes no longer line up, so forget them.
+            self._conn.execute("DELETE FROM civicsync.field_base WHERE flow = %s", (self._flow,))
+            self._conn.execute(
+                "INSERT INTO civicsync.field_base_layout (flow, fields) VALUES (%s, %s)"
+                " ON CONFLICT (flow) DO UPDATE SET fields = excluded.fields", (self._flow, self._base_fields))
+        self._layout_checked = True
+
     def _load_bases(self) -> None:
         # Old bases for the staged keys (read before anything changes), and the new ones (the
-        # source values staged now) to store after the upsert.
+        # source values staged now) to store after the write.
         self._conn.execute(sql.SQL(
             "CREATE TEMP TABLE {old} ON COMMIT DROP AS SELECT b.row_key, b.hashes FROM civicsync.field_base b"
             " JOIN {stage} s ON b.flow = {flow} AND b.row_key = {rk}").format(
@@ -174,8 +194,20 @@ class ConflictResolver:
                                      rk=self._row_key("t"), match=self._match()))
 
     def save_bases(self) -> None:
-        """Remember the source values just synced (call after the upsert)."""
+        """Remember the source values just synced (call after the write)."""
         if not self._base_fields:
+            return
+        self._ensure_layout()
+        if self.existing == 0:
+            # First sync of these keys: the stage still holds the source values. Drop bases left
+            # by rows the target has since lost, then one sorted plain insert (no ON CONFLICT).
+            self._conn.execute(sql.SQL(
+                "DELETE FROM civicsync.field_base b USING {stage} s WHERE b.flow = {flow} AND b.row_key = {rk}"
+            ).format(stage=STAGE, flow=sql.Literal(self._flow), rk=self._row_key("s")))
+            self._conn.execute(sql.SQL(
+                "INSERT INTO civicsync.field_base (flow, row_key, hashes) SELECT {flow}, {rk}, {hashes}"
+                " FROM {stage} s ORDER BY 2").format(
+                flow=sql.Literal(self._flow), rk=self._row_key("s"), hashes=self._hashes("s"), stage=STAGE))
             return
         self._conn.execute(sql.SQL(
             "INSERT INTO civicsync.field_base (flow, row_key, hashes) SELECT {flow}, row_key, hashes FROM {new}"

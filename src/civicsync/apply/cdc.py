@@ -321,6 +321,10 @@ class CdcFlowApplier:
             key=sql.Identifier(self.target.key[0]), when=when, target=table_ident(self.flow.target.table),
             values=values))
 
+    def truncate_target(self, conn: Conn) -> None:
+        """The source table was truncated and this flow propagates it: empty the target table."""
+        conn.execute(sql.SQL("DELETE FROM {}").format(table_ident(self.flow.target.table)))
+
     # ------------------------------------------------------------------ top-N partitions
 
     def partitions_of(self, events: Sequence[ChangeEvent]) -> set[Key]:

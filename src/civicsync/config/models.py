@@ -45,6 +45,9 @@ class Capture(Model):
                              description="default civicsync_<connection>")
     publication: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_]{0,62}$",
                                     description="default civicsync_<connection>")
+    snapshot: Literal["initial", "never"] = Field(
+        default="initial",
+        description="copy the tables' current rows (consistently with the stream) when the slot is new")
     heartbeat_seconds: float = Field(default=10.0, gt=0)
     batch_max_changes: int = Field(default=5000, ge=1)
     batch_max_wait_ms: int = Field(default=50, ge=0)

@@ -30,7 +30,8 @@ import psycopg
 from civicsync.apply.cdc import CdcFlowApplier, DeadLetter, FlowOutcome
 from civicsync.capture.pgoutput import format_lsn
 from civicsync.capture.replication import ReplicationStream, Transaction, emit_heartbeat
-from civicsync.capture.slots import check_wal_level, ensure_publication, ensure_slot
+from civicsync.capture.slots import check_wal_level, drop_slot, ensure_publication, ensure_slot, slot_info
+from civicsync.capture.snapshot import begin_in_snapshot, slot_with_snapshot
 from civicsync.config import LoadedConfig
 from civicsync.config.models import Retry, publication_name, slot_name
 from civicsync.control import store
@@ -39,7 +40,8 @@ from civicsync.db.connect import connect
 from civicsync.db.errors import classify
 from civicsync.db.origin import origin_for, setup_origin
 from civicsync.errors import CivicsyncError, FatalError, TransientError
-from civicsync.events import ChangeEvent, events_of
+from civicsync.events import ChangeEvent, Image, SourceInfo, events_of
+from civicsync.extract.source import stream_rows
 from civicsync.jobs.retry import backoff_delays
 
 log = logging.getLogger(__name__)
@@ -109,16 +111,64 @@ class CdcWorker:
                         f"flow {a.name} ranks rows per partition and must see the old row of updates and "
                         f"deletes: run ALTER TABLE {a.flow.source.table} REPLICA IDENTITY FULL on {self.source}")
             ensure_publication(src, self.publication, tables)
-            if ensure_slot(src, self.slot):
-                log.info("created replication slot %s on %s", self.slot, self.source)
             self._db = src.info.dbname
-        if self._tgt is None or self._tgt.closed:
-            self._connect_target()
-        assert self._tgt is not None
-        self.stats.position = store.read_position(self._tgt, self.slot)
-        self._tgt.commit()
-        self._blocked = store.pending_keys(self._tgt, self.flows)
-        self._tgt.commit()
+            existing = slot_info(src, self.slot)
+            if self._tgt is None or self._tgt.closed:
+                self._connect_target()
+            assert self._tgt is not None
+            self.stats.position = store.read_position(self._tgt, self.slot)
+            self._blocked = store.pending_keys(self._tgt, self.flows)
+            self._tgt.commit()
+            if self.capture.snapshot == "never":
+                if ensure_slot(src, self.slot):
+                    log.info("created replication slot %s on %s (no initial snapshot)", self.slot, self.source)
+                return
+            if existing is not None and self.stats.position == 0 and not existing.active:
+                log.warning("slot %s exists but nothing was ever applied from it: an earlier initial snapshot did "
+                            "not finish; starting it again", self.slot)
+                drop_slot(src, self.slot)
+                existing = None
+        if existing is None:
+            self._initial_snapshot()
+
+    def _initial_snapshot(self) -> None:
+        """Create the slot with an exported snapshot, apply every row as of that snapshot, then
+        store the slot's consistent point as the position (last, so an interrupted snapshot is
+        simply started again)."""
+        chunk_size = self.capture.batch_max_changes
+        started = time.monotonic()
+        rows = 0
+        with slot_with_snapshot(self.config.dsn(self.source), self.slot) as (lsn, snapshot), \
+                connect(self.config.dsn(self.source), purpose=f"snapshot:{self.slot}", autocommit=True,
+                        label=self.source) as snap:
+            begin_in_snapshot(snap, snapshot)
+            for table, appliers in self.by_table.items():
+                columns = list(appliers[0].source.columns)
+                key = list(appliers[0].source.key)
+                schema, name = table.split(".", 1)
+                info = SourceInfo(self._db, schema, name, lsn, 0, datetime.now(UTC))
+                chunk: list[ChangeEvent] = []
+                for row in stream_rows(snap, table, columns):
+                    after: Image = dict(zip(columns, row, strict=True))
+                    chunk.append(ChangeEvent("r", None, after, info, {k: row[columns.index(k)] for k in key}))
+                    if len(chunk) >= chunk_size:
+                        self._commit_with_retries({table: _TableWork(events=chunk)}, None, None)
+                        rows += len(chunk)
+                        chunk = []
+                if chunk:
+                    self._commit_with_retries({table: _TableWork(events=chunk)}, None, None)
+                    rows += len(chunk)
+            snap.execute("ROLLBACK")
+            self._commit_with_retries({}, (lsn, None), None)
+        self.stats.position = lsn
+        log.info("slot %s: initial snapshot of %s applied (%d rows in %.1fs), streaming from %s", self.slot,
+                 ", ".join(self.by_table), rows, time.monotonic() - started, format_lsn(lsn))
+
+    def close(self) -> None:
+        """Close the worker's database sessions (run() does this itself when it ends)."""
+        for conn in (self._tgt, self._src):
+            if conn is not None and not conn.closed:
+                conn.close()
 
     def _connect_target(self) -> None:
         self._tgt = connect(self.config.dsn(self.target), purpose=f"cdc-apply:{self.slot}", label=self.target)
@@ -154,9 +204,7 @@ class CdcWorker:
                     next_dlq = now + 1.0
         finally:
             stream.close()
-            for conn in (self._tgt, self._src):
-                if conn is not None:
-                    conn.close()
+            self.close()
 
     def _collect(self, stream: ReplicationStream) -> list[Transaction]:
         batch: list[Transaction] = []
@@ -190,32 +238,23 @@ class CdcWorker:
         fresh = [t for t in batch if t.end_lsn > self.stats.position]
         if not fresh:
             return
-        own = [t for t in fresh if t.origin is not None and t.origin.startswith(self.config.model.origin)]
+        own = {id(t) for t in fresh if t.origin is not None and t.origin.startswith(self.config.model.origin)}
         self.stats.skipped_own += len(own)
-        events: dict[str, list[ChangeEvent]] = {}
+        work: dict[str, _TableWork] = {}
         for txn in fresh:
-            if txn in own:
+            if id(txn) in own:
                 continue
+            for relation, _cascade in txn.truncated:
+                if relation.qualified_name in self.by_table:
+                    # Everything before a TRUNCATE of the table is moot; what follows still applies.
+                    work[relation.qualified_name] = _TableWork(truncated=True)
             for event in events_of(txn, self._db):
                 if event.table in self.by_table:
-                    events.setdefault(event.table, []).append(event)
-        delays = backoff_delays(Retry(attempts=30, initial_delay=0.2, max_delay=10.0))
-        for delay in [*delays, None]:
-            try:
-                self._commit_batch(fresh, events, isolate=False)
-                break
-            except TransientError as exc:
-                if delay is None:
-                    raise
-                log.warning("slot %s: target unavailable (%s); retrying in %.1fs", self.slot, exc, delay)
-                self._pause(delay, stream)
-                self._reconnect_target()
-            except _NeedsIsolation:
-                self._commit_batch(fresh, events, isolate=True)
-                break
+                    work.setdefault(event.table, _TableWork()).events.append(event)
         last = fresh[-1]
+        self._commit_with_retries(work, (last.end_lsn, last.commit_time), stream)
         self.stats.transactions += len(fresh)
-        self.stats.events += sum(len(v) for v in events.values())
+        self.stats.events += sum(len(w.events) for w in work.values())
         self.stats.batches += 1
         self.stats.position = last.end_lsn
         self.stats.last_commit_time = last.commit_time
@@ -223,6 +262,23 @@ class CdcWorker:
         self.stats.latencies.extend((committed - t.commit_time).total_seconds() for t in fresh if t.changes)
         if self.on_batch is not None:
             self.on_batch(fresh)
+
+    def _commit_with_retries(self, work: dict[str, _TableWork], position: tuple[int, datetime | None] | None,
+                             stream: ReplicationStream | None) -> None:
+        delays = backoff_delays(Retry(attempts=30, initial_delay=0.2, max_delay=10.0))
+        for delay in [*delays, None]:
+            try:
+                self._commit_events(work, position, isolate=False)
+                return
+            except TransientError as exc:
+                if delay is None:
+                    raise
+                log.warning("slot %s: target unavailable (%s); retrying in %.1fs", self.slot, exc, delay)
+                self._pause(delay, stream)
+                self._reconnect_target()
+            except _NeedsIsolation:
+                self._commit_events(work, position, isolate=True)
+                return
 
     def _pause(self, seconds: float, stream: ReplicationStream | None) -> None:
         # Let go of the source while we wait, so we never hold up its shutdown.
@@ -239,7 +295,9 @@ class CdcWorker:
             log.warning("slot %s: cannot reconnect to %s yet (%s)", self.slot, self.target, exc)
             self._tgt = None
 
-    def _commit_batch(self, batch: list[Transaction], events: dict[str, list[ChangeEvent]], *, isolate: bool) -> None:
+    def _commit_events(self, work: dict[str, _TableWork], position: tuple[int, datetime | None] | None, *,
+                       isolate: bool) -> None:
+        """Apply every table's events and (if given) the slot's new position in one target transaction."""
         if self._tgt is None or self._tgt.closed:
             self._reconnect_target()
             if self._tgt is None:
@@ -247,13 +305,15 @@ class CdcWorker:
         conn = self._tgt
         letters: list[DeadLetter] = []
         try:
-            for table, table_events in events.items():
+            for table, table_work in work.items():
                 for applier in self.by_table[table]:
-                    outcome = self._apply_flow(conn, applier, table_events, isolate)
+                    if table_work.truncated and applier.cdc.truncate == "propagate":
+                        applier.truncate_target(conn)
+                    outcome = self._apply_flow(conn, applier, table_work.events, isolate)
                     letters += outcome.dead_letters
             self._store_dead_letters(conn, letters)
-            last = batch[-1]
-            store.write_position(conn, self.slot, last.end_lsn, last.commit_time)
+            if position is not None:
+                store.write_position(conn, self.slot, position[0], position[1])
             conn.commit()
         except psycopg.Error as exc:
             _rollback(conn)
@@ -335,6 +395,14 @@ class CdcWorker:
             log.warning("slot %s: dead-letter retry failed (%s)", self.slot, exc)
             return 0
         return fixed
+
+
+@dataclass
+class _TableWork:
+    """One source table's share of a batch."""
+
+    truncated: bool = False
+    events: list[ChangeEvent] = field(default_factory=list)
 
 
 class _NeedsIsolation(Exception):

@@ -55,6 +55,7 @@ class ConflictResolver:
         self._base_fields = [c for c, p in self._policies.items() if p == "newest_wins"]
         self._layout_checked = False
         self.existing = -1  # staged keys already in the target; known after resolve()
+        self._fresh_rows = STAGE  # where save_bases reads the synced source values on a first sync
 
     # ------------------------------------------------------------------ SQL pieces
 
@@ -131,6 +132,12 @@ class ConflictResolver:
         self._settle()
         return recorded
 
+    def direct_load(self, table: sql.Identifier) -> None:
+        """The rows were loaded straight into an empty target: nothing to decide, and the bases
+        come from the target's rows (they are the source values just synced)."""
+        self.existing = 0
+        self._fresh_rows = table
+
     def _ensure_layout(self) -> None:
         if self._layout_checked or not self._base_fields:
             return
@@ -203,11 +210,12 @@ class ConflictResolver:
             # by rows the target has since lost, then one sorted plain insert (no ON CONFLICT).
             self._conn.execute(sql.SQL(
                 "DELETE FROM civicsync.field_base b USING {stage} s WHERE b.flow = {flow} AND b.row_key = {rk}"
-            ).format(stage=STAGE, flow=sql.Literal(self._flow), rk=self._row_key("s")))
+            ).format(stage=self._fresh_rows, flow=sql.Literal(self._flow), rk=self._row_key("s")))
             self._conn.execute(sql.SQL(
                 "INSERT INTO civicsync.field_base (flow, row_key, hashes) SELECT {flow}, {rk}, {hashes}"
                 " FROM {stage} s ORDER BY 2").format(
-                flow=sql.Literal(self._flow), rk=self._row_key("s"), hashes=self._hashes("s"), stage=STAGE))
+                flow=sql.Literal(self._flow), rk=self._row_key("s"), hashes=self._hashes("s"),
+                stage=self._fresh_rows))
             return
         self._conn.execute(sql.SQL(
             "INSERT INTO civicsync.field_base (flow, row_key, hashes) SELECT {flow}, row_key, hashes FROM {new}"

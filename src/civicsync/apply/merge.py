@@ -62,6 +62,9 @@ class MergeWriter:
         self._write = tuple(write_columns) if write_columns is not None else self._columns
         self._extra = tuple(extra_stage_columns)
         self._key = tuple(target.key)
+        self._stage = STAGE
+        self._direct = False
+        self._staged = 0
         # Only fields carrying source data have owners; constants and run times are bookkeeping.
         governed = tuple(c for c in self._columns
                          if c in flow.columns and (flow.columns[c].from_ or flow.columns[c].template))
@@ -70,8 +73,22 @@ class MergeWriter:
 
     # ------------------------------------------------------------------ staging
 
-    def create_stage(self) -> None:
-        """A temp table with the target's column types (plus any extra columns), dropped at commit."""
+    def create_stage(self, *, direct_if_empty: bool = False) -> None:
+        """A temp table with the target's column types (plus any extra columns), dropped at commit.
+
+        ``direct_if_empty``: when the target table is empty (a first load), lock it and load into
+        it directly instead: validation then reads the target's new rows, still inside the same
+        transaction, and a refusal still rolls everything back. This skips writing every row twice.
+        """
+        if direct_if_empty and not self._extra and self._write == self._columns:
+            self._conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(self._table))
+            row = self._conn.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(self._table)).fetchone()
+            if row and row[0]:
+                self._direct = True
+                self._stage = self._table
+                if self._resolver is not None:
+                    self._resolver.direct_load(self._table)
+                return
         self._conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(STAGE))
         self._conn.execute(
             sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
@@ -87,11 +104,12 @@ class MergeWriter:
         n = 0
         names = [*self._columns, *(name for name, _ in self._extra)]
         with self._conn.cursor().copy(
-            sql.SQL("COPY {} ({}) FROM STDIN").format(STAGE, idents(names))
+            sql.SQL("COPY {} ({}) FROM STDIN").format(self._stage, idents(names))
         ) as copy:
             for row in rows:
                 copy.write_row(row)
                 n += 1
+        self._staged += n
         return n
 
     # ------------------------------------------------------------------ validation
@@ -100,11 +118,12 @@ class MergeWriter:
         """The reasons the staged data must not be committed (empty list: go ahead)."""
         rules = self._flow.validate_
         failures: list[str] = []
-        staged = self._scalar(sql.SQL("SELECT count(*) FROM {}").format(STAGE))
+        staged = self._scalar(sql.SQL("SELECT count(*) FROM {}").format(self._stage))
         if staged < rules.min_rows:
             failures.append(f"{staged} rows staged, at least {rules.min_rows} required")
-        dupes = self._scalar(
-            sql.SQL("SELECT count(*) - count(DISTINCT ({})) FROM {}").format(idents(self._key), STAGE)
+        # Loading directly, the target's primary key has already refused any repeated key.
+        dupes = 0 if self._direct else self._scalar(
+            sql.SQL("SELECT count(*) - count(DISTINCT ({})) FROM {}").format(idents(self._key), self._stage)
         )
         if dupes:
             failures.append(f"{dupes} staged rows repeat a key of {self._flow.target.table}")
@@ -112,12 +131,12 @@ class MergeWriter:
             orphans = self._scalar(
                 sql.SQL("SELECT count(*) FROM {stage} s WHERE s.{col} IS NOT NULL AND NOT EXISTS "
                         "(SELECT 1 FROM {ref} r WHERE r.{rcol} = s.{col})").format(
-                    stage=STAGE, col=sql.Identifier(ref.column), ref=table_ident(ref.table),
+                    stage=self._stage, col=sql.Identifier(ref.column), ref=table_ident(ref.table),
                     rcol=sql.Identifier(ref.ref_column))
             )
             if orphans:
                 failures.append(f"{orphans} rows have a {ref.column} missing from {ref.table}.{ref.ref_column}")
-        if rules.max_missing_ratio is not None and self._flow.on_missing != "keep":
+        if rules.max_missing_ratio is not None and self._flow.on_missing != "keep" and not self._direct:
             total = self._scalar(sql.SQL("SELECT count(*) FROM {} t WHERE {}").format(
                 self._table, self._scope_sql(scope)))
             missing = self._scalar(sql.SQL("SELECT count(*) FROM {} t WHERE {} AND {}").format(
@@ -142,6 +161,11 @@ class MergeWriter:
         ``update_only`` never inserts (rows missing from the target are left to the caller, see
         :meth:`missing_in_target`); ``guard`` is an extra condition over ``t`` (target) and
         ``s`` (staged row) that an update must meet (e.g. a forward-only lifecycle)."""
+        if self._direct:
+            # The rows are in the target already, and it was empty: nothing to decide or remove.
+            if self._resolver is not None:
+                self._resolver.save_bases()
+            return MergeResult(written=self._staged, deleted=0, conflicts=0)
         conflicts = self._resolver.resolve(run_id) if self._resolver else 0
         written = self._update(guard) if update_only else self._upsert()
         if self._resolver is not None:

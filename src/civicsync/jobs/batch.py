@@ -265,7 +265,7 @@ def _transfer(st: _Attempt, src: Conn, tgt: Conn, old_mark: str | None) -> tuple
         if flow.incremental is not None and flow.incremental.guard == "none":
             new_mark = _snapshot_max(st, src, where, old_mark)
     with mapped_errors(tgt_what):
-        writer.create_stage()
+        writer.create_stage(direct_if_empty=True)
     # Source and target errors can surface from either side of this pipe; name both. closing():
     # if the pipe breaks, end the source COPY now (an abandoned one would hold its connection).
     with mapped_errors(f"flow {st.name}: copying {flow.source.table} → {flow.target.table}"), \

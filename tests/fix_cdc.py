@@ -16,28 +16,45 @@ import yaml
 from civicsync.capture.slots import drop_publication, drop_slot
 from civicsync.config import LoadedConfig
 from civicsync.config.models import publication_name, slot_name
+from civicsync.db.provision import init_databases
 from civicsync.runtime.cdc import CdcWorker
 from fix_db import Deployment
 from helpers import config_variant, reference_raw
 
 
 def cdc_raw(mutate: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """The reference config as a dict, with random slot and publication names (tests never collide)."""
+    """The reference config as a dict, with random slot and publication names (tests never collide)
+    and the least-privilege capture and apply roles for CDC."""
     tag = secrets.token_hex(3)
     raw = reference_raw()
     for conn in ("warehouse", "citizen"):
-        raw["connections"][conn]["capture"] = {
+        section = raw["connections"][conn]
+        section["capture"] = {
             "slot": f"t_{conn}_{tag}", "publication": f"t_{conn}_{tag}", "heartbeat_seconds": 0.5,
             "batch_max_wait_ms": 20}
+        section["capture_dsn_env"] = f"CIVICSYNC_{conn.upper()}_CAPTURE_DSN"
+        section["apply_dsn_env"] = f"CIVICSYNC_{conn.upper()}_APPLY_DSN"
     if mutate is not None:
         mutate(raw)
     return raw
 
 
+def role_environ(dep: Deployment) -> dict[str, str]:
+    """The deployment's environment plus DSNs that log in as the capture and apply roles."""
+    env = dict(dep.environ)
+    for conn, db in (("warehouse", dep.warehouse_db), ("citizen", dep.citizen_db)):
+        env[f"CIVICSYNC_{conn.upper()}_CAPTURE_DSN"] = dep.server.dsn(db, user="civicsync_capture")
+        env[f"CIVICSYNC_{conn.upper()}_APPLY_DSN"] = dep.server.dsn(db, user="civicsync_apply")
+    return env
+
+
 def cdc_config(dep: Deployment, mutate: Callable[[dict[str, Any]], None] | None = None) -> LoadedConfig:
-    """The reference config with random slot and publication names, loaded for ``dep``."""
+    """The reference config with random slot and publication names, loaded for ``dep``, with the
+    roles, grants, publications and origins made by `db init` (CDC then runs as those roles)."""
     raw = cdc_raw(mutate)
-    return config_variant(dep.environ, lambda r: r.update(raw))
+    config = config_variant(role_environ(dep), lambda r: r.update(raw))
+    init_databases(config)
+    return config
 
 
 def write_config(path: Path, raw: dict[str, Any]) -> Path:

@@ -9,6 +9,7 @@ from civicsync.capture.pgoutput import UNCHANGED, DecodeError, decode, format_ls
 from civicsync.capture.replication import HEARTBEAT_PREFIX, ReplicationStream, Transaction, emit_heartbeat
 from civicsync.capture.slots import CaptureSetupError, check_name, slot_info
 from fix_capture import Source
+from fix_cdc import wait_for
 
 
 def drain(stream: ReplicationStream, count: int, timeout: float = 10.0) -> list[Transaction]:
@@ -126,8 +127,8 @@ def test_acknowledged_position_survives_a_new_stream(source: Source) -> None:
         [resent] = drain(again, 1)
         again.close()
         assert resent.changes[0].after == ("2", "b", None, "1")
-        info = slot_info(conn, source.slot)
-    assert info is not None and info.confirmed_flush_lsn == format_lsn(first.end_lsn)
+        wait_for(lambda: (info := slot_info(conn, source.slot)) is not None
+                 and info.confirmed_flush_lsn == format_lsn(first.end_lsn), what="the confirmed position")
 
 
 def test_idle_slot_advances_with_heartbeats(source: Source) -> None:
@@ -138,10 +139,11 @@ def test_idle_slot_advances_with_heartbeats(source: Source) -> None:
         emit_heartbeat(conn)
         [beat] = drain(stream, 1)
         stream.acknowledge(beat.end_lsn)
+        assert before is not None
+        # The walsender applies feedback asynchronously: poll for it.
+        wait_for(lambda: parse_lsn((slot_info(conn, source.slot) or before).confirmed_flush_lsn or "0/0")
+                 > parse_lsn(before.confirmed_flush_lsn or "0/0"), what="the slot to advance")
         stream.close()
-        after = slot_info(conn, source.slot)
-    assert before is not None and after is not None
-    assert parse_lsn(after.confirmed_flush_lsn or "0/0") > parse_lsn(before.confirmed_flush_lsn or "0/0")
 
 
 def test_lsn_text_round_trip_and_bad_messages() -> None:

@@ -22,7 +22,7 @@ from civicsync.capture.slots import slot_info
 from civicsync.config.models import slot_name
 from civicsync.jobs.batch import run_batch
 from civicsync.runtime.cdc import CdcWorker
-from fix_cdc import RunningWorker, cdc_config, cdc_raw, cleanup, running, wait_for, write_config
+from fix_cdc import RunningWorker, cdc_config, cdc_raw, cleanup, role_environ, running, wait_for, write_config
 from fix_db import Deployment
 
 CIT = "00000000-0000-4000-8000-0000000000c1"
@@ -119,7 +119,7 @@ def _writer(dep: Deployment, n_apps: int, changes: int, log: list[tuple[int, str
 
 
 def _start_cli_worker(config_path: Path, dep: Deployment) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **dep.environ, "CIVICSYNC_CONFIG": str(config_path)}
+    env = {**os.environ, **role_environ(dep), "CIVICSYNC_CONFIG": str(config_path)}
     return subprocess.Popen([sys.executable, "-m", "civicsync.cli", "cdc", "run", "--flow", "F6"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -220,7 +220,7 @@ def test_an_idle_source_slot_still_advances(fresh_deployment: Deployment) -> Non
 
 
 def civicsync(dep: Deployment, config_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **dep.environ, "CIVICSYNC_CONFIG": str(config_path), "COLUMNS": "200"}
+    env = {**os.environ, **role_environ(dep), "CIVICSYNC_CONFIG": str(config_path), "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-m", "civicsync.cli", *args], env=env, capture_output=True, text=True,
                           timeout=120, check=False)
 
@@ -339,3 +339,48 @@ def test_truncate_propagates_where_the_flow_says_so(fresh_deployment: Deployment
         add_documents(dep, range(11, 13))
         wait_for(lambda: q(dep, "warehouse", "SELECT document_id FROM application_documents ORDER BY 1")
                  == [(11,), (12,)], what="the truncate, then the new rows")
+
+
+# --------------------------------------------------------------------------- least privilege
+
+
+def test_cdc_runs_as_the_least_privilege_roles(fresh_deployment: Deployment) -> None:
+    dep = fresh_deployment
+    config = cdc_config(dep)
+    with running(config, "citizen", ["F7"]):
+        def sessions() -> set[tuple[str, str]]:
+            rows = q(dep, "citizen", "SELECT usename, backend_type FROM pg_stat_activity WHERE application_name"
+                                     " LIKE 'civicsync:%%'")
+            rows += q(dep, "warehouse", "SELECT usename, backend_type FROM pg_stat_activity WHERE application_name"
+                                        " LIKE 'civicsync:cdc-apply%%'")
+            return {(str(u), str(b)) for u, b in rows}
+
+        found = wait_for(lambda: (s := sessions()) and ("civicsync_capture", "walsender") in s and s, what="sessions")
+        assert ("civicsync_apply", "client backend") in found
+        assert {u for u, _ in found} <= {"civicsync_capture", "civicsync_apply"}
+    with dep.connect("citizen") as conn:
+        super_row = conn.execute("SELECT rolsuper, rolreplication FROM pg_roles WHERE rolname = 'civicsync_capture'")
+        assert super_row.fetchone() == (False, True)
+
+
+@pytest.mark.parametrize(("db", "revoke", "named"), [
+    ("citizen", "REVOKE SELECT ON public.application_documents FROM civicsync_capture",
+     "GRANT SELECT ON public.application_documents TO civicsync_capture"),
+    ("warehouse", "REVOKE INSERT ON public.application_documents FROM civicsync_apply",
+     "GRANT INSERT ON public.application_documents TO civicsync_apply"),
+])
+def test_a_missing_grant_fails_at_start_naming_it(fresh_deployment: Deployment, db: str, revoke: str,
+                                                  named: str) -> None:
+    from civicsync.db.roles import MissingGrantError
+
+    dep = fresh_deployment
+    config = cdc_config(dep)
+    q(dep, db, revoke)
+    worker = CdcWorker(config, "citizen", ["F7"])
+    try:
+        with pytest.raises(MissingGrantError) as info:
+            worker.prepare()
+    finally:
+        worker.close()
+        cleanup(config, "citizen")
+    assert named in str(info.value) and "civicsync db init" in str(info.value)

@@ -44,9 +44,10 @@ class LoadedConfig:
     dsns: Mapping[str, str]
     secrets: Mapping[str, bytes] = field(repr=False)
 
-    def dsn(self, connection: str) -> str:
-        """The DSN of a declared connection."""
-        return self.dsns[connection]
+    def dsn(self, connection: str, role: str = "admin") -> str:
+        """The DSN of a declared connection; ``role`` 'capture' or 'apply' picks the least-privilege
+        DSN the connection declares for that work (the main DSN when it declares none)."""
+        return self.dsns.get(f"{connection}:{role}", self.dsns[connection])
 
 
 def _loc_to_path(loc: tuple[int | str, ...]) -> str:
@@ -81,6 +82,14 @@ def _resolve_env(file: str, model: Config, environ: Mapping[str, str]) -> tuple[
                 file, f"connections.{name}.dsn_env", f"environment variable {conn.dsn_env} is not set"))
         else:
             dsns[name] = value
+        for role, var in (("capture", conn.capture_dsn_env), ("apply", conn.apply_dsn_env)):
+            if var is None:
+                continue
+            if not environ.get(var):
+                problems.append(ConfigProblem(
+                    file, f"connections.{name}.{role}_dsn_env", f"environment variable {var} is not set"))
+            else:
+                dsns[f"{name}:{role}"] = environ[var]
     secrets: dict[str, bytes] = {}
     for name, ref in model.secrets.items():
         value = environ.get(ref.env)

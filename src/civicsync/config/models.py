@@ -56,7 +56,12 @@ class Capture(Model):
 class Connection(Model):
     """A database. The DSN comes from an environment variable, never from the file."""
 
-    dsn_env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$")
+    dsn_env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$",
+                         description="DSN of a role that may create schemas and roles (db init, batch runs)")
+    capture_dsn_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$",
+                                        description="DSN of the capture role (CDC reads); default: dsn_env")
+    apply_dsn_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$",
+                                      description="DSN of the apply role (CDC writes); default: dsn_env")
     capture: Capture = Field(default_factory=Capture)
     migrations: str | None = Field(
         default=None,
@@ -501,10 +506,18 @@ class Flow(Model):
         return self
 
 
+class Roles(Model):
+    """The least-privilege roles `db init` creates and grants for CDC."""
+
+    capture: str = Field(default="civicsync_capture", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    apply: str = Field(default="civicsync_apply", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+
+
 class Config(Model):
     """The whole civicsync config file."""
 
     version: Literal[1]
+    roles: Roles = Field(default_factory=Roles)
     origin: str = Field(default="civicsync", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
                         description="replication origin marking civicsync's own writes (no echo loops)")
     connections: dict[str, Connection] = Field(min_length=1)

@@ -27,4 +27,7 @@ def init_databases(config: LoadedConfig) -> list[InitResult]:
         migrations = resolve_migrations(conn.migrations, config.path.parent) if conn.migrations else []
         applied = apply_migrations(dsn, [*migrations, *control])
         results.append(InitResult(name, created, applied))
+    from civicsync.db.roles import grant_roles
+
+    grant_roles(config)
     return results

@@ -39,6 +39,7 @@ from civicsync.db.catalog import replica_identity
 from civicsync.db.connect import connect
 from civicsync.db.errors import classify
 from civicsync.db.origin import origin_for, setup_origin
+from civicsync.db.roles import MissingGrantError, cdc_tables, check_apply, check_capture
 from civicsync.errors import CivicsyncError, FatalError, TransientError
 from civicsync.events import ChangeEvent, Image, SourceInfo, events_of
 from civicsync.extract.source import stream_rows
@@ -102,15 +103,17 @@ class CdcWorker:
 
     def prepare(self) -> None:
         """Check the source, create publication and slot, connect the target, load the position."""
-        with connect(self.config.dsn(self.source), purpose="cdc-setup", autocommit=True, label=self.source) as src:
+        with connect(self.config.dsn(self.source, "capture"), purpose="cdc-setup", autocommit=True,
+                     label=self.source) as src:
             check_wal_level(src)
             tables = sorted(self.by_table)
+            check_capture(src, tables)
             for a in self.appliers:
                 if a.cdc.top_n is not None and replica_identity(src, a.flow.source.table) != "f":
                     raise FatalError(
                         f"flow {a.name} ranks rows per partition and must see the old row of updates and "
                         f"deletes: run ALTER TABLE {a.flow.source.table} REPLICA IDENTITY FULL on {self.source}")
-            ensure_publication(src, self.publication, tables)
+            self._ensure_publication(src, tables)
             self._db = src.info.dbname
             existing = slot_info(src, self.slot)
             if self._tgt is None or self._tgt.closed:
@@ -131,6 +134,18 @@ class CdcWorker:
         if existing is None:
             self._initial_snapshot()
 
+    def _ensure_publication(self, src: Conn, tables: list[str]) -> None:
+        published = {f"{r[0]}.{r[1]}" for r in src.execute(
+            "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s", (self.publication,))}
+        if set(tables) <= published:
+            return  # tables of other flows may be published too; their events are ignored here
+        try:
+            ensure_publication(src, self.publication, tables)
+        except psycopg.errors.InsufficientPrivilege:
+            raise MissingGrantError(
+                f"publication {self.publication} on {self.source} must publish {', '.join(tables)} and the "
+                f"capture role {src.info.user} may not change it: run `civicsync db init`") from None
+
     def _initial_snapshot(self) -> None:
         """Create the slot with an exported snapshot, apply every row as of that snapshot, then
         store the slot's consistent point as the position (last, so an interrupted snapshot is
@@ -138,8 +153,8 @@ class CdcWorker:
         chunk_size = self.capture.batch_max_changes
         started = time.monotonic()
         rows = 0
-        with slot_with_snapshot(self.config.dsn(self.source), self.slot) as (lsn, snapshot), \
-                connect(self.config.dsn(self.source), purpose=f"snapshot:{self.slot}", autocommit=True,
+        with slot_with_snapshot(self.config.dsn(self.source, "capture"), self.slot) as (lsn, snapshot), \
+                connect(self.config.dsn(self.source, "capture"), purpose=f"snapshot:{self.slot}", autocommit=True,
                         label=self.source) as snap:
             begin_in_snapshot(snap, snapshot)
             for table, appliers in self.by_table.items():
@@ -171,13 +186,20 @@ class CdcWorker:
                 conn.close()
 
     def _connect_target(self) -> None:
-        self._tgt = connect(self.config.dsn(self.target), purpose=f"cdc-apply:{self.slot}", label=self.target)
-        setup_origin(self._tgt, self.origin)
+        self._tgt = connect(self.config.dsn(self.target, "apply"), purpose=f"cdc-apply:{self.slot}",
+                            label=self.target)
+        check_apply(self._tgt, cdc_tables(self.config, self.target).applied)
+        try:
+            setup_origin(self._tgt, self.origin)
+        except psycopg.errors.InsufficientPrivilege:
+            raise MissingGrantError(
+                f"the apply role {self._tgt.info.user} may not create replication origin {self.origin}: "
+                "run `civicsync db init` (it creates the origins)") from None
 
     def _source_reader(self) -> Conn:
         if self._src is None or self._src.closed:
-            self._src = connect(self.config.dsn(self.source), purpose=f"cdc-read:{self.slot}", autocommit=True,
-                                label=self.source)
+            self._src = connect(self.config.dsn(self.source, "capture"), purpose=f"cdc-read:{self.slot}",
+                                autocommit=True, label=self.source)
         return self._src
 
     # ------------------------------------------------------------------ main loop
@@ -185,8 +207,8 @@ class CdcWorker:
     def run(self) -> None:
         """Stream until the stop event is set; then flush, commit and acknowledge what was read."""
         self.prepare()
-        stream = ReplicationStream(self.config.dsn(self.source), slot=self.slot, publication=self.publication,
-                                   start_lsn=self.stats.position)
+        stream = ReplicationStream(self.config.dsn(self.source, "capture"), slot=self.slot,
+                                   publication=self.publication, start_lsn=self.stats.position)
         next_beat = time.monotonic() + self.capture.heartbeat_seconds
         next_dlq = time.monotonic() + 1.0
         try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +101,112 @@ def _samples(config: LoadedConfig) -> list[tuple[str, str, str]]:
     return samples
 
 
+def _timed_changes(config: LoadedConfig) -> list[dict[str, Any]]:
+    """Make one change per CDC flow and time its arrival on the other side (source commit → visible)."""
+    results = []
+    wh = psycopg.connect(config.dsn("warehouse"), autocommit=True)
+    cz = psycopg.connect(config.dsn("citizen"), autocommit=True)
+    try:
+        app = _first_args(cz, "SELECT application_id FROM applications WHERE status IN ('SUBMITTED',"
+                              " 'UNDER_REVIEW') ORDER BY application_id LIMIT 1", ())
+        citizen = _first_args(cz, "SELECT citizen_id::text FROM citizens c WHERE EXISTS (SELECT 1 FROM"
+                                  " eligibility_hints h WHERE h.citizen_id = c.citizen_id) ORDER BY 1 LIMIT 1", ())
+        best = None if citizen is None else _first_args(
+            wh, "SELECT scheme_id FROM eligibility_predictions WHERE citizen_id = %s AND status IN ('ELIGIBLE',"
+                " 'LIKELY') ORDER BY score DESC, prediction_id LIMIT 1", (citizen,))
+        draft = _first_args(cz, "SELECT application_id FROM applications WHERE status = 'DRAFT' ORDER BY 1 LIMIT 1",
+                            ())
+        steps: list[tuple[str, str, psycopg.Connection[Any], str, tuple[Any, ...], psycopg.Connection[Any], str,
+                          tuple[Any, ...]]] = []
+        if app is not None:
+            steps.append((
+                "F4", "an officer approves an application", wh,
+                "INSERT INTO application_decisions (decision_id, application_id, citizen_id, scheme_id,"
+                " decision_code, reason, officer_id, decided_at) SELECT (SELECT coalesce(max(decision_id), 0) + 1"
+                " FROM application_decisions), %s, gen_random_uuid(), 1, 'APPR', 'demo', 'OFF-0001', now()",
+                (app,), cz, "SELECT status = 'APPROVED' FROM applications WHERE application_id = %s", (app,)))
+        if citizen is not None and best is not None:
+            steps.append((
+                "F3", "the model demotes a citizen's best prediction", wh,
+                "UPDATE eligibility_predictions SET status = 'INELIGIBLE', updated_at = now()"
+                " WHERE citizen_id = %s AND scheme_id = %s", (citizen, best), cz,
+                "SELECT NOT EXISTS (SELECT 1 FROM eligibility_hints WHERE citizen_id = %s AND scheme_id = %s)",
+                (citizen, best)))
+        if citizen is not None:
+            steps.append((
+                "F5", "a citizen changes their phone on the portal", cz,
+                "UPDATE citizens SET phone = '9000012345', updated_at = now() WHERE citizen_id = %s",
+                (citizen,), wh, "SELECT phone = '9000012345' FROM citizen_profiles WHERE citizen_id = %s",
+                (citizen,)))
+        if draft is not None:
+            steps.append((
+                "F6", "a citizen submits a draft application", cz,
+                "UPDATE applications SET status = 'SUBMITTED', submitted_at = now(), updated_at = now()"
+                " WHERE application_id = %s", (draft,), wh,
+                "SELECT count(*) > 0 FROM application_events WHERE application_id = %s AND event_type = 'SUBMITTED'",
+                (draft,)))
+            steps.append((
+                "F7", "a citizen uploads a document", cz,
+                "INSERT INTO application_documents (document_id, application_id, doc_type, file_name, storage_uri)"
+                " SELECT (SELECT coalesce(max(document_id), 0) + 1 FROM application_documents), %s, 'INCOME',"
+                " 'salary.pdf', 's3://portal-docs/demo/salary.pdf'", (draft,), wh,
+                "SELECT count(*) > 0 FROM application_documents WHERE application_id = %s AND doc_type = 'INCOME'",
+                (draft,)))
+        for flow_id, what, src, change, args, tgt, check, check_args in steps:
+            started = time.monotonic()
+            src.execute(change, args)
+            arrived = None
+            while time.monotonic() - started < 10:
+                if _first_args(tgt, check, check_args):
+                    arrived = time.monotonic() - started
+                    break
+                time.sleep(0.005)
+            results.append({"flow": flow_id, "change": what,
+                            "latency_ms": None if arrived is None else round(arrived * 1000, 1)})
+    finally:
+        wh.close()
+        cz.close()
+    return results
+
+
+def _first_args(conn: psycopg.Connection[Any], query: str, args: tuple[Any, ...]) -> Any:
+    row = conn.execute(query, args).fetchone()
+    return None if row is None else row[0]
+
+
+def _run_cdc(config: LoadedConfig, say: Any) -> dict[str, Any]:
+    """Start every CDC flow (initial snapshot on the first run), time a scripted change per flow, stop."""
+    from civicsync.runtime.cdc import CdcWorker
+
+    stop = threading.Event()
+    workers = [CdcWorker(config, source, stop=stop) for source in ("warehouse", "citizen")]
+    started = time.monotonic()
+    for w in workers:
+        w.prepare()  # a new slot takes the initial snapshot here
+    say(f"CDC flows started (initial snapshots, if any, took {time.monotonic() - started:.1f}s); "
+        "making one change per flow and timing its arrival")
+    errors: list[BaseException] = []
+
+    def run(worker: CdcWorker) -> None:
+        try:
+            worker.run()
+        except BaseException as exc:  # surfaced in the report
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(w,), daemon=True) for w in workers]
+    for t in threads:
+        t.start()
+    try:
+        timed = _timed_changes(config)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    return {"changes": timed, "errors": [str(e) for e in errors],
+            "events": sum(w.stats.events for w in workers),
+            "dead_letters": sum(w.stats.dead_letters for w in workers)}
+
+
 def run_demo(*, data_dir: Path, port: int, citizens: int, console: Console | None) -> dict[str, Any]:
     """Run the demo; print to ``console`` (None: quiet) and return a JSON-ready report."""
     server = _server(data_dir, port)
@@ -124,25 +232,35 @@ def run_demo(*, data_dir: Path, port: int, citizens: int, console: Console | Non
         say(f"seeded {citizens:,} citizens ({sum(counts.rows.values()):,} rows) in {counts.seconds:.1f}s")
     for name, flow in config.model.flows.items():
         if flow.kind == "cdc":
-            continue  # CDC flows are not part of the demo yet
+            continue  # the CDC flows run next, all together
         result = run_batch(config, name)
         report["flows"].append(result.as_dict())
-    if console:
-        from civicsync.cli import results_table
-
-        console.print(results_table(report["flows"], title="civicsync demo: one run of every flow"))
-        for r in report["flows"]:
-            if not r["ok"]:
-                console.print(f"[red]{r['id']} failed:[/] {r['error']}", highlight=False)
-        samples = _samples(config)
-        if samples:
-            table = Table("rule", "source holds", "target holds", title="masking at work")
-            for s in samples:
-                table.add_row(*s)
-            console.print(table)
-        console.print(
-            f"Next: `source {env_file}` then `civicsync runs`, `civicsync batch run F2`, or "
-            f"psql '{server.dsn(DATABASES['citizen'])}'. Stop the server: `civicsync demo --stop`.",
-            highlight=False)
+    report["cdc"] = _run_cdc(config, say)
     report["samples"] = _samples(config)
+    if console:
+        _print_report(console, report, env_file, server.dsn(DATABASES["citizen"]))
     return report
+
+
+def _print_report(console: Console, report: dict[str, Any], env_file: Path, citizen_dsn: str) -> None:
+    from civicsync.cli import results_table
+
+    console.print(results_table(report["flows"], title="batch flows: one run each"))
+    for r in report["flows"]:
+        if not r["ok"]:
+            console.print(f"[red]{r['id']} failed:[/] {r['error']}", highlight=False)
+    table = Table("flow", "change", "source commit → visible in target", title="real-time flows (CDC)")
+    for c in report["cdc"]["changes"]:
+        latency = "[red]not seen in 10 s[/]" if c["latency_ms"] is None else f"{c['latency_ms']:.0f} ms"
+        table.add_row(c["flow"], c["change"], latency)
+    console.print(table)
+    for e in report["cdc"]["errors"]:
+        console.print(f"[red]CDC worker error:[/] {e}", highlight=False)
+    if report["samples"]:
+        table = Table("rule", "source holds", "target holds", title="masking at work")
+        for sample in report["samples"]:
+            table.add_row(*sample)
+        console.print(table)
+    console.print(
+        f"Next: `source {env_file}`, then `civicsync status`, `civicsync cdc run`, `civicsync runs`, or "
+        f"psql '{citizen_dsn}'. Stop the server: `civicsync demo --stop`.", highlight=False)

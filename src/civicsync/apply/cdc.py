@@ -307,6 +307,8 @@ class CdcFlowApplier:
             return
         version = self.flow.conflicts.version.target if self.flow.conflicts else None
         when = sql.SQL("s.{}").format(sql.Identifier(version)) if version else sql.SQL("now()")
+        # Only an edit newer than the target's row is a request; an older copy is just stale.
+        newer = (sql.SQL("s.{v} > t.{v}").format(v=sql.Identifier(version)) if version else sql.SQL("true"))
         values = sql.SQL(", ").join(
             sql.SQL("({}, t.{}::text, s.{}::text)").format(sql.Literal(f), sql.Identifier(f), sql.Identifier(f))
             for f in fields)
@@ -314,12 +316,13 @@ class CdcFlowApplier:
             "INSERT INTO {req} ({kc}, {fc}, {oc}, {nc}, {tc})"
             " SELECT s.{key}, f.field, f.old, f.new, {when} FROM civicsync_stage s JOIN {target} t ON t.{key} = s.{key}"
             " CROSS JOIN LATERAL (VALUES {values}) AS f(field, old, new)"
-            " WHERE f.old IS DISTINCT FROM f.new AND NOT EXISTS (SELECT 1 FROM {req} r WHERE r.{kc} = s.{key}"
+            " WHERE f.old IS DISTINCT FROM f.new AND {newer}"
+            " AND NOT EXISTS (SELECT 1 FROM {req} r WHERE r.{kc} = s.{key}"
             " AND r.{fc} = f.field AND r.{nc} IS NOT DISTINCT FROM f.new AND r.status = 'PENDING')").format(
             req=table_ident(rc.table), kc=sql.Identifier(rc.key_column), fc=sql.Identifier(rc.field_column),
             oc=sql.Identifier(rc.old_column), nc=sql.Identifier(rc.new_column), tc=sql.Identifier(rc.time_column),
             key=sql.Identifier(self.target.key[0]), when=when, target=table_ident(self.flow.target.table),
-            values=values))
+            values=values, newer=newer))
 
     def truncate_target(self, conn: Conn) -> None:
         """The source table was truncated and this flow propagates it: empty the target table."""

@@ -274,7 +274,8 @@ def demo(
         report = run_demo(data_dir=data_dir, port=port, citizens=citizens, console=None if as_json else out)
     if as_json:
         out.print_json(data=report)
-    if not all(r["ok"] for r in report["flows"]):
+    if not all(r["ok"] for r in report["flows"]) or report["cdc"]["errors"] or any(
+            c["latency_ms"] is None for c in report["cdc"]["changes"]):
         raise typer.Exit(1)
 
 

@@ -50,7 +50,10 @@ class Capture(Model):
         description="copy the tables' current rows (consistently with the stream) when the slot is new")
     heartbeat_seconds: float = Field(default=10.0, gt=0)
     batch_max_changes: int = Field(default=5000, ge=1)
-    batch_max_wait_ms: int = Field(default=50, ge=0)
+    batch_max_wait_ms: int = Field(
+        default=0, ge=0,
+        description="how long to wait for more transactions once one arrived; 0 applies whatever the stream "
+                    "already holds at once (under load, batches still grow while the previous one commits)")
 
 
 class Connection(Model):

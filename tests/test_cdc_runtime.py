@@ -384,3 +384,25 @@ def test_a_missing_grant_fails_at_start_naming_it(fresh_deployment: Deployment, 
         worker.close()
         cleanup(config, "citizen")
     assert named in str(info.value) and "civicsync db init" in str(info.value)
+
+
+def test_status_shows_state_lag_and_dead_letters(fresh_deployment: Deployment, tmp_path: Path) -> None:
+    dep = fresh_deployment
+    make_applications(dep, 1)
+    raw = cdc_raw()
+    config_path = write_config(tmp_path / "civicsync.yaml", raw)
+    config = cdc_config(dep, lambda r: r.update(raw))
+    with running(config, "citizen", ["F7"]):
+        add_documents(dep, range(1, 6))
+        wait_for(lambda: q(dep, "warehouse", "SELECT count(*) FROM application_documents") == [(5,)], what="rows")
+        proc = civicsync(dep, config_path, "status", "--json")
+        assert proc.returncode == 0, proc.stderr
+        rows = {r["id"]: r for r in json.loads(proc.stdout)}
+        f7 = rows["F7"]
+        assert f7["state"] == "streaming" and f7["position"] > 0 and f7["dead_letters"] == 0
+        assert f7["lag_bytes"] is not None and f7["retained_wal_bytes"] is not None and f7["lag_seconds"] is not None
+        assert rows["F2"]["state"] == "never run"
+        table = civicsync(dep, config_path, "status")
+        assert "streaming" in table.stdout and "document_metadata" in table.stdout
+    after = {r["id"]: r for r in json.loads(civicsync(dep, config_path, "status", "--json").stdout)}
+    assert after["F7"]["state"] in ("stopped", "not started")

@@ -162,3 +162,32 @@ def test_wal_level_check(source: Source) -> None:
 
     with psycopg.connect(source.dsn) as conn:
         check_wal_level(conn)  # the test server runs with wal_level=logical
+
+
+def test_events_carry_the_debezium_envelope_and_typed_values(source: Source) -> None:
+    import datetime as dt
+    from decimal import Decimal
+
+    from civicsync.events import events_of
+
+    with source.connect() as conn:
+        conn.execute("CREATE TABLE typed (id int PRIMARY KEY, n numeric, ts timestamptz, j jsonb, a int[],"
+                     " d date, u uuid)")
+        conn.execute(f"ALTER PUBLICATION {source.publication} ADD TABLE typed")
+    stream = ReplicationStream(source.dsn, slot=source.slot, publication=source.publication)
+    with source.connect() as conn:
+        conn.execute("INSERT INTO typed VALUES (1, 1.50, '2026-01-02 03:04:05+00', '{\"a\": [1]}', '{1,2}',"
+                     " 'infinity', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11')")
+    [txn] = drain(stream, 1)
+    stream.close()
+    [event] = events_of(txn, source.dbname)
+    envelope = event.envelope()
+    assert envelope["op"] == "c" and envelope["before"] is None and envelope["after"]["n"] == "1.50"
+    assert envelope["source"]["table"] == "typed" and envelope["source"]["lsn"] == txn.commit_lsn
+    assert event.key == {"id": "1"}
+    typed = event.typed(event.after)
+    assert typed is not None
+    assert typed["id"] == 1 and typed["n"] == Decimal("1.50") and typed["j"] == {"a": [1]} and typed["a"] == [1, 2]
+    assert typed["ts"] == dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    assert typed["d"] == "infinity"  # Python has no infinite date: it stays text
+    assert str(typed["u"]) == "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"

@@ -8,9 +8,14 @@ value). ``before`` holds only the key columns unless the table has REPLICA IDENT
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
+
+import psycopg
+from psycopg.adapt import Transformer
+from psycopg.pq import Format
 
 from civicsync.capture.pgoutput import UNCHANGED, Value, format_lsn
 from civicsync.capture.replication import RowChange, Transaction
@@ -44,6 +49,16 @@ class ChangeEvent:
     after: Image | None
     source: SourceInfo
     key: dict[str, str | None]
+    column_types: Mapping[str, int] = field(default_factory=dict)  # column → type OID (Relation message)
+
+    def typed(self, image: Image | None) -> dict[str, Any] | None:
+        """``before`` or ``after`` with each value loaded to its Python type by the column's type
+        OID (psycopg's loaders: int, Decimal, datetime, dict, list, UUID, ranges, ...). A value
+        Python cannot hold (infinite dates, BC years), an unknown type (enums) or an unchanged
+        TOAST marker stays as it came: text or UNCHANGED."""
+        if image is None:
+            return None
+        return {k: _load(self.column_types.get(k), v) for k, v in image.items()}
 
     @property
     def table(self) -> str:
@@ -61,6 +76,18 @@ class ChangeEvent:
 
     def describe(self) -> str:
         return f"{self.op} {self.table} {self.key} at {format_lsn(self.source.lsn)}"
+
+
+_TRANSFORMER = Transformer()
+
+
+def _load(oid: int | None, value: Value) -> Any:
+    if oid is None or not isinstance(value, str):
+        return value
+    try:
+        return _TRANSFORMER.get_loader(oid, Format.TEXT).load(value.encode())
+    except (psycopg.DataError, ValueError, OverflowError):
+        return value
 
 
 def _image(names: list[str], values: tuple[Value, ...] | None, key_only: bool, key: list[str]) -> Image | None:
@@ -91,4 +118,5 @@ def event_of(change: RowChange, txn: Transaction, db: str) -> ChangeEvent:
         value = keyed.get(k)
         key[k] = value if isinstance(value, str) else None
     source = SourceInfo(db, rel.schema, rel.table, txn.commit_lsn, txn.xid, txn.commit_time)
-    return ChangeEvent(change.op, before, after, source, key)
+    types = {c.name: c.type_oid for c in rel.columns}
+    return ChangeEvent(change.op, before, after, source, key, types)

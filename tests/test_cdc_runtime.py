@@ -406,3 +406,26 @@ def test_status_shows_state_lag_and_dead_letters(fresh_deployment: Deployment, t
         assert "streaming" in table.stdout and "document_metadata" in table.stdout
     after = {r["id"]: r for r in json.loads(civicsync(dep, config_path, "status", "--json").stdout)}
     assert after["F7"]["state"] in ("stopped", "not started")
+
+
+def test_isolation_of_a_failing_key_in_a_batch_with_conflict_rules(fresh_deployment: Deployment) -> None:
+    """One source transaction updates three citizens; one update breaks a warehouse constraint.
+    The batch is re-applied key by key (savepoints): two land, one is dead-lettered."""
+    dep = fresh_deployment
+    ids = [f"00000000-0000-4000-8000-00000000010{i}" for i in range(3)]
+    for i, cid in enumerate(ids):
+        q(dep, "warehouse", "INSERT INTO citizen_profiles (citizen_id, national_id, full_name, phone, updated_at)"
+                            " VALUES (%s, %s, 'A', '9876543210', now() - interval '1 day')", cid, f"23456789012{i}")
+        q(dep, "citizen", "INSERT INTO citizens (citizen_id, full_name, phone, updated_at)"
+                          " VALUES (%s, 'A', '9876543210', now() - interval '1 day')", cid)
+    q(dep, "warehouse", "ALTER TABLE citizen_profiles ADD CONSTRAINT no_pune CHECK (district IS DISTINCT FROM 'Pune')")
+    config = cdc_config(dep)
+    with running(config, "citizen", ["F5"]):
+        with dep.connect("citizen") as conn, conn.transaction():
+            for cid, district in zip(ids, ["Nashik", "Pune", "Thane"], strict=True):
+                conn.execute("UPDATE citizens SET district = %s, updated_at = now() WHERE citizen_id = %s",
+                             (district, cid))
+        wait_for(lambda: q(dep, "warehouse", "SELECT district FROM citizen_profiles ORDER BY citizen_id")
+                 == [("Nashik",), (None,), ("Thane",)], what="the two good keys")
+        wait_for(lambda: q(dep, "warehouse", "SELECT row_key->>'citizen_id', error_kind FROM civicsync.dead_letters")
+                 == [(ids[1], "sqlstate_23514")], what="the bad key's dead letter")

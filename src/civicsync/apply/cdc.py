@@ -222,7 +222,7 @@ class CdcFlowApplier:
         if self.cdc.event_log is not None:
             self._log_events(conn, rows)
         if self.cdc.route_changes is not None:
-            self._route_changes(conn, staged_columns)
+            self._route_changes(conn, staged_columns, writer.stage)
         update_only = self.cdc.write == "update_only" or only is not None
         if update_only:
             missing = writer.missing_in_target()
@@ -299,7 +299,7 @@ class CdcFlowApplier:
             self._types = column_types(conn, self.flow.target.table)
         return self._types
 
-    def _route_changes(self, conn: Conn, staged_columns: list[str]) -> None:
+    def _route_changes(self, conn: Conn, staged_columns: list[str], stage: sql.Identifier) -> None:
         rc = self.cdc.route_changes
         assert rc is not None
         fields = [f for f in rc.fields if f in staged_columns]
@@ -314,7 +314,7 @@ class CdcFlowApplier:
             for f in fields)
         conn.execute(sql.SQL(
             "INSERT INTO {req} ({kc}, {fc}, {oc}, {nc}, {tc})"
-            " SELECT s.{key}, f.field, f.old, f.new, {when} FROM civicsync_stage s JOIN {target} t ON t.{key} = s.{key}"
+            " SELECT s.{key}, f.field, f.old, f.new, {when} FROM {stage} s JOIN {target} t ON t.{key} = s.{key}"
             " CROSS JOIN LATERAL (VALUES {values}) AS f(field, old, new)"
             " WHERE f.old IS DISTINCT FROM f.new AND {newer}"
             " AND NOT EXISTS (SELECT 1 FROM {req} r WHERE r.{kc} = s.{key}"
@@ -322,7 +322,7 @@ class CdcFlowApplier:
             req=table_ident(rc.table), kc=sql.Identifier(rc.key_column), fc=sql.Identifier(rc.field_column),
             oc=sql.Identifier(rc.old_column), nc=sql.Identifier(rc.new_column), tc=sql.Identifier(rc.time_column),
             key=sql.Identifier(self.target.key[0]), when=when, target=table_ident(self.flow.target.table),
-            values=values, newer=newer))
+            values=values, newer=newer, stage=stage))
 
     def truncate_target(self, conn: Conn) -> None:
         """The source table was truncated and this flow propagates it: empty the target table."""
@@ -391,8 +391,8 @@ class CdcFlowApplier:
         tpart = sql.SQL(", ").join(sql.Identifier("t", c) for c in top.partition_by)
         cur = conn.execute(sql.SQL(
             "DELETE FROM {table} t WHERE ({tpart}) IN (VALUES {wanted})"
-            " AND NOT EXISTS (SELECT 1 FROM civicsync_stage s WHERE {match})").format(
-            table=table_ident(self.flow.target.table), tpart=tpart, wanted=wanted,
+            " AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE {match})").format(
+            table=table_ident(self.flow.target.table), tpart=tpart, wanted=wanted, stage=writer.stage,
             match=sql.SQL(" AND ").join(sql.SQL("s.{k} = t.{k}").format(k=sql.Identifier(k))
                                         for k in self.target.key)))
         outcome.deleted += max(cur.rowcount, 0)

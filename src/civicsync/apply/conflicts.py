@@ -27,7 +27,6 @@ from psycopg import sql
 
 from civicsync.config.models import ConflictPolicy, Conflicts
 
-STAGE = sql.Identifier("civicsync_stage")
 OLD_BASE = sql.Identifier("civicsync_base_old")
 NEW_BASE = sql.Identifier("civicsync_base_new")
 
@@ -43,8 +42,10 @@ class ConflictResolver:
         table: sql.Identifier,
         key: tuple[str, ...],
         columns: tuple[str, ...],
+        stage: sql.Identifier,
     ) -> None:
         self._conn = conn
+        self._stage = stage
         self._flow = flow_name
         self._table = table
         self._key = key
@@ -55,7 +56,7 @@ class ConflictResolver:
         self._base_fields = [c for c, p in self._policies.items() if p == "newest_wins"]
         self._layout_checked = False
         self.existing = -1  # staged keys already in the target; known after resolve()
-        self._fresh_rows = STAGE  # where save_bases reads the synced source values on a first sync
+        self._fresh_rows = stage  # where save_bases reads the synced source values on a first sync
 
     # ------------------------------------------------------------------ SQL pieces
 
@@ -122,7 +123,7 @@ class ConflictResolver:
             return 0
         row = self._conn.execute(sql.SQL(
             "SELECT count(*) FROM (SELECT 1 FROM {table} t JOIN {stage} s ON {match} FOR UPDATE OF t) x").format(
-            table=self._table, stage=STAGE, match=self._match())).fetchone()
+            table=self._table, stage=self._stage, match=self._match())).fetchone()
         self.existing = int(str(row[0])) if row else 0
         if self.existing == 0:
             return 0  # no staged key exists in the target yet: nothing to decide
@@ -154,20 +155,22 @@ class ConflictResolver:
     def _load_bases(self) -> None:
         # Old bases for the staged keys (read before anything changes), and the new ones (the
         # source values staged now) to store after the write.
+        # Several flows (or keys, when a batch is isolated) may resolve in one transaction.
+        self._conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(OLD_BASE, NEW_BASE))
         self._conn.execute(sql.SQL(
             "CREATE TEMP TABLE {old} ON COMMIT DROP AS SELECT b.row_key, b.hashes FROM civicsync.field_base b"
             " JOIN {stage} s ON b.flow = {flow} AND b.row_key = {rk}").format(
-            old=OLD_BASE, stage=STAGE, flow=sql.Literal(self._flow), rk=self._row_key("s")))
+            old=OLD_BASE, stage=self._stage, flow=sql.Literal(self._flow), rk=self._row_key("s")))
         self._conn.execute(sql.SQL("ANALYZE {}").format(OLD_BASE))
         if self._base_fields:
             self._conn.execute(sql.SQL(
                 "CREATE TEMP TABLE {new} ON COMMIT DROP AS SELECT {rk} AS row_key, {hashes} AS hashes"
                 " FROM {stage} s").format(new=NEW_BASE, rk=self._row_key("s"), hashes=self._hashes("s"),
-                                          stage=STAGE))
+                                          stage=self._stage))
 
     def _joined(self) -> sql.Composable:
         return sql.SQL("{stage} s JOIN {table} t ON {match} LEFT JOIN {old} b ON b.row_key = {rk}").format(
-            stage=STAGE, table=self._table, match=self._match(), old=OLD_BASE, rk=self._row_key("s"))
+            stage=self._stage, table=self._table, match=self._match(), old=OLD_BASE, rk=self._row_key("s"))
 
     def _record(self, run_id: int | None) -> int:
         entries = sql.SQL(", ").join(
@@ -197,7 +200,7 @@ class ConflictResolver:
             for c, p in kept)
         self._conn.execute(sql.SQL(
             "UPDATE {stage} s SET {sets} FROM {table} t LEFT JOIN {old} b ON b.row_key = {rk}"
-            " WHERE {match}").format(stage=STAGE, sets=sets, table=self._table, old=OLD_BASE,
+            " WHERE {match}").format(stage=self._stage, sets=sets, table=self._table, old=OLD_BASE,
                                      rk=self._row_key("t"), match=self._match()))
 
     def save_bases(self) -> None:

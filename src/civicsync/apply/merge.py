@@ -10,13 +10,14 @@ flow's position together.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
 
-from civicsync.apply.conflicts import STAGE, ConflictResolver
+from civicsync.apply.conflicts import ConflictResolver
 from civicsync.apply.sqlnames import idents, table_ident
 from civicsync.config.models import Flow, SetValues, TableDecl
 
@@ -62,14 +63,17 @@ class MergeWriter:
         self._write = tuple(write_columns) if write_columns is not None else self._columns
         self._extra = tuple(extra_stage_columns)
         self._key = tuple(target.key)
-        self._stage = STAGE
+        # One stage per column set, reused within a transaction (emptied, not dropped and made
+        # again): creating temp tables over and over bloats the catalog of a long transaction.
+        digest = hashlib.md5(repr((flow.target.table, self._columns, self._extra)).encode()).hexdigest()[:12]
+        self._stage = sql.Identifier(f"civicsync_stage_{digest}")
         self._direct = False
         self._staged = 0
         # Only fields carrying source data have owners; constants and run times are bookkeeping.
         governed = tuple(c for c in self._columns
                          if c in flow.columns and (flow.columns[c].from_ or flow.columns[c].template))
         self._resolver = None if flow.conflicts is None else ConflictResolver(
-            conn, flow_name, flow.conflicts, self._table, self._key, governed)
+            conn, flow_name, flow.conflicts, self._table, self._key, governed, self._stage)
 
     # ------------------------------------------------------------------ staging
 
@@ -89,15 +93,24 @@ class MergeWriter:
                 if self._resolver is not None:
                     self._resolver.direct_load(self._table)
                 return
-        self._conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(STAGE))
+        row = self._conn.execute("SELECT to_regclass(%s) IS NOT NULL",
+                                 (f"pg_temp.{self._stage.as_string()}",)).fetchone()
+        if row and row[0]:
+            self._conn.execute(sql.SQL("DELETE FROM {}").format(self._stage))
+            return
         self._conn.execute(
             sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
-                STAGE, idents(self._columns), self._table
+                self._stage, idents(self._columns), self._table
             )
         )
         for name, sql_type in self._extra:
             self._conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
-                STAGE, sql.Identifier(name), sql.SQL(sql_type)))
+                self._stage, sql.Identifier(name), sql.SQL(sql_type)))
+
+    @property
+    def stage(self) -> sql.Identifier:
+        """The table the rows are staged in (the target itself when loading directly)."""
+        return self._stage
 
     def stage_rows(self, rows: Iterable[Sequence[str | None]]) -> int:
         """Copy ``rows`` (staged columns, then extra columns) into the stage; returns how many."""
@@ -177,7 +190,7 @@ class MergeWriter:
         """Staged keys the target does not have."""
         cur = self._conn.execute(sql.SQL(
             "SELECT {keys} FROM {stage} s WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE {match})").format(
-            keys=idents(self._key, prefix="s"), stage=STAGE, table=self._table, match=self._key_match("t", "s")))
+            keys=idents(self._key, prefix="s"), stage=self._stage, table=self._table, match=self._key_match("t", "s")))
         return [dict(zip(self._key, row, strict=True)) for row in cur.fetchall()]
 
     def delete_keys(self, keys: Iterable[Sequence[str | None]]) -> int:
@@ -222,7 +235,7 @@ class MergeWriter:
             " AND ({old}) IS DISTINCT FROM ({new})").format(
             table=self._table, cols=idents(updatable), vals=sql.SQL(", ").join(
                 self._new_value(c, "s") for c in updatable),
-            stage=STAGE, match=self._key_match("t", "s"), guard=guard if guard is not None else sql.SQL("true"),
+            stage=self._stage, match=self._key_match("t", "s"), guard=guard if guard is not None else sql.SQL("true"),
             old=idents(compared, prefix="t"), new=sql.SQL(", ").join(self._new_value(c, "s") for c in compared))
         return max(self._conn.execute(query).rowcount, 0)
 
@@ -231,7 +244,7 @@ class MergeWriter:
         if self._resolver is not None and self._resolver.existing >= 0:
             return self._resolver.existing > 0
         row = self._conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {} t JOIN {} s ON {})").format(
-            self._table, STAGE, self._key_match("t", "s"))).fetchone()
+            self._table, self._stage, self._key_match("t", "s"))).fetchone()
         return bool(row and row[0])
 
     def _upsert(self) -> int:
@@ -240,11 +253,11 @@ class MergeWriter:
             # A first load of these keys: a plain insert in key order is about twice as fast as
             # INSERT … ON CONFLICT (the flow's lock keeps other runs of it out meanwhile).
             cur = self._conn.execute(sql.SQL("INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} ORDER BY {key}")
-                                     .format(table=self._table, cols=idents(self._write), stage=STAGE,
+                                     .format(table=self._table, cols=idents(self._write), stage=self._stage,
                                              key=idents(self._key)))
             return max(cur.rowcount, 0)
         insert = sql.SQL("INSERT INTO {table} AS t ({cols}) SELECT {cols} FROM {stage} ").format(
-            table=self._table, cols=idents(self._write), stage=STAGE)
+            table=self._table, cols=idents(self._write), stage=self._stage)
         if not updatable:
             query = insert + sql.SQL("ON CONFLICT ({}) DO NOTHING").format(idents(self._key))
         else:
@@ -262,7 +275,7 @@ class MergeWriter:
     # ------------------------------------------------------------------ rows gone from the source
 
     def _missing_sql(self) -> sql.Composable:
-        return sql.SQL("NOT EXISTS (SELECT 1 FROM {} s WHERE {})").format(STAGE, self._key_match("s", "t"))
+        return sql.SQL("NOT EXISTS (SELECT 1 FROM {} s WHERE {})").format(self._stage, self._key_match("s", "t"))
 
     @staticmethod
     def _scope_sql(scope: Scope | None) -> sql.Composable:

@@ -164,3 +164,22 @@ def test_f3_top_five_per_citizen_recomputed_on_demotion_and_delete(fresh_deploym
         wait_for(lambda: hints(dep) == [(2, 1, "HIGH"), (4, 2, "MEDIUM"), (6, 3, "MEDIUM")], what="the recompute")
     dump = q(dep, "citizen", "SELECT string_agg(t::text, ' ') FROM eligibility_hints t")[0][0]
     assert "0.80" not in dump and "0.55" not in dump  # the raw score never leaves
+
+
+def test_f3_partition_waits_for_a_scheme_the_portal_does_not_have_yet(fresh_deployment: Deployment) -> None:
+    dep = fresh_deployment
+    portal_basics(dep)
+    q(dep, "warehouse", "INSERT INTO citizen_profiles (citizen_id, national_id, full_name) VALUES (%s, '1', 'A')", CIT)
+    q(dep, "warehouse", "INSERT INTO schemes (scheme_id, code, name, department, category, benefit_type, status)"
+                        " SELECT i, 'S' || i, 'n', 'd', 'c', 'CASH', 'ACTIVE' FROM generate_series(1, 7) i")
+    with running(cdc_config(dep), "warehouse", ["F3"]):
+        q(dep, "warehouse", "INSERT INTO eligibility_predictions (prediction_id, citizen_id, scheme_id, score, status,"
+                            " model_version) VALUES (1, %s, 7, 0.9, 'ELIGIBLE', 'm'), (2, %s, 1, 0.8, 'ELIGIBLE', 'm')",
+          CIT, CIT)  # scheme 7 is not published in the portal yet: the hint's foreign key fails
+        wait_for(lambda: q(dep, "citizen", "SELECT row_key, status FROM civicsync.dead_letters")
+                 == [({"citizen_id": CIT}, "pending")], what="the citizen's partition to wait")
+        q(dep, "warehouse", "UPDATE eligibility_predictions SET score = 0.85 WHERE prediction_id = 2")  # waits too
+        q(dep, "citizen", "INSERT INTO schemes (scheme_id, code, name, category, status) VALUES (7, 'S7', 'n', 'c',"
+                          " 'OPEN')")  # F1 publishes it
+        wait_for(lambda: hints(dep) == [(7, 1, "HIGH"), (1, 2, "HIGH")], timeout=20, what="the retried partition")
+    assert q(dep, "citizen", "SELECT status FROM civicsync.dead_letters") == [("replayed",)]

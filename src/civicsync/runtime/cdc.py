@@ -47,6 +47,7 @@ from civicsync.jobs.retry import backoff_delays
 
 log = logging.getLogger(__name__)
 Conn = psycopg.Connection[tuple[Any, ...]]
+ISOLATION_CHUNK = 200
 DLQ_RETRY = Retry(attempts=12, initial_delay=1.0, max_delay=300.0, multiplier=2.0)
 
 
@@ -95,6 +96,7 @@ class CdcWorker:
         self.stats = WorkerStats()
         self.origin = origin_for(config, f"cdc_{self.slot}")
         self._blocked: set[tuple[str, str]] = set()
+        self._isolated = 0
         self._tgt: Conn | None = None
         self._src: Conn | None = None
         self._db = ""
@@ -355,6 +357,12 @@ class CdcWorker:
         if applier.cdc.top_n is not None:
             partitions = applier.partitions_of(events)
             outcome.events += len(events)
+            # A partition that already waits in the dead letters keeps waiting (its replay recomputes it).
+            for part in [p for p in partitions if json.dumps(_partition_key(applier, {p}), sort_keys=True)
+                         in blocked]:
+                partitions.discard(part)
+                outcome.dead_letters.append(DeadLetter(applier.name, _partition_key(applier, {part}), "u", 0,
+                                                       "blocked", "waiting behind an earlier failure of the same key"))
             units = [{p} for p in sorted(partitions, key=str)] if isolate else [partitions]
             for unit in units:
                 def work(u: set[Any] = unit) -> None:
@@ -380,6 +388,14 @@ class CdcWorker:
         if not isolate:
             work()
             return
+        self._isolated += 1
+        if self._isolated % ISOLATION_CHUNK == 0:
+            # Thousands of savepoints in one transaction get slow (subtransaction overflow); every
+            # write here is idempotent and the position is written last, so commit part-way.
+            self._store_dead_letters(conn, outcome.dead_letters)
+            self.stats.dead_letters += len(outcome.dead_letters)
+            outcome.dead_letters.clear()
+            conn.commit()
         try:
             with conn.transaction():  # a savepoint inside the batch transaction
                 work()

@@ -229,7 +229,6 @@ def dlq_replay(ref: Annotated[str | None, typer.Argument(help="DATABASE:ID; or u
                all_: Annotated[bool, typer.Option("--all", help="Every pending dead letter.")] = False,
                config: ConfigOpt = None, verbose: VerboseOpt = False) -> None:
     """Re-apply dead-lettered keys from the source's current rows (after fixing the cause)."""
-    from civicsync.db.origin import origin_for
     from civicsync.runtime.cdc import CdcWorker
 
     _setup(verbose)
@@ -247,19 +246,7 @@ def dlq_replay(ref: Annotated[str | None, typer.Argument(help="DATABASE:ID; or u
             ids, flows = [num], [rows[0]["flow"]]
         elif flow is not None:
             flows = [loaded.model.flow_name(flow)]
-        fixed = 0
-        for source in _cdc_sources(loaded, flows):
-            worker = CdcWorker(loaded, source, flows)
-            # Its own origin: a running worker holds the CDC one, and one origin serves one session.
-            worker.origin = origin_for(loaded, f"replay_{worker.slot}")
-            worker._connect_target()
-            try:
-                fixed += worker.retry_dead_letters(due_only=False, ids=ids)
-            finally:
-                if worker._tgt is not None:
-                    worker._tgt.close()
-                if worker._src is not None:
-                    worker._src.close()
+        fixed = sum(CdcWorker(loaded, source, flows).replay_now(ids) for source in _cdc_sources(loaded, flows))
         left = [r for r in _dlq_rows(loaded, "status = 'pending'") if flows is None or r["flow"] in flows]
     out.print(f"replayed {fixed}; still pending {len(left)}")
     if left and (ref is not None):

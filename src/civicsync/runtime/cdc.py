@@ -187,6 +187,17 @@ class CdcWorker:
             if conn is not None and not conn.closed:
                 conn.close()
 
+    @property
+    def target_connection(self) -> Conn:
+        """The apply session on the target (after prepare())."""
+        if self._tgt is None:
+            raise FatalError("the worker is not connected to its target (call prepare() first)")
+        return self._tgt
+
+    def unblock(self, flow: str, key: dict[str, Any]) -> None:
+        """A dead-lettered key converged: its later events may flow again."""
+        self._blocked.discard((flow, json.dumps(key, sort_keys=True)))
+
     def _connect_target(self) -> None:
         self._tgt = connect(self.config.dsn(self.target, "apply"), purpose=f"cdc-apply:{self.slot}",
                             label=self.target)
@@ -198,7 +209,8 @@ class CdcWorker:
                 f"the apply role {self._tgt.info.user} may not create replication origin {self.origin}: "
                 "run `civicsync db init` (it creates the origins)") from None
 
-    def _source_reader(self) -> Conn:
+    def source_reader(self) -> Conn:
+        """A plain (non-replication) session on the source, as the capture role."""
         if self._src is None or self._src.closed:
             self._src = connect(self.config.dsn(self.source, "capture"), purpose=f"cdc-read:{self.slot}",
                                 autocommit=True, label=self.source)
@@ -251,7 +263,7 @@ class CdcWorker:
 
     def _heartbeat(self) -> None:
         try:
-            emit_heartbeat(self._source_reader())
+            emit_heartbeat(self.source_reader())
         except psycopg.Error as exc:
             log.warning("slot %s: heartbeat not written (%s)", self.slot, exc)
             self._src = None
@@ -366,7 +378,7 @@ class CdcWorker:
             units = [{p} for p in sorted(partitions, key=str)] if isolate else [partitions]
             for unit in units:
                 def work(u: set[Any] = unit) -> None:
-                    applier.recompute(conn, self._source_reader(), u, outcome)
+                    applier.recompute(conn, self.source_reader(), u, outcome)
 
                 self._guarded(conn, isolate, outcome, applier, _partition_key(applier, unit), work)
             return outcome
@@ -416,6 +428,17 @@ class CdcWorker:
                 log.warning("flow %s: dead-lettered %s at %s: %s", d.flow, d.source_key, format_lsn(d.lsn), d.error)
 
     # ------------------------------------------------------------------ dead-letter retries
+
+    def replay_now(self, ids: list[int] | None = None) -> int:
+        """Replay this worker's pending dead letters (or only ``ids``) at once, from outside a running
+        worker (the CLI). Uses its own origin: a running worker holds the CDC one, and PostgreSQL lets
+        one session use an origin at a time. Returns how many converged."""
+        self.origin = origin_for(self.config, f"replay_{self.slot}")
+        self._connect_target()
+        try:
+            return self.retry_dead_letters(due_only=False, ids=ids)
+        finally:
+            self.close()
 
     def retry_dead_letters(self, *, due_only: bool = True, ids: list[int] | None = None) -> int:
         """Re-apply dead-lettered keys from the source's current rows; returns how many converged."""

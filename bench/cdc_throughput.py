@@ -1,7 +1,7 @@
 """Benchmark: CDC throughput of F4 (decision_updates) and F3 (eligibility_hints) against a COPY baseline, same run.
 
     .venv/bin/python bench/cdc_throughput.py [--changes 100000] [--txn-rows 100] [--citizens 150000]
-                                             [--repeat 1] [--json]
+                                             [--repeat 1] [--also-wait-ms 50] [--json]
 
 What it does
     Starts its own PostgreSQL (civicsync.localpg.LocalPostgres, durable=True: fsync, synchronous_commit and
@@ -10,7 +10,7 @@ What it does
     applications and 127,000 portal citizens). Every portal application is set to SUBMITTED before each F4 run
     so each decision moves its application forward; eligibility_hints is pre-filled once for every portal
     citizen with F3's own recompute (a steady state, not an empty table). The worker uses the config model's
-    capture defaults (batch_max_changes 5000, batch_max_wait_ms 50); each run has its own slot and publication,
+    capture defaults (printed) with snapshot: never; each run has its own slot and publication,
     dropped afterwards.
 
     Source changes   ``--changes`` rows, written by a server-side procedure that COMMITs every ``--txn-rows``
@@ -27,6 +27,9 @@ What it does
     backlog  the slot is created, the procedure writes everything with the worker stopped, then the worker
              starts: drain = N / (last target commit - worker start); end to end = N / (last target commit -
              first source commit), which includes the write phase while the worker was not running.
+    sensitivity  (``--also-wait-ms``, default 50, -1 to skip) one more backlog drain per flow and repeat with
+             that batch_max_wait_ms instead of the configured default, printed apart and labelled: it shows
+             how much of the figure is the batching policy. It is never used for PASS/MISS.
     Source commit times are the commit timestamps the stream carries (pgoutput Begin/Commit), the target
     commit time is the wall clock in the worker's on_batch callback, right after its target COMMIT.
     All N events must be applied (worker stats) and the result is checked (F4: every application's status
@@ -148,6 +151,7 @@ class CivicRun:
 
     flow: str
     mode: str  # live | backlog
+    wait_ms: int | None  # batch_max_wait_ms override (None: the config model's default)
     events: int
     write_seconds: float  # first → last source commit
     e2e_seconds: float  # first source commit → last target commit
@@ -400,8 +404,8 @@ def check_f3(config: LoadedConfig, plan: F3Plan, rng: random.Random) -> str:
 
 
 def run_civicsync(environ: dict[str, str], flow: str, mode: str, changes: int, txn_rows: int, first_id: int,
-                  timeout: float, check: Any) -> CivicRun:
-    config = run_config(environ)
+                  timeout: float, check: Any, wait_ms: int | None = None) -> CivicRun:
+    config = run_config(environ, None if wait_ms is None else {"batch_max_wait_ms": wait_ms})
     slot = slot_name(config.model, "warehouse")
     checkpoint(config.dsn("warehouse"))
     checkpoint(config.dsn("citizen"))
@@ -430,11 +434,11 @@ def run_civicsync(environ: dict[str, str], flow: str, mode: str, changes: int, t
     named = {"civicsync:capture": "walsender", f"civicsync:cdc-read:{slot}": "source reader (top-N)",
              f"civicsync:cdc-apply:{slot}": "target apply backend"}
     return CivicRun(
-        flow=flow, mode=mode, events=stats.events, write_seconds=last_src - first_src,
+        flow=flow, mode=mode, wait_ms=wait_ms, events=stats.events, write_seconds=last_src - first_src,
         e2e_seconds=last_tgt - first_src, drain_seconds=(last_tgt - run.started_wall) if mode == "backlog" else None,
         batches=len(data), mean_batch=stats.events / max(len(data), 1), dead_letters=stats.dead_letters,
         worker_thread_cpu=run.thread_cpu, backend_cpu={named[k]: v for k, v in cpu.items()},
-        timers={k: v for k, v in run.timers.items() if v > 0}, check=check())
+        timers={k: v for k, v in (run.timers_at_done or run.timers).items() if v > 0}, check=check())
 
 
 # --------------------------------------------------------------------------- baseline
@@ -524,8 +528,8 @@ def med(values: list[float]) -> float:
 def summarize(runs: list[CivicRun], baselines: dict[str, Baseline], args: argparse.Namespace,
               settings: dict[str, str], capture: dict[str, int], seed_seconds: float) -> dict[str, Any]:
     def figures(flow: str) -> dict[str, Any]:
-        live = [r for r in runs if r.flow == flow and r.mode == "live"]
-        backlog = [r for r in runs if r.flow == flow and r.mode == "backlog"]
+        live = [r for r in runs if r.flow == flow and r.mode == "live" and r.wait_ms is None]
+        backlog = [r for r in runs if r.flow == flow and r.mode == "backlog" and r.wait_ms is None]
         return {
             "end_to_end_live_events_per_s": round(med([r.e2e_rate for r in live])),
             "drain_events_per_s": round(med([r.drain_rate or 0.0 for r in backlog])),
@@ -536,11 +540,23 @@ def summarize(runs: list[CivicRun], baselines: dict[str, Baseline], args: argpar
         }
 
     f4, f3 = figures(F4), figures(F3)
+    sensitivity: dict[str, Any] = {}
+    for flow in (F4, F3):
+        extra = [r for r in runs if r.flow == flow and r.wait_ms is not None]
+        if extra:
+            sensitivity[flow.lower()] = {
+                "batch_max_wait_ms": extra[0].wait_ms,
+                "drain_events_per_s": round(med([r.drain_rate or 0.0 for r in extra])),
+                "end_to_end_backlog_events_per_s": round(med([r.e2e_rate for r in extra])),
+                "drain_mean_batch_events": round(med([r.mean_batch for r in extra])),
+            }
     base = {k: {"batch": b.batch, "rows_per_s": round(med(b.rows_per_s)),
                 "samples": [round(x) for x in b.rows_per_s]} for k, b in baselines.items()}
     limit_name = max((k for k in base if k.startswith("f4")), key=lambda k: base[k]["rows_per_s"])
     limit = base[limit_name]["rows_per_s"]
     f3_base = base["f3_upsert_max_changes"]["rows_per_s"]
+    if "f4" in sensitivity:
+        sensitivity["f4"]["drain_ratio_to_limit"] = round(sensitivity["f4"]["drain_events_per_s"] / limit, 4)
     ratios = {
         "f4_drain": f4["drain_events_per_s"] / limit,
         "f4_end_to_end_live": f4["end_to_end_live_events_per_s"] / limit,
@@ -551,7 +567,7 @@ def summarize(runs: list[CivicRun], baselines: dict[str, Baseline], args: argpar
     return {
         "server": settings, "cpus": os.cpu_count(), "repeat": args.repeat, "changes": args.changes,
         "txn_rows": args.txn_rows, "citizens": args.citizens, "seed_seconds": round(seed_seconds, 1),
-        "capture": capture, "f4": f4, "f3": f3, "baselines": base,
+        "capture": capture, "f4": f4, "f3": f3, "baselines": base, "sensitivity": sensitivity,
         "f4_limit": {"baseline": limit_name, "rows_per_s": limit},
         "ratios": {k: round(v, 4) for k, v in ratios.items()},
         "targets": {f"F4 {k[3:].replace('_', ' ')} >= {TARGET_RATIO:.0%} of the limit":
@@ -611,15 +627,24 @@ def print_table(report: dict[str, Any]) -> None:
               f"{TARGET_RATIO:.0%})")
     print(f"F3 (no target) vs its row baseline: drain {r['f3_drain_vs_f3_baseline']:.1%}, end to end live "
           f"{r['f3_end_to_end_live_vs_f3_baseline']:.1%}")
+    for flow, sens in report["sensitivity"].items():
+        extra = (f" = {sens['drain_ratio_to_limit']:.1%} of the F4 limit (for context, not the target)"
+                 if "drain_ratio_to_limit" in sens else "")
+        print(f"sensitivity, NOT the configured default: {flow.upper()} with batch_max_wait_ms="
+              f"{sens['batch_max_wait_ms']}: drain {sens['drain_events_per_s']:,} events/s (mean batch "
+              f"{sens['drain_mean_batch_events']:,} events){extra}; end to end backlog "
+              f"{sens['end_to_end_backlog_events_per_s']:,}")
     print()
-    print("where the time goes (last repeat; phase timers around the worker's methods, CPU seconds from /proc):")
-    last: dict[tuple[str, str], dict[str, Any]] = {}
+    print("where the time goes (last repeat; phase timers around the worker's methods until it caught up, CPU seconds")
+    print("of the worker thread and of the PostgreSQL backends serving it, from /proc):")
+    last: dict[tuple[str, str, int], dict[str, Any]] = {}
     for run in report["runs"]:
-        last[(run["flow"], run["mode"])] = run
-    for (flow, mode), run in sorted(last.items()):
+        last[(run["flow"], run["mode"], run["wait_ms"] if run["wait_ms"] is not None else -1)] = run
+    for (flow, mode, wait), run in sorted(last.items()):
         wall = run["drain_seconds"] if mode == "backlog" else run["e2e_seconds"]
         what = "worker start -> caught up" if mode == "backlog" else "1st source -> last target commit"
-        print(f"  {flow} {mode}: {wall:.2f}s ({what}); {run['batches']} batches of {run['mean_batch']:.0f} events;"
+        label = f"{mode}, batch_max_wait_ms={wait}" if wait >= 0 else mode
+        print(f"  {flow} {label}: {wall:.2f}s ({what}); {run['batches']} batches of {run['mean_batch']:.0f} events;"
               f" dead letters {run['dead_letters']}; check: {run['check']}")
         cpu = ", ".join(f"{k} {v:.2f}s" for k, v in run["backend_cpu"].items())
         print(f"      CPU: worker thread {run['worker_thread_cpu']:.2f}s, {cpu}")
@@ -642,19 +667,23 @@ def measure(args: argparse.Namespace, server: LocalPostgres) -> dict[str, Any]:
     load_plan(config, "bench_f4_plan", plan4.rows)
     runs: list[CivicRun] = []
     baselines: dict[str, Baseline] = {}
+    variants: list[tuple[str, int | None]] = [("live", None), ("backlog", None)]
+    if args.also_wait_ms is not None and args.also_wait_ms != capture.batch_max_wait_ms:
+        variants.append(("backlog", args.also_wait_ms))
     for i in range(args.repeat):
-        for mode in ("live", "backlog"):
+        for mode, wait in variants:
             reset_f4_target(config)
             first_id = world.next_decision
             world.next_decision += args.changes
             run = run_civicsync(environ, F4, mode, args.changes, args.txn_rows, first_id, args.timeout,
-                                lambda: check_f4(config, plan4))
+                                lambda: check_f4(config, plan4), wait)
             runs.append(run)
-            log(f"repeat {i + 1}: F4 {mode}: end to end {run.e2e_rate:,.0f} events/s"
-                + (f", drain {run.drain_rate:,.0f} events/s" if run.drain_rate else "")
+            log(f"repeat {i + 1}: F4 {mode}{'' if wait is None else f' (batch_max_wait_ms={wait})'}: end to end "
+                f"{run.e2e_rate:,.0f} events/s" + (f", drain {run.drain_rate:,.0f} events/s" if run.drain_rate else "")
                 + f", writer {run.write_rate:,.0f} rows/s, {run.batches} batches; check {run.check}")
         reset_f4_target(config)
-        worker_batch = max(args.txn_rows, round(runs[-1].mean_batch / args.txn_rows) * args.txn_rows)
+        drained = [r for r in runs if r.flow == F4 and r.mode == "backlog" and r.wait_ms is None][-1]
+        worker_batch = max(args.txn_rows, round(drained.mean_batch / args.txn_rows) * args.txn_rows)
         for key, batch, upsert in (("f4_update_max_changes", max_changes, False),
                                    ("f4_upsert_max_changes", max_changes, True),
                                    ("f4_update_worker_batch", worker_batch, False),
@@ -663,15 +692,15 @@ def measure(args: argparse.Namespace, server: LocalPostgres) -> dict[str, Any]:
             baselines.setdefault(key, Baseline(key, batch)).rows_per_s.append(rps)
             log(f"repeat {i + 1}: baseline {key} ({batch} rows/commit): {rps:,.0f} rows/s")
         plan3: F3Plan | None = None
-        for mode in ("live", "backlog"):
+        for mode, wait in variants:
             plan3 = f3_plan(world, args.changes, args.txn_rows, rng)
             load_plan(config, "bench_f3_plan", plan3.rows)
             p = plan3
             run = run_civicsync(environ, F3, mode, args.changes, args.txn_rows, 0, args.timeout,
-                                lambda p=p: check_f3(config, p, rng))  # type: ignore[misc]
+                                lambda p=p: check_f3(config, p, rng), wait)  # type: ignore[misc]
             runs.append(run)
-            log(f"repeat {i + 1}: F3 {mode}: end to end {run.e2e_rate:,.0f} events/s"
-                + (f", drain {run.drain_rate:,.0f} events/s" if run.drain_rate else "")
+            log(f"repeat {i + 1}: F3 {mode}{'' if wait is None else f' (batch_max_wait_ms={wait})'}: end to end "
+                f"{run.e2e_rate:,.0f} events/s" + (f", drain {run.drain_rate:,.0f} events/s" if run.drain_rate else "")
                 + f", writer {run.write_rate:,.0f} rows/s, {run.batches} batches; check {run.check}")
         assert plan3 is not None
         rps = run_baseline_f3(config, plan3.target_rows, max_changes)
@@ -692,9 +721,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--txn-rows", type=int, default=100, help="rows per source transaction (default 100)")
     parser.add_argument("--citizens", type=int, default=150_000, help="citizens to seed (default 150,000)")
     parser.add_argument("--repeat", type=int, default=1, help="measured repeats (default 1)")
+    parser.add_argument("--also-wait-ms", type=int, default=50,
+                        help="also drain each flow once per repeat with this batch_max_wait_ms, labelled as a "
+                             "sensitivity run (default 50; skipped if equal to the config default; -1: skip)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds a run may take to catch up")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
+    if args.also_wait_ms is not None and args.also_wait_ms < 0:
+        args.also_wait_ms = None
     if args.repeat < 1 or args.changes < 1 or args.txn_rows < 1:
         parser.error("need --repeat, --changes and --txn-rows >= 1")
     signal.signal(signal.SIGTERM, _terminate)

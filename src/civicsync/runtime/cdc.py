@@ -243,21 +243,22 @@ class CdcWorker:
             self.close()
 
     def _collect(self, stream: ReplicationStream) -> list[Transaction]:
+        """Whole transactions for one batch: whatever the stream already holds (up to
+        ``batch_max_changes``), waiting at most ``batch_max_wait_ms`` after the first for more. A
+        backlog therefore makes big batches and a trickle makes immediate small ones."""
         batch: list[Transaction] = []
         changes = 0
-        deadline: float | None = None
+        deadline = 0.0
         while not self.stop_event.is_set():
-            wait = 0.2 if deadline is None else max(0.0, deadline - time.monotonic())
+            wait = 0.2 if not batch else max(0.0, deadline - time.monotonic())
             txn = stream.poll(wait)
-            if txn is not None:
-                batch.append(txn)
-                changes += len(txn.changes)
-                if deadline is None:
-                    deadline = time.monotonic() + self.capture.batch_max_wait_ms / 1000
-            if batch and (changes >= self.capture.batch_max_changes or txn is None
-                          or time.monotonic() >= (deadline or 0)):
-                break
-            if not batch and txn is None:
+            if txn is None:
+                break  # idle (empty batch), or nothing more arrived in time
+            if not batch:
+                deadline = time.monotonic() + self.capture.batch_max_wait_ms / 1000
+            batch.append(txn)
+            changes += len(txn.changes)
+            if changes >= self.capture.batch_max_changes:
                 break
         return batch
 

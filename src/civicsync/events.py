@@ -8,6 +8,7 @@ value). ``before`` holds only the key columns unless the table has REPLICA IDENT
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,7 +18,7 @@ import psycopg
 from psycopg.adapt import Transformer
 from psycopg.pq import Format
 
-from civicsync.capture.pgoutput import UNCHANGED, Value, format_lsn
+from civicsync.capture.pgoutput import UNCHANGED, Relation, Value, format_lsn
 from civicsync.capture.replication import RowChange, Transaction
 
 Op = Literal["c", "u", "d", "r"]
@@ -105,10 +106,16 @@ def events_of(txn: Transaction, db: str) -> list[ChangeEvent]:
     return [event_of(change, txn, db) for change in txn.changes]
 
 
+@functools.lru_cache(maxsize=1024)
+def _relation_meta(rel: Relation) -> tuple[list[str], list[str], dict[str, int]]:
+    # Per relation, not per event: column names, key columns and type OIDs.
+    return ([c.name for c in rel.columns], [c.name for c in rel.columns if c.is_key],
+            {c.name: c.type_oid for c in rel.columns})
+
+
 def event_of(change: RowChange, txn: Transaction, db: str) -> ChangeEvent:
     rel = change.relation
-    names = [c.name for c in rel.columns]
-    key_cols = [c.name for c in rel.columns if c.is_key]
+    names, key_cols, types = _relation_meta(rel)
     before = _image(names, change.before, change.before_is_key_only, key_cols)
     after = _image(names, change.after, False, key_cols)
     keyed = after if after is not None else before
@@ -118,5 +125,4 @@ def event_of(change: RowChange, txn: Transaction, db: str) -> ChangeEvent:
         value = keyed.get(k)
         key[k] = value if isinstance(value, str) else None
     source = SourceInfo(db, rel.schema, rel.table, txn.commit_lsn, txn.xid, txn.commit_time)
-    types = {c.name: c.type_oid for c in rel.columns}
     return ChangeEvent(change.op, before, after, source, key, types)

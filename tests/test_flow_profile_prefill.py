@@ -184,3 +184,39 @@ def test_rows_breaking_rules_are_dead_lettered_and_the_rest_applied(fresh_deploy
     [(key, kind, error)] = portal(dep, "SELECT row_key, error_kind, error FROM civicsync.dead_letters")
     assert key == {"citizen_id": B} and kind == "map"
     assert "unknown" not in error  # the value itself is never echoed
+
+
+def test_batch_dead_letters_replay_after_the_source_is_fixed(fresh_deployment: Deployment, tmp_path: Any) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from helpers import reference_raw
+
+    dep = fresh_deployment
+    add_profile(dep, A, "123456789012", gender="F")
+    add_profile(dep, B, "987654321098", gender="unknown")
+    raw = reference_raw()
+    raw["flows"]["profile_prefill"]["columns"]["gender"] = {"from": "gender", "map": {"F": "F", "M": "M"}}
+    path = tmp_path / "civicsync.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    env = {**os.environ, **dep.environ, "CIVICSYNC_CONFIG": str(path)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "civicsync.cli", *args], env=env, capture_output=True,
+                              text=True, timeout=120, check=False)
+
+    assert cli("batch", "run", "F2").returncode == 0
+    [entry] = json.loads(cli("dlq", "list", "--json").stdout)
+    assert entry["key"] == {"citizen_id": B} and entry["kind"] == "map"
+    still = cli("dlq", "replay", "--flow", "F2")
+    assert "replayed 0; still pending 1" in still.stdout, still.stdout + still.stderr
+    warehouse(dep, "UPDATE citizen_profiles SET gender = 'M' WHERE citizen_id = %s", B)  # the fix (no new timestamp)
+    fixed = cli("dlq", "replay", f"citizen:{entry['id']}")
+    assert fixed.returncode == 0 and "replayed 1; still pending 0" in fixed.stdout, fixed.stdout + fixed.stderr
+    assert portal(dep, "SELECT gender, national_id_masked FROM citizens WHERE citizen_id = %s", B) \
+        == [("M", "XXXX-XXXX-1098")]
+    assert portal(dep, "SELECT count(*) FROM citizens") == [(2,)]

@@ -168,7 +168,7 @@ class MergeWriter:
     # ------------------------------------------------------------------ merge
 
     def merge(self, run_id: int | None, *, scope: Scope | None = None, update_only: bool = False,
-              guard: sql.Composable | None = None) -> MergeResult:
+              guard: sql.Composable | None = None, handle_missing: bool = True) -> MergeResult:
         """Record conflicts, write the staged rows, then handle rows missing from the source.
 
         ``update_only`` never inserts (rows missing from the target are left to the caller, see
@@ -183,7 +183,8 @@ class MergeWriter:
         written = self._update(guard) if update_only else self._upsert()
         if self._resolver is not None:
             self._resolver.save_bases()
-        deleted = self._apply_missing(scope)
+        # A partial load (a replay of some keys) says nothing about the rows it did not stage.
+        deleted = self._apply_missing(scope) if handle_missing else 0
         return MergeResult(written=written, deleted=deleted, conflicts=conflicts)
 
     def missing_in_target(self) -> list[dict[str, object]]:

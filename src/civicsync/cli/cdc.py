@@ -229,6 +229,7 @@ def dlq_replay(ref: Annotated[str | None, typer.Argument(help="DATABASE:ID; or u
                all_: Annotated[bool, typer.Option("--all", help="Every pending dead letter.")] = False,
                config: ConfigOpt = None, verbose: VerboseOpt = False) -> None:
     """Re-apply dead-lettered keys from the source's current rows (after fixing the cause)."""
+    from civicsync.jobs.replay import replay_batch_dead_letters
     from civicsync.runtime.cdc import CdcWorker
 
     _setup(verbose)
@@ -247,6 +248,9 @@ def dlq_replay(ref: Annotated[str | None, typer.Argument(help="DATABASE:ID; or u
         elif flow is not None:
             flows = [loaded.model.flow_name(flow)]
         fixed = sum(CdcWorker(loaded, source, flows).replay_now(ids) for source in _cdc_sources(loaded, flows))
+        batch_flows = [n for n, f in loaded.model.flows.items()
+                       if f.kind == "batch" and (flows is None or n in flows)]
+        fixed += sum(replay_batch_dead_letters(loaded, n, ids).replayed for n in batch_flows)
         left = [r for r in _dlq_rows(loaded, "status = 'pending'") if flows is None or r["flow"] in flows]
     out.print(f"replayed {fixed}; still pending {len(left)}")
     if left and (ref is not None):

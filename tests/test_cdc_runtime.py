@@ -400,6 +400,7 @@ def test_status_shows_state_lag_and_dead_letters(fresh_deployment: Deployment, t
         rows = {r["id"]: r for r in json.loads(proc.stdout)}
         f7 = rows["F7"]
         assert f7["state"] == "streaming" and f7["position"] > 0 and f7["dead_letters"] == 0
+        assert "/" in f7["applied_lsn"] and f7["source_commit_time"] is not None
         assert f7["lag_bytes"] is not None and f7["retained_wal_bytes"] is not None and f7["lag_seconds"] is not None
         assert rows["F2"]["state"] == "never run"
         table = civicsync(dep, config_path, "status")

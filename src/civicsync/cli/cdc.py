@@ -13,6 +13,7 @@ import psycopg
 import typer
 from rich.table import Table
 
+from civicsync.capture.pgoutput import format_lsn
 from civicsync.cli.app import ConfigOpt, JsonOpt, VerboseOpt, _fail, _load, _setup, _user_errors, err, out
 from civicsync.config import LoadedConfig
 from civicsync.config.models import slot_name
@@ -126,6 +127,8 @@ def flow_status(loaded: LoadedConfig) -> list[dict[str, Any]]:
             pos = positions.get(info["slot"])
             entry.update(state="streaming" if info["active"] else ("stopped" if info["exists"] else "not started"),
                          position=pos[0] if pos else None,
+                         applied_lsn=format_lsn(int(pos[0])) if pos else None,
+                         source_commit_time=pos[1].isoformat() if pos and pos[1] else None,
                          lag_bytes=info["lag_bytes"], retained_wal_bytes=info["retained_wal_bytes"],
                          lag_seconds=round((now - pos[1]).total_seconds(), 3) if pos and pos[1] else None)
         else:
@@ -144,16 +147,19 @@ def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         out.print_json(json.dumps(rows, default=str))
         return
-    table = Table("id", "flow", "kind", "state", "lag", "WAL retained", "dead letters", "last run / error")
+    table = Table("id", "flow", "kind", "state", "applied up to", "lag", "WAL retained", "dead letters",
+                  "last run / error")
     for r in rows:
         colour = {"streaming": "green", "succeeded": "green", "failed": "red", "stopped": "yellow"}.get(r["state"], "")
         state = f"[{colour}]{r['state']}[/]" if colour else r["state"]
         if r["kind"] == "cdc":
             lag = "-" if r["lag_bytes"] is None else f"{r['lag_bytes']:,} B / {r['lag_seconds'] or 0:.1f} s"
-            table.add_row(r["id"], r["flow"], r["kind"], state, lag, f"{r['retained_wal_bytes'] or 0:,} B",
+            applied = "-" if r["applied_lsn"] is None else (
+                f"{r['applied_lsn']} ({(r['source_commit_time'] or '')[:19]})")
+            table.add_row(r["id"], r["flow"], r["kind"], state, applied, lag, f"{r['retained_wal_bytes'] or 0:,} B",
                           str(r["dead_letters"]), "")
         else:
-            table.add_row(r["id"], r["flow"], r["kind"], state, "", "", str(r["dead_letters"]),
+            table.add_row(r["id"], r["flow"], r["kind"], state, "", "", "", str(r["dead_letters"]),
                           (r.get("error") or r.get("last_run") or "")[:70])
     out.print(table)
 

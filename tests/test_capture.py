@@ -191,3 +191,17 @@ def test_events_carry_the_debezium_envelope_and_typed_values(source: Source) -> 
     assert typed["ts"] == dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
     assert typed["d"] == "infinity"  # Python has no infinite date: it stays text
     assert str(typed["u"]) == "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
+
+
+def test_decoder_on_crafted_messages() -> None:
+    import struct
+
+    from civicsync.capture.pgoutput import Insert
+
+    tuple_data = struct.pack("!h", 3) + b"t" + struct.pack("!i", 5) + "héll".encode() + b"n" + b"u"
+    msg = decode(b"I" + struct.pack("!I", 42) + b"N" + tuple_data)
+    assert msg == Insert(42, ("héll", None, UNCHANGED))
+    with pytest.raises(DecodeError, match="truncated"):
+        decode(b"I" + struct.pack("!I", 42) + b"N" + tuple_data[:-4])
+    with pytest.raises(DecodeError, match="unknown tuple value kind"):
+        decode(b"I" + struct.pack("!I", 42) + b"N" + struct.pack("!h", 1) + b"b")

@@ -146,6 +146,12 @@ def pg_time(micros: int) -> datetime:
     return PG_EPOCH + timedelta(microseconds=micros)
 
 
+_STRUCTS = {fmt: struct.Struct(fmt) for fmt in ("!b", "!B", "!h", "!i", "!I", "!q", "!Q")}
+_INT32 = _STRUCTS["!i"]
+_INT16 = _STRUCTS["!h"]
+_N, _U, _T = ord("n"), ord("u"), ord("t")
+
+
 class _Reader:
     __slots__ = ("buf", "pos")
 
@@ -154,11 +160,12 @@ class _Reader:
         self.pos = 0
 
     def take(self, fmt: str) -> tuple[int, ...]:
-        size = struct.calcsize(fmt)
-        if self.pos + size > len(self.buf):
+        # Precompiled structs: this runs for every field of every message.
+        packer = _STRUCTS[fmt]
+        if self.pos + packer.size > len(self.buf):
             raise DecodeError(f"message truncated at byte {self.pos}")
-        values = struct.unpack_from(fmt, self.buf, self.pos)
-        self.pos += size
+        values = packer.unpack_from(self.buf, self.pos)
+        self.pos += packer.size
         return values
 
     def int8(self) -> int:
@@ -202,17 +209,35 @@ class _Reader:
         return b
 
     def tuple_data(self) -> tuple[Value, ...]:
+        # The hot loop of capture (every column of every row): locals, no method calls per value.
+        buf, pos, end = self.buf, self.pos, len(self.buf)
+        if pos + 2 > end:
+            raise DecodeError(f"message truncated at byte {pos}")
+        (count,) = _INT16.unpack_from(buf, pos)
+        pos += 2
         values: list[Value] = []
-        for _ in range(self.int16()):
-            kind = self.byte()
-            if kind == b"n":
-                values.append(None)
-            elif kind == b"u":
-                values.append(UNCHANGED)
-            elif kind == b"t":
-                values.append(self.raw(self.int32()).decode("utf-8"))
+        append = values.append
+        for _ in range(count):
+            if pos >= end:
+                raise DecodeError(f"message truncated at byte {pos}")
+            kind = buf[pos]
+            pos += 1
+            if kind == _T:
+                if pos + 4 > end:
+                    raise DecodeError(f"message truncated at byte {pos}")
+                (size,) = _INT32.unpack_from(buf, pos)
+                pos += 4
+                if pos + size > end:
+                    raise DecodeError(f"message truncated at byte {pos}")
+                append(buf[pos : pos + size].decode("utf-8"))
+                pos += size
+            elif kind == _N:
+                append(None)
+            elif kind == _U:
+                append(UNCHANGED)
             else:
-                raise DecodeError(f"unknown tuple value kind {kind!r} (binary mode is not used)")
+                raise DecodeError(f"unknown tuple value kind {bytes([kind])!r} (binary mode is not used)")
+        self.pos = pos
         return tuple(values)
 
 

@@ -430,3 +430,27 @@ def test_isolation_of_a_failing_key_in_a_batch_with_conflict_rules(fresh_deploym
                  == [("Nashik",), (None,), ("Thane",)], what="the two good keys")
         wait_for(lambda: q(dep, "warehouse", "SELECT row_key->>'citizen_id', error_kind FROM civicsync.dead_letters")
                  == [(ids[1], "sqlstate_23514")], what="the bad key's dead letter")
+
+
+def test_an_event_breaking_a_rule_is_dead_lettered_and_its_later_events_wait(fresh_deployment: Deployment) -> None:
+    dep = fresh_deployment
+    make_applications(dep, 1)
+
+    def strict(raw: dict[str, Any]) -> None:
+        raw["flows"]["document_metadata"]["columns"]["doc_type"] = {"from": "doc_type", "map": {"ID": "ID"}}
+
+    config = cdc_config(dep, strict)
+    with running(config, "citizen", ["F7"]):
+        with dep.connect("citizen") as conn, conn.transaction():
+            add_documents(dep, range(1, 3))
+            conn.execute("INSERT INTO application_documents (document_id, application_id, doc_type, file_name,"
+                         " storage_uri) VALUES (3, 1, 'PASSPORT', 'p.pdf', 's3://x')")
+            conn.execute("UPDATE application_documents SET size_bytes = 99 WHERE document_id = 3")
+        add_documents(dep, range(4, 5))
+        wait_for(lambda: q(dep, "warehouse", "SELECT document_id FROM application_documents ORDER BY 1")
+                 == [(1,), (2,), (4,)], what="the other documents")
+        wait_for(lambda: q(dep, "warehouse", "SELECT row_key->>'document_id', error_kind, status"
+                                             " FROM civicsync.dead_letters") == [("3", "map", "pending")],
+                 what="the rejected key")
+    error = q(dep, "warehouse", "SELECT error FROM civicsync.dead_letters")[0][0]
+    assert "PASSPORT" not in error and "value map" in error

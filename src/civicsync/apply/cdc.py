@@ -126,8 +126,10 @@ class CdcFlowApplier:
     def _transform(self, event: ChangeEvent) -> list[Any] | None:
         assert event.after is not None
         raw = self._source_row(event.after, event)
-        unchanged = {c for c, v in zip(self.transform.source_columns, raw, strict=True) if v is UNCHANGED}
-        out = self.transform([None if v is UNCHANGED else v for v in raw])
+        # Unchanged TOAST values are rare: only pay for tracking them when one is there.
+        unchanged = ({c for c, v in zip(self.transform.source_columns, raw, strict=True) if v is UNCHANGED}
+                     if UNCHANGED in raw else set())
+        out = self.transform([None if v is UNCHANGED else v for v in raw] if unchanged else raw)
         if out is None:
             return None
         row: list[Any] = list(out)
@@ -150,15 +152,15 @@ class CdcFlowApplier:
         pending: dict[Key, _Upsert | _Delete] = {}
         for event in events:
             outcome.events += 1
-            skey = json.dumps(event.key, sort_keys=True)
-            if skey in blocked:
+            skey = json.dumps(event.key, sort_keys=True) if blocked else ""
+            if blocked and skey in blocked:
                 outcome.dead_letters.append(self._dead(event, "blocked", "waiting behind an earlier failure of "
                                                                          "the same key"))
                 continue
             try:
                 self._collapse(event, pending, outcome)
             except RowRejectedError as exc:
-                blocked.add(skey)
+                blocked.add(json.dumps(event.key, sort_keys=True))  # later events of this key wait too
                 outcome.dead_letters.append(self._dead(event, exc.kind, str(exc)))
         return pending
 

@@ -44,11 +44,11 @@ from civicsync.errors import CivicsyncError, FatalError, TransientError
 from civicsync.events import ChangeEvent, Image, SourceInfo, events_of
 from civicsync.extract.source import stream_rows
 from civicsync.jobs.retry import backoff_delays
+from civicsync.runtime.replay import DLQ_RETRY
 
 log = logging.getLogger(__name__)
 Conn = psycopg.Connection[tuple[Any, ...]]
 ISOLATION_CHUNK = 200
-DLQ_RETRY = Retry(attempts=12, initial_delay=1.0, max_delay=300.0, multiplier=2.0)
 
 
 @dataclass

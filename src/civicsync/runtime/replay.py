@@ -17,6 +17,7 @@ from psycopg import sql
 
 from civicsync.apply.cdc import CdcFlowApplier, FlowOutcome
 from civicsync.apply.sqlnames import table_ident
+from civicsync.config.models import Retry
 from civicsync.db.catalog import column_types
 from civicsync.errors import CivicsyncError, RowRejectedError
 from civicsync.events import ChangeEvent, SourceInfo
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from civicsync.runtime.cdc import CdcWorker
 
 BATCH = 100
+# Backoff between retries of one dead letter: 1 s, 2 s, 4 s, ... capped at 5 minutes.
+DLQ_RETRY = Retry(attempts=12, initial_delay=1.0, max_delay=300.0, multiplier=2.0)
 
 
 class ReplayFailedError(CivicsyncError):
@@ -53,7 +56,7 @@ def replay_due(worker: CdcWorker, *, due_only: bool = True, ids: list[int] | Non
             worker.unblock(flow, key)
             fixed += 1
         except (psycopg.Error, CivicsyncError) as exc:
-            delays = backoff_delays(worker_retry())
+            delays = backoff_delays(DLQ_RETRY)
             delay = delays[min(attempts, len(delays) - 1)]
             conn.execute(
                 "UPDATE civicsync.dead_letters SET attempts = attempts + 1, error = %s, last_seen = clock_timestamp(),"
@@ -61,12 +64,6 @@ def replay_due(worker: CdcWorker, *, due_only: bool = True, ids: list[int] | Non
                 (_message(exc), delay, dead_id))
         conn.commit()
     return fixed
-
-
-def worker_retry() -> Any:
-    from civicsync.runtime.cdc import DLQ_RETRY
-
-    return DLQ_RETRY
 
 
 def _message(exc: Exception) -> str:

@@ -2,6 +2,8 @@
 # Set up everything civicsync needs on a Debian machine; safe to re-run.
 #   - PostgreSQL server binaries (Debian package `postgresql`), used by the demo, tests and benchmarks
 #     to run a private cluster with wal_level=logical; no system service is configured or started.
+#   - Prometheus and Alertmanager (alert rules are checked with promtool and fired for real in tests),
+#     and headless Chromium (the status page is tested in a real browser); none is started as a service.
 #   - a virtualenv in .venv with civicsync and its dev dependencies (re-installed when pyproject changes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +14,10 @@ apt_packages=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_packages+=(postgresql)
 command -v runuser >/dev/null 2>&1 || apt_packages+=(util-linux)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_packages+=(python3-venv)
+command -v promtool >/dev/null 2>&1 || apt_packages+=(prometheus)
+command -v prometheus-alertmanager >/dev/null 2>&1 || apt_packages+=(prometheus-alertmanager)
+command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
+command -v curl >/dev/null 2>&1 || apt_packages+=(curl)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "setup: installing system packages: ${apt_packages[*]}"
   as_root apt-get update -qq

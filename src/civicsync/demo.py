@@ -231,7 +231,7 @@ def run_demo(*, data_dir: Path, port: int, citizens: int, console: Console | Non
         report["seeded"] = counts.rows
         say(f"seeded {citizens:,} citizens ({sum(counts.rows.values()):,} rows) in {counts.seconds:.1f}s")
     for name, flow in config.model.flows.items():
-        if flow.kind == "cdc":
+        if not flow.batches:
             continue  # the CDC flows run next, all together
         result = run_batch(config, name)
         report["flows"].append(result.as_dict())

@@ -6,18 +6,16 @@ import json
 import signal
 import threading
 import time
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import psycopg
 import typer
 from rich.table import Table
 
-from civicsync.capture.pgoutput import format_lsn
 from civicsync.cli.app import ConfigOpt, JsonOpt, VerboseOpt, _fail, _load, _setup, _user_errors, err, out
 from civicsync.config import LoadedConfig
-from civicsync.config.models import slot_name
 from civicsync.db.connect import connect
+from civicsync.status import cdc_sources, flow_status
 
 cdc_app = typer.Typer(help="Change data capture: real-time flows.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead letters: list, inspect, replay, discard.", no_args_is_help=True)
@@ -29,16 +27,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(cdc_app, name="cdc")
     app.add_typer(dlq_app, name="dlq")
     app.command("status")(status)
-
-
-def _cdc_sources(loaded: LoadedConfig, flows: list[str] | None) -> list[str]:
-    sources = []
-    for name, flow in loaded.model.flows.items():
-        if flow.kind != "cdc" or (flows and name not in flows and flow.id not in flows):
-            continue
-        if flow.source.connection not in sources:
-            sources.append(flow.source.connection)
-    return sources
 
 
 @cdc_app.command("run")
@@ -53,7 +41,7 @@ def cdc_run(flows: FlowsOpt = None, config: ConfigOpt = None, verbose: VerboseOp
         signal.signal(sig, lambda *_: stop.set())
     with _user_errors():
         loaded = _load(config)
-        sources = _cdc_sources(loaded, flows)
+        sources = cdc_sources(loaded, flows)
         if not sources:
             _fail("no CDC flow matches", 2)
         workers = [CdcWorker(loaded, s, flows, stop=stop) for s in sources]
@@ -87,59 +75,6 @@ def cdc_run(flows: FlowsOpt = None, config: ConfigOpt = None, verbose: VerboseOp
 # --------------------------------------------------------------------------- status
 
 
-def flow_status(loaded: LoadedConfig) -> list[dict[str, Any]]:
-    """Per flow: state, position, lag, dead letters (CDC) or last run (batch)."""
-    rows: list[dict[str, Any]] = []
-    slots: dict[str, dict[str, Any]] = {}
-    for source in _cdc_sources(loaded, None):
-        slot = slot_name(loaded.model, source)
-        with connect(loaded.dsn(source), purpose="status", autocommit=True, label=source) as conn:
-            row = conn.execute(
-                "SELECT active, confirmed_flush_lsn::text,"
-                " coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 0)::bigint::text,"
-                " coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint::text"
-                " FROM pg_replication_slots WHERE slot_name = %s",
-                (slot,)).fetchone()
-        slots[source] = {"slot": slot, "exists": row is not None, "active": bool(row and row[0]),
-                         "confirmed_lsn": row[1] if row else None, "lag_bytes": int(str(row[2])) if row else None,
-                         "retained_wal_bytes": int(str(row[3])) if row else None}
-    targets = {f.target.connection for f in loaded.model.flows.values()}
-    dlq: dict[str, int] = {}
-    runs: dict[str, dict[str, Any]] = {}
-    positions: dict[str, Any] = {}
-    for target in targets:
-        with connect(loaded.dsn(target), purpose="status", autocommit=True, label=target) as conn:
-            for flow, n in conn.execute("SELECT flow, count(*) FROM civicsync.dead_letters WHERE status = 'pending'"
-                                        " GROUP BY flow"):
-                dlq[str(flow)] = int(str(n))
-            for flow, status, finished, err_text in conn.execute(
-                    "SELECT DISTINCT ON (flow) flow, status, finished_at, error FROM civicsync.runs"
-                    " ORDER BY flow, run_id DESC"):
-                runs[str(flow)] = {"status": status, "finished_at": finished, "error": err_text}
-            for slot_id, lsn, commit_time in conn.execute(
-                    "SELECT slot, lsn, commit_time FROM civicsync.cdc_positions"):
-                positions[str(slot_id)] = (lsn, commit_time)
-    now = datetime.now(UTC)
-    for name, flow in loaded.model.flows.items():
-        entry: dict[str, Any] = {"flow": name, "id": flow.id, "kind": flow.kind, "dead_letters": dlq.get(name, 0)}
-        if flow.kind == "cdc":
-            info = slots[flow.source.connection]
-            pos = positions.get(info["slot"])
-            entry.update(state="streaming" if info["active"] else ("stopped" if info["exists"] else "not started"),
-                         position=pos[0] if pos else None,
-                         applied_lsn=format_lsn(int(pos[0])) if pos else None,
-                         source_commit_time=pos[1].isoformat() if pos and pos[1] else None,
-                         lag_bytes=info["lag_bytes"], retained_wal_bytes=info["retained_wal_bytes"],
-                         lag_seconds=round((now - pos[1]).total_seconds(), 3) if pos and pos[1] else None)
-        else:
-            last = runs.get(name)
-            entry.update(state=last["status"] if last else "never run",
-                         last_run=last["finished_at"].isoformat() if last and last["finished_at"] else None,
-                         error=last["error"] if last else None)
-        rows.append(entry)
-    return rows
-
-
 def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Show every flow: state, lag (CDC), last run (batch), dead letters waiting."""
     with _user_errors():
@@ -152,7 +87,7 @@ def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     for r in rows:
         colour = {"streaming": "green", "succeeded": "green", "failed": "red", "stopped": "yellow"}.get(r["state"], "")
         state = f"[{colour}]{r['state']}[/]" if colour else r["state"]
-        if r["kind"] == "cdc":
+        if "slot" in r:
             lag = "-" if r["lag_bytes"] is None else f"{r['lag_bytes']:,} B / {r['lag_seconds'] or 0:.1f} s"
             applied = "-" if r["applied_lsn"] is None else (
                 f"{r['applied_lsn']} ({(r['source_commit_time'] or '')[:19]})")
@@ -253,7 +188,7 @@ def dlq_replay(ref: Annotated[str | None, typer.Argument(help="DATABASE:ID; or u
             ids, flows = [num], [rows[0]["flow"]]
         elif flow is not None:
             flows = [loaded.model.flow_name(flow)]
-        fixed = sum(CdcWorker(loaded, source, flows).replay_now(ids) for source in _cdc_sources(loaded, flows))
+        fixed = sum(CdcWorker(loaded, source, flows).replay_now(ids) for source in cdc_sources(loaded, flows))
         batch_flows = [n for n, f in loaded.model.flows.items()
                        if f.kind == "batch" and (flows is None or n in flows)]
         fixed += sum(replay_batch_dead_letters(loaded, n, ids).replayed for n in batch_flows)

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from civicsync.config.service import Service
+
 
 class Model(BaseModel):
     """Base of every config model: unknown keys are errors, instances are immutable."""
@@ -452,12 +454,26 @@ class Endpoint(Model):
     table: str
 
 
+class ReconcileSettings(Model):
+    """How ``civicsync reconcile`` treats the flow, and whether it runs after each batch run."""
+
+    after_batch: bool = Field(default=False, description="reconcile (and repair) after every batch run")
+    repair: bool = Field(default=True, description="repair what the reconciliation after a batch run finds")
+    ignore_columns: list[str] = Field(
+        default_factory=list, description="target columns not compared (e.g. a time the sync itself stamps)")
+    sample: int = Field(default=10, ge=0, le=1000, description="keys reported per class of difference")
+
+
 class Flow(Model):
-    """One data flow from a source table to a target table, with all its rules."""
+    """One data flow from a source table to a target table, with all its rules.
+
+    ``kind: hybrid`` is a CDC flow (its ``cdc`` section) that is also run as an incremental batch on
+    its ``schedule`` (its ``incremental`` section), catching what the event path missed.
+    """
 
     id: str = Field(description="short id from the spec, e.g. F1")
     description: str = ""
-    kind: Literal["batch", "aggregate", "cdc"]
+    kind: Literal["batch", "aggregate", "cdc", "hybrid"]
     mode: Literal["full", "incremental"] = "full"
     schedule: str | None = Field(default=None, description="cron expression, UTC")
     source: Endpoint
@@ -472,6 +488,17 @@ class Flow(Model):
     retry: Retry = Field(default_factory=Retry)
     aggregate: Aggregate | None = None
     cdc: Cdc | None = None
+    reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
+
+    @property
+    def streams(self) -> bool:
+        """The flow has an event path (a CDC worker applies its changes)."""
+        return self.kind in ("cdc", "hybrid")
+
+    @property
+    def batches(self) -> bool:
+        """The flow has a batch path (``batch run`` and the scheduler run it)."""
+        return self.kind in ("batch", "aggregate", "hybrid")
 
     @field_validator("columns", mode="before")
     @classmethod
@@ -493,11 +520,17 @@ class Flow(Model):
                 raise ValueError("'aggregate' only applies to kind aggregate")
             if not self.columns:
                 raise ValueError(f"a {self.kind} flow needs at least one entry in 'columns'")
-        if (self.kind == "cdc") != (self.cdc is not None):
-            raise ValueError("kind cdc needs a 'cdc' section, and only kind cdc takes one")
+        if self.streams != (self.cdc is not None):
+            raise ValueError("kinds cdc and hybrid need a 'cdc' section, and only they take one")
         if self.kind == "cdc":
             if self.incremental is not None or self.on_missing != "keep":
                 raise ValueError("'incremental' and 'on_missing' do not apply to kind cdc")
+            return self
+        if self.kind == "hybrid":
+            if self.mode != "incremental" or self.incremental is None or self.schedule is None:
+                raise ValueError("kind hybrid needs mode incremental, an 'incremental' section and a 'schedule'")
+            if self.on_missing != "keep":
+                raise ValueError("'on_missing' does not apply to kind hybrid")
             return self
         if self.kind == "batch":
             if self.mode == "incremental" and self.incremental is None:
@@ -520,6 +553,7 @@ class Config(Model):
     """The whole civicsync config file."""
 
     version: Literal[1]
+    service: Service = Field(default_factory=Service)
     roles: Roles = Field(default_factory=Roles)
     origin: str = Field(default="civicsync", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
                         description="replication origin marking civicsync's own writes (no echo loops)")

@@ -103,7 +103,7 @@ def _check_flow(config: Config, where: str, flow: Flow) -> list[Problem]:
                 if secret not in config.secrets:
                     problems.append((f"{path}.mask", f"secret {secret!r} is not declared under secrets"))
 
-    if flow.kind == "batch":
+    if flow.kind in ("batch", "hybrid"):
         for key in target.key:
             if key not in mapped:
                 problems.append((f"{where}.columns", f"target key column {key!r} is not mapped"))

@@ -95,7 +95,7 @@ def run_batch(config: LoadedConfig, name: str, *, progress: ProgressFn | None = 
     """Run the batch or aggregate flow ``name`` (config name or id such as 'F2') now."""
     name = config.model.flow_name(name)
     flow = config.model.flows[name]
-    if flow.kind not in ("batch", "aggregate"):
+    if not flow.batches:
         raise FatalError(f"flow {name} is a {flow.kind} flow, not a batch flow")
     conns = config.model.connections
     source = conns[flow.source.connection].tables[flow.source.table]

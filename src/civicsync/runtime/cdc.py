@@ -74,7 +74,7 @@ class CdcWorker:
         self.config = config
         self.source = source
         model = config.model
-        names = [n for n, f in model.flows.items() if f.kind == "cdc" and f.source.connection == source
+        names = [n for n, f in model.flows.items() if f.streams and f.source.connection == source
                  and (flows is None or n in flows or f.id in flows)]
         if not names:
             raise FatalError(f"no CDC flow reads from connection {source!r}")

@@ -1,0 +1,104 @@
+"""The state of every flow, read from the databases: what `civicsync status`, the status API, the
+status page and the metrics gauges all show (one implementation for all of them)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from civicsync.capture.pgoutput import format_lsn
+from civicsync.config import LoadedConfig
+from civicsync.config.models import slot_name
+from civicsync.db.connect import connect
+
+
+def cdc_sources(loaded: LoadedConfig, flows: list[str] | None = None) -> list[str]:
+    """Source connections that have event-path flows (optionally only among ``flows``, names or ids)."""
+    sources: list[str] = []
+    for name, flow in loaded.model.flows.items():
+        if not flow.streams or (flows and name not in flows and flow.id not in flows):
+            continue
+        if flow.source.connection not in sources:
+            sources.append(flow.source.connection)
+    return sources
+
+
+def _slots(loaded: LoadedConfig) -> dict[str, dict[str, Any]]:
+    slots: dict[str, dict[str, Any]] = {}
+    for source in cdc_sources(loaded):
+        slot = slot_name(loaded.model, source)
+        with connect(loaded.dsn(source), purpose="status", autocommit=True, label=source) as conn:
+            row = conn.execute(
+                "SELECT active, confirmed_flush_lsn::text,"
+                " coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 0)::bigint,"
+                " coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint"
+                " FROM pg_replication_slots WHERE slot_name = %s",
+                (slot,)).fetchone()
+        slots[source] = {"slot": slot, "exists": row is not None, "active": bool(row and row[0]),
+                         "confirmed_lsn": row[1] if row else None, "lag_bytes": int(str(row[2])) if row else None,
+                         "retained_wal_bytes": int(str(row[3])) if row else None}
+    return slots
+
+
+def _target_state(loaded: LoadedConfig) -> tuple[dict[str, dict[str, Any]], dict[str, tuple[Any, Any]]]:
+    """From the target databases: per flow dead letters, last run and last success; per slot the position."""
+    found: dict[str, dict[str, Any]] = {}
+    positions: dict[str, tuple[Any, Any]] = {}
+    for target in sorted({f.target.connection for f in loaded.model.flows.values()}):
+        with connect(loaded.dsn(target), purpose="status", autocommit=True, label=target) as conn:
+            for flow, n, oldest in conn.execute(
+                    "SELECT flow, count(*), extract(epoch FROM clock_timestamp() - min(first_seen))::float8"
+                    " FROM civicsync.dead_letters WHERE status = 'pending' GROUP BY flow"):
+                found.setdefault(str(flow), {}).update(dead_letters=int(str(n)), dead_letter_oldest_age_seconds=oldest)
+            for flow, status, finished, err_text in conn.execute(
+                    "SELECT DISTINCT ON (flow) flow, status, finished_at, error FROM civicsync.runs"
+                    " ORDER BY flow, run_id DESC"):
+                found.setdefault(str(flow), {}).update(last_status=status, last_finished=finished, error=err_text)
+            for flow, finished in conn.execute(
+                    "SELECT flow, max(finished_at) FROM civicsync.runs WHERE status = 'succeeded' GROUP BY flow"):
+                found.setdefault(str(flow), {})["last_success_at"] = finished
+            for slot_id, lsn, commit_time in conn.execute("SELECT slot, lsn, commit_time FROM civicsync.cdc_positions"):
+                positions[str(slot_id)] = (lsn, commit_time)
+    return found, positions
+
+
+def flow_status(loaded: LoadedConfig) -> list[dict[str, Any]]:
+    """One dict per flow: state, lag and WAL retained (event path), last run (batch path), dead letters.
+
+    ``state`` is what the databases show: ``streaming`` (the slot is in use), ``stopped`` (the slot
+    exists, nobody reads it), ``not started``; for batch flows the last run's status or ``never run``.
+    A running service adds what only it knows (worker health) on top, see :mod:`civicsync.runtime.state`.
+    """
+    slots = _slots(loaded)
+    targets, positions = _target_state(loaded)
+    now = datetime.now(UTC)
+    rows: list[dict[str, Any]] = []
+    for name, flow in loaded.model.flows.items():
+        t = targets.get(name, {})
+        entry: dict[str, Any] = {
+            "flow": name, "id": flow.id, "kind": flow.kind, "schedule": flow.schedule,
+            "dead_letters": t.get("dead_letters", 0),
+            "dead_letter_oldest_age_seconds": t.get("dead_letter_oldest_age_seconds", 0.0)}
+        if flow.streams:
+            info = slots[flow.source.connection]
+            pos = positions.get(info["slot"])
+            caught_up = info["lag_bytes"] is not None and info["lag_bytes"] == 0
+            entry.update(state="streaming" if info["active"] else ("stopped" if info["exists"] else "not started"),
+                         slot=info["slot"], position=pos[0] if pos else None,
+                         applied_lsn=format_lsn(int(pos[0])) if pos else None,
+                         source_commit_time=pos[1].isoformat() if pos and pos[1] else None,
+                         lag_bytes=info["lag_bytes"], retained_wal_bytes=info["retained_wal_bytes"],
+                         lag_seconds=0.0 if caught_up else (
+                             round((now - pos[1]).total_seconds(), 3) if pos and pos[1] else None))
+        if flow.batches:
+            last_finished = t.get("last_finished")
+            batch = {"last_run_status": t.get("last_status"),
+                     "last_run": last_finished.isoformat() if last_finished else None,
+                     "last_success_at": t.get("last_success_at"),
+                     "last_run_failed": t.get("last_status") == "failed" if "last_status" in t else None,
+                     "error": t.get("error")}
+            entry.update(batch)
+            if not flow.streams:
+                entry["state"] = t.get("last_status") or "never run"
+        rows.append(entry)
+    return rows

@@ -1,0 +1,239 @@
+"""civicsync's batch flows as Airflow 3 DAGs: one DAG per batch, aggregate or hybrid flow of the config.
+
+Each DAG runs the flow with :func:`civicsync.jobs.batch.run_batch`, the very function the built-in
+scheduler and ``civicsync batch run`` call, so a run from Airflow is the same all-or-nothing,
+locked, recorded (``civicsync.runs``) run as any other. The task returns ``RunResult.as_dict()``
+(an XCom).
+
+Where things come from (see docs/airflow.md):
+
+- the config file: Airflow Variable ``CIVICSYNC_CONFIG``, else environment variable
+  ``CIVICSYNC_CONFIG``, else the reference config bundled with civicsync. The DAGs are generated
+  when the file is parsed; the DSNs and secrets are only needed when a task runs.
+- a connection's DSN: the environment variable its ``dsn_env`` names, else an Airflow connection
+  ``civicsync_<connection name>`` (host, port, schema = database, login, password; extras are
+  passed on as libpq parameters such as ``sslmode``).
+- a secret: the environment variable its ``env`` names, else an Airflow Variable
+  ``civicsync_secret_<secret name>`` (Airflow masks variables whose name contains "secret").
+
+Failures: ``run_batch`` already retries transient database errors within the run (the flow's
+``retry`` section, seconds apart). If the run still ends in a :class:`~civicsync.errors.TransientError`,
+Airflow retries the task with exponential backoff (minutes apart). A
+:class:`~civicsync.errors.FatalError` (a bad config, validation refused the data, a
+non-transient database error, another run of the flow holding its lock) fails the task at once
+without retrying: retrying cannot help, a person must act.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+from airflow.sdk import Connection, Variable, dag, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from civicsync.config import LoadedConfig, load_config, reference_config_path
+from civicsync.config.loader import parse_config
+from civicsync.config.models import Config, Flow
+from civicsync.errors import CivicsyncError, FatalError, TransientError
+
+try:  # Airflow >= 3.3: decide retry or fail from the exception itself
+    from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule
+except ImportError:  # older Airflow 3: FatalError still fails at once (AirflowFailException below)
+    ExceptionRetryPolicy = RetryAction = RetryRule = None  # type: ignore[assignment,misc]
+
+log = logging.getLogger(__name__)
+
+CONFIG_VARIABLE = "CIVICSYNC_CONFIG"
+CONNECTION_PREFIX = "civicsync_"
+SECRET_VARIABLE_PREFIX = "civicsync_secret_"
+START_DATE = datetime(2024, 1, 1, tzinfo=UTC)  # a fixed UTC start: civicsync's cron schedules are UTC
+DEFAULT_RETRIES = 3
+RETRY_DELAY = timedelta(minutes=2)
+MAX_RETRY_DELAY = timedelta(minutes=30)
+
+
+def config_path() -> Path:
+    """The config file: Airflow Variable CIVICSYNC_CONFIG, else $CIVICSYNC_CONFIG, else the reference."""
+    try:
+        value = Variable.get(CONFIG_VARIABLE, default=None)
+    except Exception as exc:  # no metadata database or API reachable while parsing: fall back
+        log.debug("Variable %s not readable (%s); using the environment", CONFIG_VARIABLE, exc)
+        value = None
+    value = value or os.environ.get(CONFIG_VARIABLE)
+    return Path(value) if value else reference_config_path()
+
+
+class _AnyValue(Mapping[str, str]):
+    """An environment in which every variable is set: validates a config without its secrets."""
+
+    def __getitem__(self, key: str) -> str:
+        return "x" * 1024
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def read_model(path: Path) -> Config:
+    """The config's flows, fully validated, without needing its DSNs and secrets (parse time)."""
+    if not path.is_file():
+        return load_config(path).model  # raises civicsync's ConfigError naming the file
+    return parse_config(yaml.safe_load(path.read_text(encoding="utf-8")), str(path), _AnyValue()).model
+
+
+def batch_flows(model: Config) -> dict[str, Flow]:
+    """The flows that have a batch path (batch, aggregate, hybrid), by config name."""
+    return {name: flow for name, flow in model.flows.items()
+            if getattr(flow, "batches", flow.kind in ("batch", "aggregate"))}
+
+
+def dag_id(name: str) -> str:
+    return f"civicsync_{name}"
+
+
+def _airflow_dsn(conn_id: str) -> str | None:
+    """A libpq DSN from the Airflow connection ``conn_id``, or None if there is none."""
+    from psycopg.conninfo import make_conninfo
+
+    try:
+        conn = Connection.get(conn_id)
+    except Exception:  # AirflowNotFoundException, or no connection backend reachable
+        return None
+    params: dict[str, Any] = {"host": conn.host, "port": conn.port, "dbname": conn.schema,
+                              "user": conn.login, "password": conn.password}
+    params.update(conn.extra_dejson or {})
+    return make_conninfo(**{k: v for k, v in params.items() if v not in (None, "")})
+
+
+def task_environ(path: Path) -> dict[str, str]:
+    """The process environment, plus DSNs and secrets from Airflow for whatever it does not set."""
+    environ = dict(os.environ)
+    model = read_model(path)
+    for name, conn in model.connections.items():
+        for var in (conn.dsn_env, conn.capture_dsn_env, conn.apply_dsn_env):
+            if var and not environ.get(var):
+                dsn = _airflow_dsn(CONNECTION_PREFIX + name)
+                if dsn:
+                    environ[var] = dsn
+    for name, ref in model.secrets.items():
+        if not environ.get(ref.env):
+            value = Variable.get(SECRET_VARIABLE_PREFIX + name, default=None)
+            if value:
+                environ[ref.env] = value
+    return environ
+
+
+def run_flow(path: Path, name: str) -> dict[str, Any]:
+    """Run one batch flow now, as the built-in scheduler does; the RunResult as a dict, or raise.
+
+    FatalError → AirflowFailException (fail, no retry); TransientError is re-raised (retried).
+    """
+    from civicsync.jobs.batch import run_batch
+
+    try:
+        config: LoadedConfig = load_config(path, environ=task_environ(path))
+        result = run_batch(config, name)
+        log.info("civicsync flow %s: %s", name, result.as_dict())
+        result.raise_for_error()
+    except FatalError as exc:
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+    except CivicsyncError:  # TransientError: the task's retries (with backoff) apply
+        raise
+    return result.as_dict()
+
+
+def retry_args() -> dict[str, Any]:
+    """Task retries: exponential backoff, for civicsync's TransientError only.
+
+    FatalError never gets here (it becomes AirflowFailException, which always fails at once);
+    with Airflow >= 3.3 a retry policy also fails anything that is not a TransientError (a bug
+    will not fix itself). Older Airflow 3 retries those too.
+    """
+    args: dict[str, Any] = {"retries": DEFAULT_RETRIES, "retry_delay": RETRY_DELAY,
+                            "retry_exponential_backoff": 2.0, "max_retry_delay": MAX_RETRY_DELAY}
+    if ExceptionRetryPolicy is not None:
+        args["retry_policy"] = ExceptionRetryPolicy(
+            rules=[RetryRule(exception=TransientError, action=RetryAction.RETRY,
+                             reason="transient database failure; the run changed nothing, retrying")],
+            default=RetryAction.FAIL,
+        )
+    return args
+
+
+def _doc(name: str, flow: Flow, path: Path) -> str:
+    hybrid = ("\n\nA **hybrid** flow: its CDC worker applies changes as they happen; this DAG runs the "
+              "incremental batch that catches what the event path missed." if flow.kind == "hybrid" else "")
+    return (
+        f"### civicsync {flow.id}: `{name}`\n\n"
+        f"{flow.description or ''}\n\n"
+        f"- **{flow.kind}**, mode **{flow.mode}**: `{flow.source.connection}:{flow.source.table}` → "
+        f"`{flow.target.connection}:{flow.target.table}`\n"
+        f"- schedule `{flow.schedule}` (UTC); config `{path}`\n"
+        "- runs `civicsync.jobs.batch.run_batch` (the same job as `civicsync batch run "
+        f"{flow.id}`): one all-or-nothing target transaction, recorded in `civicsync.runs`.\n"
+        "- a transient failure is retried with backoff; a fatal one (validation refused, bad config, "
+        "another run holds the flow's lock) fails at once. Operators: `civicsync runs`, "
+        "`civicsync dlq list`.\n"
+        "- **Never** also schedule this flow in civicsync's built-in scheduler: the flow's advisory "
+        "lock makes the second run fail with FlowBusyError."
+        f"{hybrid}"
+    )
+
+
+def build_dag(path: Path, name: str, flow: Flow) -> Any:
+    """The DAG of one batch flow."""
+
+    @dag(
+        dag_id=dag_id(name),
+        description=f"civicsync {flow.id} {name}: {flow.source.connection} → {flow.target.connection}",
+        schedule=flow.schedule,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,  # never two runs of one flow at once (its advisory lock would refuse the second)
+        tags=["civicsync", flow.id, flow.kind, f"{flow.source.connection}→{flow.target.connection}"],
+        doc_md=_doc(name, flow, path),
+        default_args={"owner": "civicsync"},
+    )
+    def flow_dag() -> None:
+        @task(task_id="run_batch", doc_md="Runs `civicsync.jobs.batch.run_batch`; returns `RunResult.as_dict()`.",
+              **retry_args())
+        def run_batch_task() -> dict[str, Any]:
+            return run_flow(path, name)
+
+        run_batch_task()
+
+        # Reconciliation hook. civicsync.reconcile does not exist yet (checked when this DAG
+        # was written), so a hybrid flow's DAG only runs its batch. Once civicsync.reconcile
+        # exposes a job function, add a task here that calls it after the batch (and only if
+        # the flow's `reconcile.after_batch` is set and run_batch does not already do it):
+        #
+        #     @task(task_id="reconcile", **retry_args())
+        #     def reconcile_task() -> dict[str, Any]:
+        #         config = load_config(path, environ=task_environ(path))
+        #         return reconcile_flow(config, name).as_dict()   # the same function as `civicsync reconcile`
+        #
+        #     run_batch_task() >> reconcile_task()   # (instead of the bare call above)
+        if flow.kind == "hybrid" and importlib.util.find_spec("civicsync.reconcile") is not None:
+            log.warning("civicsync.reconcile exists now; flow %s: wire its reconciliation in %s", name, __file__)
+
+    return flow_dag()
+
+
+def build_dags(path: Path | None = None) -> dict[str, Any]:
+    """One DAG per batch flow of the config, by DAG id."""
+    path = path or config_path()
+    model = read_model(path)
+    return {dag_id(name): build_dag(path, name, flow) for name, flow in batch_flows(model).items()}
+
+
+# Airflow's DAG processor collects the DAG objects it finds in the module's globals.
+globals().update(build_dags())

@@ -57,7 +57,8 @@ DLQ_DEPTH = Gauge("civicsync_dead_letters", "Dead letters waiting (pending)", ["
 DLQ_OLDEST_AGE = Gauge("civicsync_dead_letter_oldest_age_seconds",
                        "Age of the oldest pending dead letter (0 when none)", ["flow"], registry=REGISTRY)
 CONFLICTS = Counter("civicsync_conflicts_decided_total",
-                    "Field conflicts the ownership policy decided", ["flow", "winner"], registry=REGISTRY)
+                    "Field conflicts the ownership policy decided (each is recorded in civicsync.conflicts)",
+                    ["flow"], registry=REGISTRY)
 
 # --- Did the batch jobs run? -----------------------------------------------------------------------
 BATCH_DURATION = Histogram("civicsync_batch_run_duration_seconds", "Wall time of one batch run",

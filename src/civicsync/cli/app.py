@@ -283,6 +283,10 @@ from civicsync.cli import cdc as _cdc  # noqa: E402  (registers its commands)
 
 _cdc.register(app)
 
+from civicsync.cli import service as _service  # noqa: E402
+
+_service.register(app)
+
 
 def main() -> None:
     """Console entry point."""

@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from civicsync import metrics
 from civicsync.apply.merge import MergeResult, MergeWriter, Scope
 from civicsync.config import LoadedConfig
 from civicsync.config.models import Flow, TableDecl
@@ -121,11 +122,28 @@ def run_batch(config: LoadedConfig, name: str, *, progress: ProgressFn | None = 
         result.counts = store.RunCounts(rows_read=state.rows_read)
     result.seconds = time.monotonic() - started
     _record_finish(target_dsn, result)
+    _observe(result)
     if result.ok:
         log.info("flow %s: run %s succeeded: %s", name, run_id, result.as_dict())
     else:
         log.error("flow %s: run %s failed: %s", name, run_id, result.error)
     return result
+
+
+def _observe(result: RunResult) -> None:
+    """Export the run to the Prometheus metrics (one place for every caller: CLI, scheduler, Airflow)."""
+    flow = result.flow
+    metrics.BATCH_DURATION.labels(flow).observe(result.seconds)
+    metrics.BATCH_RUNS.labels(flow, "succeeded" if result.ok else "failed").inc()
+    metrics.BATCH_LAST_FAILED.labels(flow).set(0 if result.ok else 1)
+    if result.ok:
+        metrics.BATCH_LAST_SUCCESS.labels(flow).set(time.time())
+    c = result.counts
+    for outcome, n in (("read", c.rows_read), ("written", c.rows_written), ("deleted", c.rows_deleted),
+                       ("rejected", c.rows_rejected)):
+        metrics.BATCH_ROWS.labels(flow, outcome).inc(n)
+    if c.conflicts:
+        metrics.CONFLICTS.labels(flow).inc(c.conflicts)
 
 
 def _record_start(dsn: str, name: str) -> int | None:

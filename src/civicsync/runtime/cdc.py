@@ -27,6 +27,7 @@ from typing import Any
 
 import psycopg
 
+from civicsync import metrics
 from civicsync.apply.cdc import CdcFlowApplier, DeadLetter, FlowOutcome
 from civicsync.capture.pgoutput import format_lsn
 from civicsync.capture.replication import ReplicationStream, Transaction, emit_heartbeat
@@ -62,6 +63,7 @@ class WorkerStats:
     skipped_own: int = 0
     position: int = 0
     last_commit_time: datetime | None = None
+    waiting_since: datetime | None = None  # source commit time of the oldest change read but not yet applied
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))  # source commit → target commit
 
 
@@ -94,6 +96,7 @@ class CdcWorker:
         self.stop_event = stop or threading.Event()
         self.on_batch = on_batch
         self.stats = WorkerStats()
+        self.ready = threading.Event()  # set once prepared (slot, snapshot, position) and streaming
         self.origin = origin_for(config, f"cdc_{self.slot}")
         self._blocked: set[tuple[str, str]] = set()
         self._isolated = 0
@@ -221,6 +224,7 @@ class CdcWorker:
     def run(self) -> None:
         """Stream until the stop event is set; then flush, commit and acknowledge what was read."""
         self.prepare()
+        self.ready.set()
         stream = ReplicationStream(self.config.dsn(self.source, "capture"), slot=self.slot,
                                    publication=self.publication, start_lsn=self.stats.position)
         next_beat = time.monotonic() + self.capture.heartbeat_seconds
@@ -229,7 +233,9 @@ class CdcWorker:
             while not self.stop_event.is_set():
                 batch = self._collect(stream)
                 if batch:
+                    self.stats.waiting_since = batch[0].commit_time
                     self._apply_batch(batch, stream)
+                    self.stats.waiting_since = None
                     stream.acknowledge(self.stats.position)
                 now = time.monotonic()
                 if now >= next_beat:
@@ -288,6 +294,9 @@ class CdcWorker:
             for event in events_of(txn, self._db):
                 if event.table in self.by_table:
                     work.setdefault(event.table, _TableWork()).events.append(event)
+        for table, table_work in work.items():
+            for applier in self.by_table[table]:
+                metrics.CDC_CAPTURED.labels(applier.name).inc(len(table_work.events))
         last = fresh[-1]
         self._commit_with_retries(work, (last.end_lsn, last.commit_time), stream)
         self.stats.transactions += len(fresh)
@@ -296,7 +305,11 @@ class CdcWorker:
         self.stats.position = last.end_lsn
         self.stats.last_commit_time = last.commit_time
         committed = datetime.now(UTC)
-        self.stats.latencies.extend((committed - t.commit_time).total_seconds() for t in fresh if t.changes)
+        latencies = [(committed - t.commit_time).total_seconds() for t in fresh if t.changes]
+        self.stats.latencies.extend(latencies)
+        histogram = metrics.CDC_APPLY_LATENCY.labels(self.source)
+        for seconds in latencies:
+            histogram.observe(seconds)
         if self.on_batch is not None:
             self.on_batch(fresh)
 
@@ -341,12 +354,14 @@ class CdcWorker:
                 raise _Unavailable(f"{self.target} database is unavailable")
         conn = self._tgt
         letters: list[DeadLetter] = []
+        outcomes: list[tuple[str, FlowOutcome]] = []
         try:
             for table, table_work in work.items():
                 for applier in self.by_table[table]:
                     if table_work.truncated and applier.cdc.truncate == "propagate":
                         applier.truncate_target(conn)
                     outcome = self._apply_flow(conn, applier, table_work.events, isolate)
+                    outcomes.append((applier.name, outcome))
                     letters += outcome.dead_letters
             self._store_dead_letters(conn, letters)
             if position is not None:
@@ -362,6 +377,10 @@ class CdcWorker:
             log.warning("slot %s: batch failed (%s); isolating the failing keys", self.slot, error)
             raise _NeedsIsolation() from exc
         self.stats.dead_letters += len(letters)
+        for flow, outcome in outcomes:
+            metrics.CDC_APPLIED.labels(flow).inc(outcome.events)
+            if outcome.conflicts:
+                metrics.CONFLICTS.labels(flow).inc(outcome.conflicts)
 
     def _apply_flow(self, conn: Conn, applier: CdcFlowApplier, events: list[ChangeEvent],
                     isolate: bool) -> FlowOutcome:

@@ -1,0 +1,180 @@
+"""`civicsync run`: supervised CDC workers, the embedded scheduler, clean shutdown — on real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from civicsync.config.service import Scheduler as SchedulerSettings
+from civicsync.db.seed import seed
+from civicsync.runtime.scheduler import BatchScheduler, previous_fire_time, schedule_interval
+from civicsync.runtime.service import Service, ServiceOptions
+from civicsync.runtime.state import ServiceState
+from fix_cdc import cdc_config, cdc_raw, cleanup, role_environ, wait_for, write_config
+from fix_db import Deployment
+from helpers import config_variant
+
+# --------------------------------------------------------------------------- schedule arithmetic
+
+
+@pytest.mark.parametrize(("cron", "seconds"), [("0 0 * * *", 86400), ("0 * * * *", 3600), ("30 2 * * *", 86400),
+                                               ("0 9 * * 1-5", 3 * 86400), ("*/15 * * * *", 900)])
+def test_schedule_interval_is_the_longest_gap(cron: str, seconds: float) -> None:
+    assert schedule_interval(cron) == seconds
+
+
+def test_previous_fire_time() -> None:
+    now = datetime(2026, 11, 26, 7, 30, tzinfo=UTC)
+    assert previous_fire_time("0 1 * * *", now) == datetime(2026, 11, 26, 1, 0, tzinfo=UTC)
+    assert previous_fire_time("0 9 * * *", now) == datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+    assert previous_fire_time("0 * * * *", now) == datetime(2026, 11, 26, 7, 0, tzinfo=UTC)
+
+
+def test_missed_runs_within_grace_catch_up_once_older_ones_do_not(deployment: Deployment) -> None:
+    config = deployment.config()
+    sched = BatchScheduler(config, ServiceState(), SchedulerSettings(misfire_grace_seconds=12 * 3600))
+    now = datetime(2026, 11, 26, 7, 30, tzinfo=UTC)
+    # F1 fired 00:00 (7.5 h ago, within grace), F2 01:00, F11 02:30, F12 03:00.
+    ok_after = now - timedelta(hours=1)
+    assert set(sched.missed({}, now)) == {"scheme_master", "profile_prefill", "user_behaviour", "feedback"}
+    assert sched.missed({n: ok_after for n in sched.flows}, now) == []
+    assert sched.missed({"scheme_master": now - timedelta(days=1)} | {n: ok_after for n in sched.flows
+                                                                      if n != "scheme_master"}, now) \
+        == ["scheme_master"]
+    strict = BatchScheduler(config, ServiceState(), SchedulerSettings(misfire_grace_seconds=3600))
+    assert strict.missed({}, now) == []  # all missed by more than an hour: left to the alert
+
+
+# --------------------------------------------------------------------------- the scheduler runs real flows
+
+
+def test_scheduled_flow_runs_once_at_a_time_and_records_its_run(fresh_deployment: Deployment) -> None:
+    dep = fresh_deployment
+    seed(dep.warehouse_dsn, dep.citizen_dsn, 2000)
+    config = dep.config()
+    state = ServiceState()
+    sched = BatchScheduler(config, state, SchedulerSettings(), flows=["F2"])
+    sched.start({"profile_prefill": datetime.now(UTC)})  # nothing missed
+    try:
+        sched.run_now("profile_prefill")
+        sched.run_now("profile_prefill")  # coalesced or skipped while the first runs: never two at once
+        wait_for(lambda: state.jobs["profile_prefill"].last_result, 60, "the run")
+        wait_for(lambda: not state.jobs["profile_prefill"].running, 60, "the run to end")
+    finally:
+        sched.shutdown()
+    result = state.jobs["profile_prefill"].last_result
+    assert result is not None and result["ok"], result
+    with dep.connect("citizen") as conn:
+        runs = conn.execute("SELECT status, count(*) FROM civicsync.runs WHERE flow = 'profile_prefill'"
+                            " GROUP BY status").fetchall()
+        overlapping = conn.execute(
+            "SELECT count(*) FROM civicsync.runs a JOIN civicsync.runs b ON a.run_id < b.run_id"
+            " AND a.flow = b.flow AND b.started_at < a.finished_at WHERE a.flow = 'profile_prefill'").fetchone()
+        assert conn.execute("SELECT count(*) FROM citizens").fetchone() == (2000,)
+    assert dict(runs).get("succeeded", 0) >= 1 and "failed" not in dict(runs)
+    assert overlapping == (0,)
+    assert state.jobs["profile_prefill"].next_run is not None
+
+
+# --------------------------------------------------------------------------- supervision
+
+
+def _grant(dep: Deployment, sql: str) -> None:
+    with dep.connect("warehouse") as conn:
+        conn.execute(sql)
+
+
+def test_a_crashing_worker_is_restarted_with_backoff_and_counted(fresh_deployment: Deployment) -> None:
+    """A real crash: the apply role lost its INSERT grant, so the worker fails at start naming it;
+    the supervisor restarts it with backoff until the grant is back, then it streams."""
+    dep = fresh_deployment
+    config = cdc_config(dep)
+    _grant(dep, "REVOKE INSERT ON application_documents FROM civicsync_apply")
+    service = Service(config, ServiceOptions(api=False, scheduler=False, flows=["F7"]))
+    service.start()
+    try:
+        worker = wait_for(lambda: (w := service.state.workers["citizen"]).restarts >= 2 and w, 30,
+                          "two restarts")
+        assert worker.phase in ("restarting", "starting")
+        assert "GRANT" in (worker.last_error or "").upper() or "INSERT" in (worker.last_error or "")
+        _grant(dep, "GRANT INSERT ON application_documents TO civicsync_apply")
+        wait_for(lambda: service.state.workers["citizen"].phase == "running", 60, "the worker to stream")
+        assert service.state.flows_running() == {"document_metadata": True}
+    finally:
+        service.stop()
+        cleanup(config, "citizen")
+    restarts = service.state.workers["citizen"].restarts
+    assert restarts >= 2
+    assert service.state.workers["citizen"].phase == "stopped"
+
+
+# --------------------------------------------------------------------------- the command, SIGTERM
+
+
+def _start(dep: Deployment, config_path: Path, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, **role_environ(dep), "CIVICSYNC_CONFIG": str(config_path), "PYTHONFAULTHANDLER": "1"}
+    return subprocess.Popen([sys.executable, "-m", "civicsync.cli", "run", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _runs(dep: Deployment) -> list[tuple[Any, ...]]:
+    with dep.connect("citizen") as conn:
+        return conn.execute("SELECT status, rows_written FROM civicsync.runs WHERE flow = 'profile_prefill'"
+                            " ORDER BY run_id").fetchall()
+
+
+def test_sigterm_during_a_batch_run_completes_or_rolls_it_back_never_half(fresh_deployment: Deployment,
+                                                                        tmp_path: Path) -> None:
+    dep = fresh_deployment
+    seed(dep.warehouse_dsn, dep.citizen_dsn, 40_000)
+    with dep.connect("citizen") as conn:
+        conn.execute("TRUNCATE citizens CASCADE")  # so the run's effect is all-or-nothing visible in a count
+
+    def every_minute(raw: dict[str, Any]) -> None:
+        raw["flows"]["profile_prefill"]["schedule"] = "* * * * *"  # its last run was due < 1 min ago
+
+    raw = cdc_raw(every_minute)
+    cdc_config(dep, every_minute)
+    path = write_config(tmp_path / "civicsync.yaml", raw)
+    proc = _start(dep, path, "--no-api", "--no-workers", "--flow", "F2")
+    try:
+        wait_for(lambda: _runs(dep), 60, "the catch-up run to start")
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+            print(proc.communicate(timeout=30)[1])
+    assert proc.returncode == 0, err
+    with dep.connect("citizen") as conn:
+        n = conn.execute("SELECT count(*) FROM citizens").fetchone()
+    runs = _runs(dep)
+    assert len(runs) == 1
+    status, written = runs[0]
+    if status == "succeeded":
+        assert n == (40_000,) and written == 40_000
+    else:  # rolled back: nothing of it is in the target
+        assert n == (0,), (status, n)
+    assert "stopped cleanly" in err
+
+
+def test_run_rejects_a_bad_config_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("version: 1\nconnections: {}\nservice: {api: {port: 99999}}\n")
+    proc = subprocess.run([sys.executable, "-m", "civicsync.cli", "run", "--config", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "service.api.port" in proc.stderr
+
+
+def test_service_config_validates(deployment: Deployment) -> None:
+    config = config_variant(deployment.environ, lambda r: r.update(
+        service={"scheduler": {"misfire_grace_seconds": 60}, "api": {"port": 0}}))
+    assert config.model.service.scheduler.misfire_grace_seconds == 60

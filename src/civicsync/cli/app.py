@@ -279,8 +279,10 @@ def demo(
         raise typer.Exit(1)
 
 
+from civicsync.cli import apikey as _apikey  # noqa: E402
 from civicsync.cli import cdc as _cdc  # noqa: E402  (registers its commands)
 
+_apikey.register(app)
 _cdc.register(app)
 
 from civicsync.cli import service as _service  # noqa: E402

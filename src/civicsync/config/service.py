@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+_TABLE = r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$"
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -18,6 +20,20 @@ class Api(_Model):
                             description="database holding API keys and written by the callbacks (F9, F10)")
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="larger request bodies get 413")
     max_items: int = Field(default=1000, ge=1, description="items per batched callback payload")
+    retry_after_seconds: int = Field(default=5, ge=1,
+                                     description="Retry-After of a 503 when a database is unavailable")
+    status_public: bool = Field(
+        default=True,
+        description="GET /api/v1/status and the status page without a key (they hold no personal data); "
+                    "false requires a key with admin:read")
+    forecasts_table: str = Field(default="public.scheme_forecasts", pattern=_TABLE,
+                                 description="F9 target: key (scheme_id, district, horizon_date)")
+    alerts_table: str = Field(default="public.citizen_alerts", pattern=_TABLE,
+                              description="F10 target: with source and source_alert_id columns (idempotency)")
+    citizens_table: str = Field(default="public.citizens", pattern=_TABLE,
+                                description="where a callback's citizen_id must exist")
+    schemes_table: str = Field(default="public.schemes", pattern=_TABLE,
+                               description="where a callback's scheme_id must exist")
 
 
 class Scheduler(_Model):

@@ -1,0 +1,44 @@
+"""The FastAPI application: callbacks, operations, admin, status page, error format, middleware."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from civicsync import __version__
+from civicsync.api import admin, callbacks, page
+from civicsync.api.context import ApiContext
+from civicsync.api.errors import install_error_handlers
+from civicsync.api.middleware import BodyLimit, RequestMetrics
+from civicsync.api.ops import add_process_collectors, ops_router
+from civicsync.config import LoadedConfig
+from civicsync.runtime.state import ServiceState
+
+DESCRIPTION = """\
+civicsync's HTTP API: the ML service's callbacks (F9 forecasts, F10 alerts), health and readiness,
+the status of every flow, dead-letter administration, Prometheus metrics and an operator status page.
+
+Authenticate with an API key (`civicsync apikey create NAME --scope SCOPE`) sent as
+`Authorization: Bearer KEY` or `X-API-Key: KEY`. Scopes: `forecasts:write`, `alerts:write`,
+`admin:read`, `admin:write`. Every error has the body `{"error", "message", "fields"}`;
+`fields` names each field at fault. See docs/api.md.
+"""
+
+
+def create_app(config: LoadedConfig, state: ServiceState | None = None) -> FastAPI:
+    """The API for ``config``. With ``state`` (the running service's), readiness and the status report
+    use its workers and jobs; without it (the API alone) readiness reads the replication slots."""
+    settings = config.model.service.api
+    app = FastAPI(title="civicsync", version=__version__, description=DESCRIPTION,
+                  openapi_tags=[{"name": "callbacks", "description": "F9 and F10, from the ML service"},
+                                {"name": "operations", "description": "health, readiness, status, metrics"},
+                                {"name": "admin", "description": "dead letters (admin scopes)"}])
+    app.state.civicsync = ApiContext(config, state)
+    install_error_handlers(app, settings.retry_after_seconds)
+    app.include_router(callbacks.router)
+    app.include_router(ops_router(settings.status_public))
+    app.include_router(admin.router)
+    app.include_router(page.router)
+    add_process_collectors()
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics)  # added last: outermost, so it also counts 413s and errors
+    return app

@@ -1,0 +1,184 @@
+"""Request and response bodies of the ML callbacks: F9 forecasts and F10 alerts.
+
+Each callback takes one item, or a batch ``{"items": [...]}``. Unknown fields are refused (422
+naming them); types are strict (``"5"`` is not a number, ``5`` is not a date); strings may not hold
+control characters (or, in messages, NUL) that the database could not store.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Strict,
+    StringConstraints,
+    Tag,
+    model_validator,
+)
+
+_BIGINT_MAX = 2**63 - 1
+
+
+def _iso_string(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError("must be a string in ISO 8601 form")
+    return value
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError("must be a number")
+    return value
+
+
+def _storable(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from None
+    return value
+
+
+def _scale(places: int) -> AfterValidator:
+    quantum = Decimal(1).scaleb(-places)
+    return AfterValidator(lambda d: d.quantize(quantum, rounding=ROUND_HALF_EVEN))
+
+
+Id = Annotated[int, Field(strict=True, ge=1, le=_BIGINT_MAX)]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$"),
+                  AfterValidator(_storable)]
+Code = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]*$")]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=2000, pattern=r"^[^\x00]+$"),
+                 AfterValidator(_storable)]
+# Strict bodies, but these arrive as JSON strings: parse the string, refuse anything else.
+IsoDate = Annotated[date, Strict(False), BeforeValidator(_iso_string)]
+IsoDateTime = Annotated[AwareDatetime, Strict(False), BeforeValidator(_iso_string)]
+Uuid = Annotated[UUID, Strict(False), BeforeValidator(_iso_string)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _shape(value: Any) -> str:
+    """'batch' for ``{"items": ...}``, else 'item' (which then names what is wrong)."""
+    return "batch" if isinstance(value, dict) and "items" in value else "item"
+
+
+# --------------------------------------------------------------------------- F9 forecasts
+
+
+class Forecast(_Body):
+    """One processing-time forecast for a scheme in a district on a future date (F9)."""
+
+    scheme_id: Id = Field(description="must exist in the portal's schemes")
+    district: Label
+    horizon_date: IsoDate = Field(description="the day the forecast is for (YYYY-MM-DD)")
+    expected_processing_days: Annotated[
+        Decimal, BeforeValidator(_number), Field(strict=False, ge=0, le=Decimal("999999.99"),
+                                                 allow_inf_nan=False), _scale(2)] | None = Field(
+        default=None, description="rounded to 2 decimal places")
+    demand_index: Annotated[
+        Decimal, BeforeValidator(_number), Field(strict=False, ge=0, le=Decimal("9999.9999"),
+                                                 allow_inf_nan=False), _scale(4)] | None = Field(
+        default=None, description="rounded to 4 decimal places")
+    model_version: Annotated[str, StringConstraints(min_length=1, max_length=64,
+                                                    pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+:-]*$")] = Field(
+        description="compared in natural order (v2.10 is newer than v2.9); see docs/api.md")
+
+
+class ForecastBatch(_Body):
+    """Several forecasts, applied all or nothing."""
+
+    items: list[Forecast] = Field(min_length=1, description="at most service.api.max_items")
+
+
+ForecastRequest = Annotated[
+    Annotated[Forecast, Tag("item")] | Annotated[ForecastBatch, Tag("batch")], Discriminator(_shape)]
+
+ForecastOutcome = Literal["created", "replaced", "unchanged", "superseded"]
+
+
+class ForecastResult(BaseModel):
+    """What happened to one forecast."""
+
+    scheme_id: int
+    district: str
+    horizon_date: date
+    model_version: str
+    outcome: ForecastOutcome = Field(
+        description="created; replaced (an older model's forecast); unchanged (the same forecast again: "
+                    "nothing written); superseded (a newer model's forecast is stored: nothing written)")
+    current_model_version: str = Field(description="the model version stored for this key now")
+
+
+class ForecastResults(BaseModel):
+    """What happened to each forecast of a batch, in request order."""
+
+    items: list[ForecastResult]
+
+
+# --------------------------------------------------------------------------- F10 alerts
+
+
+class Alert(_Body):
+    """One alert for the portal (F10): to one citizen, or broadcast (optionally to a district / scheme)."""
+
+    alert_id: Code = Field(description="the caller's own id; a resend with the same id is not duplicated")
+    citizen_id: Uuid | None = Field(default=None, description="the citizen to alert; absent for a broadcast")
+    scheme_id: Id | None = Field(default=None, description="the scheme it concerns (must exist)")
+    district: Label | None = Field(default=None, description="broadcast only: limit it to one district")
+    severity: Literal["info", "warning", "critical"]
+    alert_type: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+    message: Text
+    expires_at: IsoDateTime | None = Field(default=None, description="with a time zone")
+
+    @model_validator(mode="after")
+    def _target(self) -> Alert:
+        if self.citizen_id is not None and self.district is not None:
+            raise ValueError("district applies to broadcast alerts only (leave it out when citizen_id is given)")
+        return self
+
+
+class AlertBatch(_Body):
+    """Several alerts, applied all or nothing."""
+
+    items: list[Alert] = Field(min_length=1, description="at most service.api.max_items")
+
+
+AlertRequest = Annotated[Annotated[Alert, Tag("item")] | Annotated[AlertBatch, Tag("batch")], Discriminator(_shape)]
+
+
+class AlertResult(BaseModel):
+    """What happened to one alert."""
+
+    alert_id: str = Field(description="the caller's id, as sent")
+    portal_alert_id: int = Field(description="the alert's id in the portal (the same on every resend)")
+    outcome: Literal["created", "duplicate"] = Field(description="duplicate: sent before, nothing written")
+
+
+class AlertResults(BaseModel):
+    """What happened to each alert of a batch, in request order."""
+
+    items: list[AlertResult]
+
+
+def items_of(body: Forecast | ForecastBatch | Alert | AlertBatch) -> tuple[list[Any], bool]:
+    """The request's items and whether it was a batch."""
+    if isinstance(body, ForecastBatch | AlertBatch):
+        return list(body.items), True
+    return [body], False
+
+
+__all__ = ["Alert", "AlertBatch", "AlertRequest", "AlertResult", "AlertResults", "Forecast", "ForecastBatch",
+           "ForecastRequest", "ForecastResult", "ForecastResults", "items_of"]

@@ -1,0 +1,112 @@
+"""Serve an app with uvicorn on a background thread: the service (`civicsync run`) and the tests use it.
+
+The thread installs no signal handlers (the service owns SIGTERM/SIGINT) and configures no logging
+(the process does). The socket is bound in :meth:`ApiServer.start`, so a port in use fails there with
+a clear error, and port 0 gives a free port, read back from :attr:`ApiServer.port`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from civicsync.errors import FatalError
+
+log = logging.getLogger("civicsync.api")
+
+
+class ApiServerError(FatalError):
+    """The HTTP API could not be started."""
+
+
+class _ThreadServer(uvicorn.Server):
+    """A uvicorn server that leaves signals to the process that embeds it."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class ApiServer:
+    """uvicorn serving ``app`` on ``host:port`` from a daemon thread."""
+
+    def __init__(self, app: ASGIApp, host: str, port: int, *, graceful_seconds: float = 5.0) -> None:
+        self.host = host
+        self.port = port
+        self.graceful_seconds = graceful_seconds
+        self._config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
+                                      server_header=False, lifespan="off",
+                                      timeout_graceful_shutdown=max(1, round(graceful_seconds)))
+        self._server = _ThreadServer(self._config)
+        self._socket: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL of the running server, e.g. ``http://127.0.0.1:8787``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> ApiServer:
+        """Bind, start serving, and return once uvicorn is listening."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as exc:
+            sock.close()
+            raise ApiServerError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from exc
+        sock.set_inheritable(True)
+        self._socket = sock
+        self.port = int(sock.getsockname()[1])
+        self._thread = threading.Thread(target=self._serve, name=f"civicsync-api:{self.port}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise ApiServerError(f"the HTTP API did not start on {self.host}:{self.port}"
+                                     + (f": {self._error}" if self._error else ""))
+            time.sleep(0.01)
+        log.info("HTTP API listening on %s", self.url)
+        return self
+
+    def _serve(self) -> None:
+        try:
+            assert self._socket is not None
+            self._server.run(sockets=[self._socket])
+        except BaseException as exc:  # SystemExit from uvicorn included: reported by start()
+            self._error = exc
+            log.error("HTTP API stopped: %r", exc)
+
+    def stop(self) -> None:
+        """Stop accepting, let requests in flight finish (at most ``graceful_seconds``), then return."""
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(self.graceful_seconds + 2)
+            if self._thread.is_alive():
+                self._server.force_exit = True
+                self._thread.join(5)
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+    @property
+    def running(self) -> bool:
+        """The server thread is serving."""
+        return self._thread is not None and self._thread.is_alive() and bool(self._server.started)
+
+    def __enter__(self) -> ApiServer:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()

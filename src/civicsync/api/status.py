@@ -1,0 +1,138 @@
+"""The status report behind ``GET /api/v1/status``, ``/ready`` and the status page.
+
+It is :func:`civicsync.status.flow_status` (what the databases show), with what only a running
+service knows (worker phases, scheduled jobs) laid on top, a verdict per flow (``ok``, ``warning``,
+``error`` and the problems behind it), and the latest reconciliation results when that module exists.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from fastapi.encoders import jsonable_encoder
+from pydantic import BaseModel, ConfigDict, Field
+
+from civicsync.api.context import ApiContext
+from civicsync.config import LoadedConfig
+from civicsync.errors import CivicsyncError
+from civicsync.status import flow_status
+
+LAG_WARNING_SECONDS = 60.0
+
+Health = Literal["ok", "warning", "error"]
+
+
+def _reconciliation_source() -> Callable[[LoadedConfig], Any] | None:
+    try:
+        module = importlib.import_module("civicsync.reconcile")
+    except ImportError:
+        return None
+    found = getattr(module, "latest_results", None)
+    return found if callable(found) else None
+
+
+_latest_reconciliation = _reconciliation_source()
+
+
+class FlowReport(BaseModel):
+    """One flow as the status API shows it (fields of :func:`civicsync.status.flow_status` and more)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    flow: str
+    id: str
+    kind: str
+    state: str = Field(description="streaming / stopped / not started (event path); last run status or never run")
+    health: Health
+    problems: list[str] = Field(description="why the flow is not ok (empty when it is)")
+    dead_letters: int = 0
+    schedule: str | None = None
+    lag_seconds: float | None = None
+    lag_bytes: int | None = None
+    retained_wal_bytes: int | None = None
+    last_run: str | None = None
+    last_run_status: str | None = None
+    error: str | None = None
+    worker: dict[str, Any] | None = Field(default=None, description="the service's CDC worker of this flow")
+    job: dict[str, Any] | None = Field(default=None, description="the service's schedule of this flow")
+
+
+class StatusReport(BaseModel):
+    """Every flow, the running service (when there is one) and the reconciliation results."""
+
+    generated_at: datetime
+    healthy: bool = Field(description="no flow in error")
+    flows: list[FlowReport]
+    service: dict[str, Any] | None = Field(description="the service's state; null when the API runs alone")
+    reconciliation: list[dict[str, Any]] = Field(description="latest reconciliation results, when they exist")
+
+
+def _assess(row: dict[str, Any], worker: dict[str, Any] | None) -> tuple[Health, list[str]]:
+    errors: list[str] = []
+    warnings: list[str] = []
+    if "slot" in row:
+        if worker is not None:
+            if worker["phase"] != "running":
+                errors.append(f"CDC worker {worker['phase']}" + (f": {worker['last_error']}"
+                                                                 if worker.get("last_error") else ""))
+        elif row["state"] != "streaming":
+            errors.append(f"event path {row['state']} (nobody reads slot {row['slot']})")
+        if (row.get("lag_seconds") or 0) > LAG_WARNING_SECONDS:
+            warnings.append(f"lag {row['lag_seconds']:.0f} s")
+    if row.get("last_run_failed"):
+        errors.append(f"last run failed: {row.get('error') or 'unknown error'}")
+    elif "last_run_status" in row and row["last_run_status"] is None:
+        warnings.append("never run")
+    if row.get("dead_letters"):
+        warnings.append(f"{row['dead_letters']} dead letter(s) waiting")
+    return ("error" if errors else "warning" if warnings else "ok"), errors + warnings
+
+
+def build_report(ctx: ApiContext) -> StatusReport:
+    """The status report now (reads both databases; raises DatabaseUnavailableError if one is down)."""
+    rows = flow_status(ctx.config)
+    service = ctx.state.snapshot() if ctx.state is not None else None
+    workers = {f: w for w in (service or {}).get("workers", []) for f in w["flows"]}
+    jobs = {j["flow"]: j for j in (service or {}).get("jobs", [])}
+    flows = []
+    for row in rows:
+        worker = workers.get(row["flow"]) if row.get("slot") else None
+        if service is not None and row.get("slot") and worker is None:
+            worker = {"name": None, "phase": "stopped", "last_error": "no worker runs this flow"}
+        health, problems = _assess(row, worker)
+        flows.append(FlowReport(**jsonable_encoder(row), health=health, problems=problems,
+                                worker=worker, job=jsonable_encoder(jobs.get(row["flow"]))))
+    return StatusReport(generated_at=datetime.now(UTC), healthy=all(f.health != "error" for f in flows),
+                        flows=flows, service=service, reconciliation=reconciliation(ctx.config))
+
+
+def reconciliation(config: LoadedConfig) -> list[dict[str, Any]]:
+    """The latest reconciliation results, or [] until civicsync.reconcile provides them."""
+    if _latest_reconciliation is None:
+        return []
+    results = jsonable_encoder(_latest_reconciliation(config) or [])
+    return [r if isinstance(r, dict) else {"result": r} for r in results]
+
+
+def not_ready(ctx: ApiContext) -> list[str]:
+    """Why the service is not ready (empty when it is): a database unreachable, an event-path flow
+    not running (per the service's workers, or per the slots when the API runs alone), shutting down."""
+    reasons = ["the service is stopping"] if ctx.state is not None and ctx.state.stopping else []
+    for name in ctx.config.model.connections:
+        try:
+            with ctx.database("ready", name) as conn:
+                conn.execute("SELECT 1")
+        except CivicsyncError as exc:
+            reasons.append(f"database {name} unreachable: {exc}")
+    if reasons:
+        return reasons
+    streaming = [n for n, f in ctx.config.model.flows.items() if f.streams]
+    if ctx.state is not None:
+        running = ctx.state.flows_running()
+        down = [n for n in streaming if not running.get(n)]
+    else:
+        down = [r["flow"] for r in flow_status(ctx.config) if r.get("slot") and r["state"] != "streaming"]
+    return [f"flow {n} is not running" for n in down]

@@ -1,0 +1,44 @@
+"""Helpers the callback writers share: per-key locks, reference checks, field paths."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from psycopg import sql
+
+from civicsync.api.context import Conn
+from civicsync.api.errors import ApiError, FieldError
+from civicsync.apply.sqlnames import table_ident
+
+
+def item_field(index: int, batch: bool, name: str = "") -> str:
+    """The path of an item's field as the caller sees it: ``items.3.citizen_id`` or ``citizen_id``."""
+    prefix = f"items.{index}" if batch else ""
+    return ".".join(p for p in (prefix, name) if p) or "body"
+
+
+def lock_keys(conn: Conn, keys: Iterable[str]) -> None:
+    """Serialise writers of the same keys until the transaction ends (advisory locks, taken in a fixed
+    order so two requests sharing keys never deadlock)."""
+    ids = sorted({int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "big", signed=True)
+                  for k in keys})
+    conn.execute("SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT unnest(%s::bigint[]) AS k ORDER BY 1) s",
+                 (ids,))
+
+
+def require_references(conn: Conn, table: str, column: str, sql_type: str,
+                       refs: Sequence[tuple[str, Any]], what: str) -> None:
+    """422 naming every field whose value (``refs``: field path, value) is not in ``table.column``."""
+    values = sorted({v for _, v in refs if v is not None}, key=str)
+    if not values:
+        return
+    rows = conn.execute(sql.SQL("SELECT x FROM unnest({}::{}) AS x WHERE NOT EXISTS"
+                                " (SELECT 1 FROM {} t WHERE t.{} = x)").format(
+        sql.Placeholder(), sql.SQL(sql_type), table_ident(table), sql.Identifier(column)), (values,)).fetchall()
+    missing = {r[0] for r in rows}
+    if missing:
+        fields = [FieldError(field=path, message=f"no {what} with this id: {value}", type="unknown_reference")
+                  for path, value in refs if value in missing]
+        raise ApiError(422, f"unknown {what} id(s): {', '.join(sorted(str(m) for m in missing))}", fields)

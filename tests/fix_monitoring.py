@@ -3,6 +3,7 @@ PromQL reader (metric names, selectors' labels, grouping labels) and real-binary
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -153,6 +154,52 @@ def promql_problems(expr: str, where: str, known: dict[str, frozenset[str] | Non
         for label in sorted(q.grouping - available):
             problems.append(f"{where}: grouping label {label!r} is on none of {sorted(q.metrics)}")
     return problems
+
+
+# --------------------------------------------------------------------------- dashboards
+
+@dataclass
+class PanelQuery:
+    dashboard: str
+    panel_id: int
+    title: str
+    ref: str
+    expr: str
+    legend: str
+
+    @property
+    def where(self) -> str:
+        return f"{self.dashboard}.json panel {self.panel_id} {self.title!r} query {self.ref}"
+
+
+def load_dashboard(name: str) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads((GRAFANA / f"{name}.json").read_text())
+    return doc
+
+
+def panels(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every panel that shows data (rows are containers; collapsed rows carry their panels inside)."""
+    out: list[dict[str, Any]] = []
+    for panel in doc["panels"]:
+        if panel["type"] == "row":
+            out += panel.get("panels", [])
+        else:
+            out.append(panel)
+    return out
+
+
+def panel_queries() -> list[PanelQuery]:
+    return [PanelQuery(name, p["id"], p["title"], t["refId"], t.get("expr", ""), t.get("legendFormat", ""))
+            for name in DASHBOARDS for p in panels(load_dashboard(name)) for t in p.get("targets", [])]
+
+
+def concrete(expr: str, job: str = "civicsync", rate_interval: str = "1m") -> str:
+    """A panel's PromQL as Grafana sends it with every filter on "All" (``$__rate_interval`` is at least
+    four scrape intervals; pass what suits the Prometheus it runs against)."""
+    for var, value in (("$__rate_interval", rate_interval), ("$job", job), ("$instance", ".*"), ("$flow", ".*")):
+        expr = expr.replace("${" + var[1:] + "}", value).replace(var, value)
+    assert "$" not in expr, f"unknown variable left in {expr}"
+    return expr
 
 
 # --------------------------------------------------------------------------- real processes

@@ -29,7 +29,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from civicsync.config import LoadedConfig, load_config, reference_config_path
 from civicsync.config.loader import parse_config
 from civicsync.config.models import Config, Flow
-from civicsync.errors import CivicsyncError, FatalError, TransientError
+from civicsync.errors import FatalError, TransientError
 
 try:  # Airflow >= 3.3: decide retry or fail from the exception itself
     from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule
@@ -92,8 +92,7 @@ def read_model(path: Path) -> Config:
 
 def batch_flows(model: Config) -> dict[str, Flow]:
     """The flows that have a batch path (batch, aggregate, hybrid), by config name."""
-    return {name: flow for name, flow in model.flows.items()
-            if getattr(flow, "batches", flow.kind in ("batch", "aggregate"))}
+    return {name: flow for name, flow in model.flows.items() if flow.batches}
 
 
 def dag_id(name: str) -> str:
@@ -132,23 +131,50 @@ def task_environ(path: Path) -> dict[str, str]:
     return environ
 
 
-def run_flow(path: Path, name: str) -> dict[str, Any]:
-    """Run one batch flow now, as the built-in scheduler does; the RunResult as a dict, or raise.
+def _fail_fast_on_fatal(job: Callable[[LoadedConfig], dict[str, Any]], path: Path) -> dict[str, Any]:
+    """Load the config with the task's DSNs and secrets and run ``job``.
 
-    FatalError → AirflowFailException (fail, no retry); TransientError is re-raised (retried).
+    FatalError → AirflowFailException (fail now, no retry); TransientError propagates (retried).
     """
-    from civicsync.jobs.batch import run_batch
-
     try:
-        config: LoadedConfig = load_config(path, environ=task_environ(path))
-        result = run_batch(config, name)
-        log.info("civicsync flow %s: %s", name, result.as_dict())
-        result.raise_for_error()
+        return job(load_config(path, environ=task_environ(path)))
     except FatalError as exc:
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
-    except CivicsyncError:  # TransientError: the task's retries (with backoff) apply
-        raise
-    return result.as_dict()
+
+
+def run_flow(path: Path, name: str) -> dict[str, Any]:
+    """Run one batch flow now, exactly as the built-in scheduler does; ``RunResult.as_dict()``, or raise."""
+    from civicsync.jobs.batch import run_batch
+
+    def job(config: LoadedConfig) -> dict[str, Any]:
+        result = run_batch(config, name)
+        log.info("civicsync flow %s: %s", name, result.as_dict())
+        return result.raise_for_error().as_dict()
+
+    return _fail_fast_on_fatal(job, path)
+
+
+def reconcile_flow(path: Path, name: str, repair: bool) -> dict[str, Any]:
+    """Reconcile (and repair) a flow after its batch run, with the call the built-in scheduler makes."""
+
+    def job(config: LoadedConfig) -> dict[str, Any]:
+        reconcile = importlib.import_module("civicsync.reconcile")
+        outcome: Any = reconcile.reconcile_flow(config, name, repair=repair)
+        as_dict = getattr(outcome, "as_dict", None)
+        return dict(as_dict()) if callable(as_dict) else {"result": str(outcome)}
+
+    return _fail_fast_on_fatal(job, path)
+
+
+def reconciles_after_batch(flow: Flow) -> bool:
+    """Whether the DAG reconciles after the batch: the flow asks for it and civicsync can do it."""
+    if not flow.reconcile.after_batch:
+        return False
+    if importlib.util.find_spec("civicsync.reconcile") is None:
+        log.warning("flow %s sets reconcile.after_batch, but this civicsync has no civicsync.reconcile yet:"
+                    " its DAG runs the batch only", flow.id)
+        return False
+    return True
 
 
 def retry_args() -> dict[str, Any]:
@@ -170,8 +196,11 @@ def retry_args() -> dict[str, Any]:
 
 
 def _doc(name: str, flow: Flow, path: Path) -> str:
-    hybrid = ("\n\nA **hybrid** flow: its CDC worker applies changes as they happen; this DAG runs the "
-              "incremental batch that catches what the event path missed." if flow.kind == "hybrid" else "")
+    extra = ("\n\nA **hybrid** flow: its CDC worker applies changes as they happen; this DAG runs the "
+             "incremental batch that catches what the event path missed." if flow.kind == "hybrid" else "")
+    if flow.reconcile.after_batch:
+        extra += ("\n\nAfter a successful batch the flow is reconciled"
+                  f"{' and repaired' if flow.reconcile.repair else ''} (`reconcile.after_batch`).")
     return (
         f"### civicsync {flow.id}: `{name}`\n\n"
         f"{flow.description or ''}\n\n"
@@ -185,7 +214,7 @@ def _doc(name: str, flow: Flow, path: Path) -> str:
         "`civicsync dlq list`.\n"
         "- **Never** also schedule this flow in civicsync's built-in scheduler: the flow's advisory "
         "lock makes the second run fail with FlowBusyError."
-        f"{hybrid}"
+        f"{extra}"
     )
 
 
@@ -199,7 +228,7 @@ def build_dag(path: Path, name: str, flow: Flow) -> Any:
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,  # never two runs of one flow at once (its advisory lock would refuse the second)
-        tags=["civicsync", flow.id, flow.kind, f"{flow.source.connection}→{flow.target.connection}"],
+        tags=["civicsync", flow.id, flow.kind, f"{flow.source.connection}->{flow.target.connection}"],
         doc_md=_doc(name, flow, path),
         default_args={"owner": "civicsync"},
     )
@@ -209,21 +238,20 @@ def build_dag(path: Path, name: str, flow: Flow) -> Any:
         def run_batch_task() -> dict[str, Any]:
             return run_flow(path, name)
 
-        run_batch_task()
+        batch = run_batch_task()
 
-        # Reconciliation hook. civicsync.reconcile does not exist yet (checked when this DAG
-        # was written), so a hybrid flow's DAG only runs its batch. Once civicsync.reconcile
-        # exposes a job function, add a task here that calls it after the batch (and only if
-        # the flow's `reconcile.after_batch` is set and run_batch does not already do it):
-        #
-        #     @task(task_id="reconcile", **retry_args())
-        #     def reconcile_task() -> dict[str, Any]:
-        #         config = load_config(path, environ=task_environ(path))
-        #         return reconcile_flow(config, name).as_dict()   # the same function as `civicsync reconcile`
-        #
-        #     run_batch_task() >> reconcile_task()   # (instead of the bare call above)
-        if flow.kind == "hybrid" and importlib.util.find_spec("civicsync.reconcile") is not None:
-            log.warning("civicsync.reconcile exists now; flow %s: wire its reconciliation in %s", name, __file__)
+        # Reconciliation after a successful batch, when the flow's `reconcile.after_batch` says so (as
+        # a hybrid flow's would): the same civicsync.reconcile.reconcile_flow call as the built-in
+        # scheduler's, as its own task so a failed reconciliation is retried without re-running the batch.
+        # HOOK: civicsync.reconcile did not exist yet when this was written, so this task could not
+        # be run for real; until the module ships, such a flow's DAG runs the batch only (logged).
+        if reconciles_after_batch(flow):
+            @task(task_id="reconcile", doc_md="Runs `civicsync.reconcile.reconcile_flow` after the batch.",
+                  **retry_args())
+            def reconcile_task() -> dict[str, Any]:
+                return reconcile_flow(path, name, flow.reconcile.repair)
+
+            batch >> reconcile_task()
 
     return flow_dag()
 

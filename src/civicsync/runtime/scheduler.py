@@ -7,7 +7,9 @@
   (``civicsync.runs``) with its most recent scheduled time; a run missed by less than
   ``misfire_grace_seconds`` runs once now (several missed runs coalesce into one), an older miss
   is logged and left to the BatchRunMissed alert and the operator.
-- A flow with ``reconcile.after_batch`` is reconciled (and repaired) after each successful run.
+- A flow with ``reconcile.after_batch`` is reconciled (and repaired) after each successful run; a
+  hybrid flow (F8) is reconciled just before its incremental batch, so the reconciliation record
+  names what the event path missed.
 - Shutdown stops starting new runs and waits for a running one: a run is one target transaction,
   so it completes or (if the process is killed) rolls back; it is never half-applied.
 """
@@ -137,10 +139,17 @@ class BatchScheduler:
             return None
         try:
             self.state.update_job(name, running=True)
-            result = run_batch(self.config, name).as_dict()
             flow = self.config.model.flows[name]
-            if result["ok"] and flow.reconcile.after_batch:
-                result["reconcile"] = self._reconcile(name, flow.reconcile.repair)
+            reconciled: dict[str, Any] | None = None
+            if flow.kind == "hybrid" and flow.reconcile.after_batch:
+                # Hybrid: the comparison runs first, so its record names exactly what the event path
+                # missed (found and repaired); the incremental batch then upserts the window.
+                reconciled = self._reconcile(name, flow.reconcile.repair)
+            result = run_batch(self.config, name).as_dict()
+            if result["ok"] and flow.kind != "hybrid" and flow.reconcile.after_batch:
+                reconciled = self._reconcile(name, flow.reconcile.repair)
+            if reconciled is not None:
+                result["reconcile"] = reconciled
             self.state.update_job(name, last_result=result)
             return result
         except CivicsyncError as exc:

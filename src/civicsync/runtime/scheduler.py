@@ -7,16 +7,14 @@
   (``civicsync.runs``) with its most recent scheduled time; a run missed by less than
   ``misfire_grace_seconds`` runs once now (several missed runs coalesce into one), an older miss
   is logged and left to the BatchRunMissed alert and the operator.
-- A flow with ``reconcile.after_batch`` is reconciled (and repaired) after each successful run; a
-  hybrid flow (F8) is reconciled just before its incremental batch, so the reconciliation record
-  names what the event path missed.
+- Each run is :func:`civicsync.jobs.flow_job.run_flow_job` (the batch run, and reconciliation where
+  the flow asks for it) — the same function the Airflow DAGs call.
 - Shutdown stops starting new runs and waits for a running one: a run is one target transaction,
   so it completes or (if the process is killed) rolls back; it is never half-applied.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 from datetime import UTC, datetime, timedelta
@@ -29,7 +27,7 @@ from civicsync import metrics
 from civicsync.config import LoadedConfig
 from civicsync.config.service import Scheduler as SchedulerSettings
 from civicsync.errors import CivicsyncError
-from civicsync.jobs.batch import run_batch
+from civicsync.jobs.flow_job import run_flow_job
 from civicsync.runtime.state import ScheduledJob, ServiceState
 
 log = logging.getLogger(__name__)
@@ -139,17 +137,7 @@ class BatchScheduler:
             return None
         try:
             self.state.update_job(name, running=True)
-            flow = self.config.model.flows[name]
-            reconciled: dict[str, Any] | None = None
-            if flow.kind == "hybrid" and flow.reconcile.after_batch:
-                # Hybrid: the comparison runs first, so its record names exactly what the event path
-                # missed (found and repaired); the incremental batch then upserts the window.
-                reconciled = self._reconcile(name, flow.reconcile.repair)
-            result = run_batch(self.config, name).as_dict()
-            if result["ok"] and flow.kind != "hybrid" and flow.reconcile.after_batch:
-                reconciled = self._reconcile(name, flow.reconcile.repair)
-            if reconciled is not None:
-                result["reconcile"] = reconciled
+            result = run_flow_job(self.config, name)
             self.state.update_job(name, last_result=result)
             return result
         except CivicsyncError as exc:
@@ -160,12 +148,6 @@ class BatchScheduler:
             self.state.update_job(name, running=False)
             self._refresh_next_runs()
             lock.release()
-
-    def _reconcile(self, name: str, repair: bool) -> dict[str, Any]:
-        reconcile = importlib.import_module("civicsync.reconcile")
-        outcome: Any = reconcile.reconcile_flow(self.config, name, repair=repair)
-        as_dict = getattr(outcome, "as_dict", None)
-        return dict(as_dict()) if callable(as_dict) else {"result": str(outcome)}
 
     def _refresh_next_runs(self) -> None:
         # From the triggers, not the scheduler: asking the scheduler from a job thread deadlocks

@@ -1,0 +1,38 @@
+"""One scheduled run of a flow's batch path, as the built-in scheduler and the Airflow DAGs run it.
+
+The job is the batch run plus, where the flow asks for it, a reconciliation: after a successful
+run for batch flows with ``reconcile.after_batch``; *before* the incremental batch for hybrid flows
+(F8), so that the reconciliation record names exactly what the event path missed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from civicsync.config import LoadedConfig
+from civicsync.jobs.batch import run_batch
+
+
+def run_flow_job(config: LoadedConfig, name: str) -> dict[str, Any]:
+    """Run flow ``name``'s scheduled job; returns the batch run's summary with a ``reconcile`` entry
+    when a reconciliation ran. A failed batch run is reported in the summary (``ok`` false), not raised."""
+    name = config.model.flow_name(name)
+    flow = config.model.flows[name]
+    reconciled: dict[str, Any] | None = None
+    wants = flow.reconcile.after_batch
+    if wants and flow.kind == "hybrid":
+        reconciled = _reconcile(config, name, flow.reconcile.repair)
+    result = run_batch(config, name).as_dict()
+    if wants and flow.kind != "hybrid" and result["ok"]:
+        reconciled = _reconcile(config, name, flow.reconcile.repair)
+    if reconciled is not None:
+        result["reconcile"] = reconciled
+    return result
+
+
+def _reconcile(config: LoadedConfig, name: str, repair: bool) -> dict[str, Any]:
+    reconcile = importlib.import_module("civicsync.reconcile")
+    outcome: Any = reconcile.reconcile_flow(config, name, repair=repair)
+    as_dict = getattr(outcome, "as_dict", None)
+    return dict(as_dict()) if callable(as_dict) else {"result": str(outcome)}

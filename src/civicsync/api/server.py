@@ -44,6 +44,9 @@ class ApiServer:
         self._config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
                                       server_header=False, lifespan="off",
                                       timeout_graceful_shutdown=max(1, round(graceful_seconds)))
+        # uvicorn's own access log prints the query string (where a careless client may put a key) and
+        # runs whenever its logger has a handler; civicsync.api.access replaces it.
+        logging.getLogger("uvicorn.access").disabled = True
         self._server = _ThreadServer(self._config)
         self._socket: socket.socket | None = None
         self._thread: threading.Thread | None = None

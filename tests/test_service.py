@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from civicsync.config.service import Scheduler as SchedulerSettings
@@ -39,7 +41,8 @@ def test_previous_fire_time() -> None:
 
 def test_missed_runs_within_grace_catch_up_once_older_ones_do_not(deployment: Deployment) -> None:
     config = deployment.config()
-    sched = BatchScheduler(config, ServiceState(), SchedulerSettings(misfire_grace_seconds=12 * 3600))
+    daily = ["F1", "F2", "F11", "F12"]
+    sched = BatchScheduler(config, ServiceState(), SchedulerSettings(misfire_grace_seconds=12 * 3600), flows=daily)
     now = datetime(2026, 11, 26, 7, 30, tzinfo=UTC)
     # F1 fired 00:00 (7.5 h ago, within grace), F2 01:00, F11 02:30, F12 03:00.
     ok_after = now - timedelta(hours=1)
@@ -49,7 +52,8 @@ def test_missed_runs_within_grace_catch_up_once_older_ones_do_not(deployment: De
                                                                       if n != "scheme_master"}, now) \
         == ["scheme_master"]
     strict = BatchScheduler(config, ServiceState(), SchedulerSettings(misfire_grace_seconds=3600))
-    assert strict.missed({}, now) == []  # all missed by more than an hour: left to the alert
+    # The daily runs were missed by more than an hour (left to the alert); F8's hourly 07:00 run by 30 min.
+    assert strict.missed({}, now) == ["profile_summary"]
 
 
 # --------------------------------------------------------------------------- the scheduler runs real flows
@@ -178,3 +182,39 @@ def test_service_config_validates(deployment: Deployment) -> None:
     config = config_variant(deployment.environ, lambda r: r.update(
         service={"scheduler": {"misfire_grace_seconds": 60}, "api": {"port": 0}}))
     assert config.model.service.scheduler.misfire_grace_seconds == 60
+
+
+def _api_url(proc: subprocess.Popen[str]) -> str:
+    assert proc.stderr is not None
+    for _ in range(50):
+        line = proc.stderr.readline()
+        if "civicsync running" in line:
+            match = re.search(r"API (http://[\d.]+:\d+)", line)
+            assert match, line
+            return match.group(1)
+    raise AssertionError("the service did not report its API address")
+
+
+def test_run_serves_health_readiness_and_metrics_then_stops_on_sigterm(fresh_deployment: Deployment,
+                                                                    tmp_path: Path) -> None:
+    dep = fresh_deployment
+    raw = cdc_raw()
+    config = cdc_config(dep, lambda r: r.update(raw))
+    path = write_config(tmp_path / "civicsync.yaml", raw)
+    proc = _start(dep, path, "--port", "0", "--flow", "F7", "--flow", "F12")
+    try:
+        url = _api_url(proc)
+        assert httpx.get(f"{url}/health", timeout=5).status_code == 200
+        wait_for(lambda: httpx.get(f"{url}/ready", timeout=5).status_code == 200, 60, "readiness")
+        metrics = httpx.get(f"{url}/metrics", timeout=5).text
+        assert 'civicsync_flow_up{flow="document_metadata",kind="cdc"} 1.0' in metrics
+        assert 'civicsync_flow_up{flow="feedback",kind="batch"} 1.0' in metrics
+        assert 'civicsync_batch_schedule_interval_seconds{flow="feedback"} 86400.0' in metrics
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        cleanup(config, "citizen")
+    assert proc.returncode == 0, err
+    assert "stopped cleanly" in err

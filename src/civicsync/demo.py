@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import threading
 import time
 from pathlib import Path
@@ -22,8 +23,8 @@ from rich.table import Table
 from civicsync.config import LoadedConfig, load_config
 from civicsync.db.provision import init_databases
 from civicsync.db.seed import seed
-from civicsync.jobs.batch import run_batch
 from civicsync.localpg import LocalPostgres, LocalPostgresError
+from civicsync.runtime.service import Service, ServiceOptions
 
 DATABASES = {"warehouse": "smart_warehouse", "citizen": "smart_citizen"}
 
@@ -174,40 +175,50 @@ def _first_args(conn: psycopg.Connection[Any], query: str, args: tuple[Any, ...]
     return None if row is None else row[0]
 
 
-def _run_cdc(config: LoadedConfig, say: Any) -> dict[str, Any]:
-    """Start every CDC flow (initial snapshot on the first run), time a scripted change per flow, stop."""
-    from civicsync.runtime.cdc import CdcWorker
-
-    stop = threading.Event()
-    workers = [CdcWorker(config, source, stop=stop) for source in ("warehouse", "citizen")]
+def _run_cdc(service: Service, say: Any) -> dict[str, Any]:
+    """Start the service (API, supervised CDC workers — initial snapshots on the first run — and the
+    scheduler), time a scripted change per CDC flow."""
     started = time.monotonic()
-    for w in workers:
-        w.prepare()  # a new slot takes the initial snapshot here
-    say(f"CDC flows started (initial snapshots, if any, took {time.monotonic() - started:.1f}s); "
-        "making one change per flow and timing its arrival")
-    errors: list[BaseException] = []
-
-    def run(worker: CdcWorker) -> None:
-        try:
-            worker.run()
-        except BaseException as exc:  # surfaced in the report
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(w,), daemon=True) for w in workers]
-    for t in threads:
-        t.start()
-    try:
-        timed = _timed_changes(config)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(30)
-    return {"changes": timed, "errors": [str(e) for e in errors],
-            "events": sum(w.stats.events for w in workers),
-            "dead_letters": sum(w.stats.dead_letters for w in workers)}
+    service.start()
+    supervisor = service.supervisor
+    assert supervisor is not None
+    deadline = time.monotonic() + 600
+    workers = service.state.workers
+    while time.monotonic() < deadline and not all(w.phase == "running" for w in workers.values()):
+        if any(w.restarts for w in workers.values()):
+            break
+        time.sleep(0.1)
+    say(f"service started: API {service.url}, CDC workers streaming after {time.monotonic() - started:.1f}s "
+        "(initial snapshots, if any, included); making one change per flow and timing its arrival",
+        highlight=False)
+    timed = _timed_changes(service.config)
+    return {"changes": timed,
+            "errors": [f"{w.name}: {w.last_error}" for w in workers.values() if w.restarts],
+            "events": sum(w.stats.events for w in supervisor.workers.values()),
+            "dead_letters": sum(w.stats.dead_letters for w in supervisor.workers.values())}
 
 
-def run_demo(*, data_dir: Path, port: int, citizens: int, console: Console | None) -> dict[str, Any]:
+def _scheduled_runs(service: Service) -> list[dict[str, Any]]:
+    """Run every scheduled flow once now, through the scheduler's own job (batch run + reconciliation)."""
+    scheduler = service.scheduler
+    assert scheduler is not None
+    results = []
+    for name in scheduler.flows:
+        result = scheduler.run_flow(name)
+        results.append(result or {"flow": name, "id": service.config.model.flows[name].id, "ok": False,
+                                  "error": "skipped: a run of this flow was already going"})
+    return results
+
+
+def _wait_for_interrupt() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+
+
+def run_demo(*, data_dir: Path, port: int, citizens: int, console: Console | None, api_port: int = 0,
+             serve: bool = False) -> dict[str, Any]:
     """Run the demo; print to ``console`` (None: quiet) and return a JSON-ready report."""
     server = _server(data_dir, port)
     say = console.print if console else (lambda *a, **k: None)
@@ -230,12 +241,17 @@ def run_demo(*, data_dir: Path, port: int, citizens: int, console: Console | Non
         counts = seed(config.dsn("warehouse"), config.dsn("citizen"), citizens)
         report["seeded"] = counts.rows
         say(f"seeded {citizens:,} citizens ({sum(counts.rows.values()):,} rows) in {counts.seconds:.1f}s")
-    for name, flow in config.model.flows.items():
-        if not flow.batches:
-            continue  # the CDC flows run next, all together
-        result = run_batch(config, name)
-        report["flows"].append(result.as_dict())
-    report["cdc"] = _run_cdc(config, say)
+    service = Service(config, ServiceOptions(port=api_port))
+    try:
+        report["flows"] = _scheduled_runs(service)
+        report["cdc"] = _run_cdc(service, say)
+        report["api"] = service.url
+        if serve and console:
+            console.print(f"serving: status page {service.url}/ , metrics {service.url}/metrics; Ctrl-C to stop",
+                          highlight=False)
+            _wait_for_interrupt()
+    finally:
+        service.stop()
     report["samples"] = _samples(config)
     if console:
         _print_report(console, report, env_file, server.dsn(DATABASES["citizen"]))
@@ -245,7 +261,7 @@ def run_demo(*, data_dir: Path, port: int, citizens: int, console: Console | Non
 def _print_report(console: Console, report: dict[str, Any], env_file: Path, citizen_dsn: str) -> None:
     from civicsync.cli import results_table
 
-    console.print(results_table(report["flows"], title="batch flows: one run each"))
+    console.print(results_table(report["flows"], title="scheduled flows: one run each, now"))
     for r in report["flows"]:
         if not r["ok"]:
             console.print(f"[red]{r['id']} failed:[/] {r['error']}", highlight=False)

@@ -129,10 +129,9 @@ def not_ready(ctx: ApiContext) -> list[str]:
             reasons.append(f"database {name} unreachable: {exc}")
     if reasons:
         return reasons
-    streaming = [n for n, f in ctx.config.model.flows.items() if f.streams]
     if ctx.state is not None:
-        running = ctx.state.flows_running()
-        down = [n for n in streaming if not running.get(n)]
+        # The flows this service runs (``civicsync run --flow`` may run only some of them).
+        down = [n for n, up in ctx.state.flows_running().items() if not up]
     else:
         down = [r["flow"] for r in flow_status(ctx.config) if r.get("slot") and r["state"] != "streaming"]
     return [f"flow {n} is not running" for n in down]

@@ -259,10 +259,13 @@ def demo(
     data_dir: Annotated[Path, typer.Option(help="Where the demo's PostgreSQL lives.")] = Path(".civicsync/demo"),
     port: Annotated[int, typer.Option(help="Loopback port of the demo's PostgreSQL.")] = 54329,
     stop: Annotated[bool, typer.Option("--stop", help="Stop the demo's PostgreSQL and exit.")] = False,
+    api_port: Annotated[int, typer.Option(help="Port of the service's HTTP API (0: any free port).")] = 0,
+    serve: Annotated[bool, typer.Option("--serve", help="Keep the service running after the report.")] = False,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Run the reference deployment on a local PostgreSQL: create, seed, run every flow, report."""
+    """Run the reference deployment on a local PostgreSQL: create, seed, then the service (scheduler runs
+    every batch flow once, CDC workers stream, the API serves), time a change per CDC flow, report."""
     from civicsync.demo import run_demo, stop_demo
 
     _setup(verbose)
@@ -271,7 +274,8 @@ def demo(
             stop_demo(data_dir, port)
             out.print("demo PostgreSQL stopped")
             return
-        report = run_demo(data_dir=data_dir, port=port, citizens=citizens, console=None if as_json else out)
+        report = run_demo(data_dir=data_dir, port=port, citizens=citizens, console=None if as_json else out,
+                          api_port=api_port, serve=serve)
     if as_json:
         out.print_json(data=report)
     if not all(r["ok"] for r in report["flows"]) or report["cdc"]["errors"] or any(

@@ -142,12 +142,19 @@ class BatchScheduler:
             return result
         except CivicsyncError as exc:
             log.error("flow %s: scheduled run failed: %s", name, exc)
-            self.state.update_job(name, last_result={"flow": name, "ok": False, "error": str(exc)})
-            return None
+            return self._failed(name, str(exc))
+        except Exception as exc:  # a bug must not take the scheduler down; it is logged with its traceback
+            log.exception("flow %s: scheduled run crashed", name)
+            return self._failed(name, f"{type(exc).__name__}: {exc}")
         finally:
             self.state.update_job(name, running=False)
             self._refresh_next_runs()
             lock.release()
+
+    def _failed(self, name: str, error: str) -> dict[str, Any]:
+        result = {"flow": name, "id": self.config.model.flows[name].id, "ok": False, "error": error}
+        self.state.update_job(name, last_result=result)
+        return result
 
     def _refresh_next_runs(self) -> None:
         # From the triggers, not the scheduler: asking the scheduler from a job thread deadlocks

@@ -9,12 +9,11 @@ stop the workers (each flushes, commits and acknowledges its position), exit 0.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from civicsync import __version__, metrics
 from civicsync.config import LoadedConfig
@@ -24,15 +23,10 @@ from civicsync.runtime.state import ServiceState
 from civicsync.runtime.supervisor import Supervisor
 from civicsync.status import flow_status
 
+if TYPE_CHECKING:
+    from civicsync.api.server import ApiServer
+
 log = logging.getLogger(__name__)
-
-
-class _Server(Protocol):
-    port: int
-
-    def start(self) -> None: ...
-
-    def stop(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -61,7 +55,7 @@ class Service:
             if self.options.workers else None
         self.scheduler = BatchScheduler(config, self.state, self.settings.scheduler, flows=self.options.flows) \
             if self.options.scheduler and self.settings.scheduler.enabled else None
-        self.api: _Server | None = None
+        self.api: ApiServer | None = None
         self._sampler: threading.Thread | None = None
         metrics.BUILD.info({"version": __version__, "config": str(config.path)})
 
@@ -75,12 +69,12 @@ class Service:
     def start(self) -> None:
         """Start the API, the workers, the scheduler and the sampler."""
         if self.options.api:
-            app_module = importlib.import_module("civicsync.api.app")
-            server_module = importlib.import_module("civicsync.api.server")
+            from civicsync.api.app import create_app
+            from civicsync.api.server import ApiServer
+
             host = self.options.host or self.settings.api.host
             port = self.settings.api.port if self.options.port is None else self.options.port
-            self.api = server_module.ApiServer(app_module.create_app(self.config, self.state), host, port)
-            self.api.start()
+            self.api = ApiServer(create_app(self.config, self.state), host, port).start()
             log.info("API listening on %s", self.url)
         if self.supervisor is not None:
             self.supervisor.start()

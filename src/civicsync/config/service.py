@@ -41,7 +41,7 @@ class Scheduler(_Model):
 
     enabled: bool = True
     misfire_grace_seconds: int = Field(
-        default=3600, ge=1,
+        default=43200, ge=1,
         description="a run missed by less than this (service down at its time) still runs once on start")
 
 

@@ -9,7 +9,6 @@ The module is skipped only when the venv cannot be made here (setup-airflow.sh e
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -38,7 +37,7 @@ RESULT = "CIVICSYNC-DRIVER-RESULT:"
 # Runs inside .venv-airflow. argv: dagbag | test DAG_ID [RETRY_SECONDS]. Prints one RESULT line of JSON.
 # RETRY_SECONDS shortens the task's retry delay (minutes in the DAG) and allows one retry, so a
 # test can watch a retry happen. With $STAND_IN_RECONCILE set, a stand-in civicsync.reconcile
-# module records its calls to that file (civicsync.reconcile itself does not exist yet).
+# module records its calls to that file (the real one is not finished yet).
 DRIVER = r"""
 import json, os, sys
 from datetime import timedelta
@@ -149,23 +148,19 @@ def test_one_dag_per_batch_flow_from_the_configured_file(airflow_home: Path, tmp
     # A department's own config, named by the Airflow Variable; no DSN or secret is set while parsing.
     raw = reference_raw()
     raw["flows"]["scheme_master"]["schedule"] = "15 4 * * 1-5"
-    raw["flows"]["scheme_master"]["reconcile"] = {"after_batch": True}
     del raw["flows"]["feedback"]
     variant = tmp_path / "department.yaml"
     variant.write_text(yaml.safe_dump(raw, sort_keys=False))
     bag = drive(airflow_home, "dagbag", env={"AIRFLOW_VAR_CIVICSYNC_CONFIG": str(variant)})
     assert bag["import_errors"] == {}
     dags = bag["dags"]
-    # A flow with reconcile.after_batch gets a reconcile task once civicsync.reconcile exists (not yet).
-    can_reconcile = importlib.util.find_spec("civicsync.reconcile") is not None
     assert {d: v["schedule"] for d, v in dags.items()} == batch_schedules(raw)
     assert dags["civicsync_scheme_master"]["schedule"] == "15 4 * * 1-5" and "civicsync_feedback" not in dags
     for dag_id, d in dags.items():
         assert d["tz"] == "UTC" and d["catchup"] is False and d["max_active_runs"] == 1, dag_id
         assert "civicsync" in d["tags"] and "run_batch" in d["doc_md"] and str(variant) in d["doc_md"]
         task = d["tasks"]["run_batch"]
-        assert set(d["tasks"]) == ({"run_batch", "reconcile"} if dag_id == "civicsync_scheme_master" and can_reconcile
-                                   else {"run_batch"})
+        assert set(d["tasks"]) == {"run_batch"}
         assert task["retries"] >= 1 and task["backoff"] > 0
         rules = task["retry_policy"]["rules"]
         assert task["retry_policy"]["default"] == "fail"
@@ -264,22 +259,21 @@ def test_transient_error_is_retried(airflow_home: Path, seeded: Deployment, tmp_
     assert runs(seeded, "scheme_master") == before  # the target was never reached
 
 
-def test_reconciliation_runs_after_the_batch_when_the_flow_asks(
+def test_the_task_runs_the_schedulers_job_with_reconciliation(
         airflow_home: Path, seeded: Deployment, tmp_path: Path) -> None:
-    # civicsync.reconcile is not there yet: a stand-in module (in the driver) takes its place, so
-    # this checks the DAG's wiring (after the batch, the scheduler's call, its result as XCom).
+    # The task runs civicsync.jobs.flow_job.run_flow_job, the built-in scheduler's job: with
+    # reconcile.after_batch, the batch run and then the reconciliation. A stand-in civicsync.reconcile
+    # (in the driver) records the call, so this checks the wiring, not reconciliation itself.
     raw = reference_raw()
     raw["flows"]["scheme_master"]["reconcile"] = {"after_batch": True, "repair": False}
     variant = tmp_path / "reconciling.yaml"
     variant.write_text(yaml.safe_dump(raw, sort_keys=False))
     record = tmp_path / "reconcile-calls.jsonl"
     env = {**task_env(seeded), "AIRFLOW_VAR_CIVICSYNC_CONFIG": str(variant), "STAND_IN_RECONCILE": str(record)}
-    dags = drive(airflow_home, "dagbag", env=env)["dags"]
-    assert dags["civicsync_scheme_master"]["tasks"]["reconcile"]["upstream"] == ["run_batch"]
-    assert set(dags["civicsync_profile_prefill"]["tasks"]) == {"run_batch"}
     out = drive(airflow_home, "test", "civicsync_scheme_master", env=env)
     assert out["state"] == "success", out
-    assert out["xcom"]["reconcile"] == {"flow": "scheme_master", "differences": 0}
-    assert out["xcom"]["run_batch"]["ok"] is True
+    summary = out["xcom"]["run_batch"]
+    assert summary["ok"] is True and summary["reconcile"] == {"flow": "scheme_master", "differences": 0}
     calls = [json.loads(line) for line in record.read_text().splitlines()]
     assert calls == [{"flow": "scheme_master", "repair": False, "config": str(variant)}]
+    assert runs(seeded, "scheme_master")[-1][:2] == (summary["run_id"], "succeeded")

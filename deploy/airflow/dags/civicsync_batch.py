@@ -1,9 +1,10 @@
 """civicsync's batch flows as Airflow 3 DAGs: one DAG per batch, aggregate or hybrid flow of the config.
 
-Each DAG runs the flow with :func:`civicsync.jobs.batch.run_batch`, the very function the built-in
-scheduler and ``civicsync batch run`` call, so a run from Airflow is the same all-or-nothing,
-locked, recorded (``civicsync.runs``) run as any other. The task returns ``RunResult.as_dict()``
-(an XCom).
+Each DAG's one task runs :func:`civicsync.jobs.flow_job.run_flow_job`, the very function the
+built-in scheduler runs: :func:`civicsync.jobs.batch.run_batch` (as ``civicsync batch run`` does),
+plus reconciliation where the flow's ``reconcile.after_batch`` asks for it. So a run from Airflow
+is the same all-or-nothing, locked, recorded (``civicsync.runs``) run as any other. The task
+returns the run's ``RunResult.as_dict()`` (an XCom; with a ``reconcile`` entry when one ran).
 
 Where things come from (see docs/airflow.md):
 
@@ -18,7 +19,8 @@ Where things come from (see docs/airflow.md):
 
 Failures: ``run_batch`` already retries transient database errors within the run (the flow's
 ``retry`` section, seconds apart). If the run still ends in a :class:`~civicsync.errors.TransientError`,
-Airflow retries the task with exponential backoff (minutes apart). A
+Airflow retries the task with exponential backoff (minutes apart); an exception that is neither
+fails at once too (Airflow >= 3.3 retry policy). A
 :class:`~civicsync.errors.FatalError` (a bad config, validation refused the data, a
 non-transient database error, another run of the flow holding its lock) fails the task at once
 without retrying: retrying cannot help, a person must act.
@@ -26,10 +28,9 @@ without retrying: retrying cannot help, a person must act.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ import yaml
 from airflow.sdk import Connection, Variable, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from civicsync.config import LoadedConfig, load_config, reference_config_path
+from civicsync.config import load_config, reference_config_path
 from civicsync.config.loader import parse_config
 from civicsync.config.models import Config, Flow
 from civicsync.errors import FatalError, TransientError
@@ -131,50 +132,40 @@ def task_environ(path: Path) -> dict[str, str]:
     return environ
 
 
-def _fail_fast_on_fatal(job: Callable[[LoadedConfig], dict[str, Any]], path: Path) -> dict[str, Any]:
-    """Load the config with the task's DSNs and secrets and run ``job``.
+class TransientRunFailure(TransientError):
+    """The batch run gave up on transient errors (its own retries spent): Airflow may retry later."""
 
-    FatalError → AirflowFailException (fail now, no retry); TransientError propagates (retried).
-    """
-    try:
-        return job(load_config(path, environ=task_environ(path)))
-    except FatalError as exc:
-        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+def _transient(summary: dict[str, Any]) -> bool:
+    # run_flow_job reports a failed batch run in its summary with the error's text only. run_batch
+    # retries only TransientError and, once its attempts are spent, fails with RetriesExhaustedError
+    # ("...: gave up after N attempts; last error: ..."); every other failure is fatal.
+    # TODO: use the error's class once the job's summary carries it (read the text until then).
+    error = str(summary.get("error") or "")
+    return "gave up after" in error and "attempts; last error:" in error
 
 
 def run_flow(path: Path, name: str) -> dict[str, Any]:
-    """Run one batch flow now, exactly as the built-in scheduler does; ``RunResult.as_dict()``, or raise."""
-    from civicsync.jobs.batch import run_batch
+    """One scheduled run of flow ``name``: exactly what the built-in scheduler runs.
 
-    def job(config: LoadedConfig) -> dict[str, Any]:
-        result = run_batch(config, name)
-        log.info("civicsync flow %s: %s", name, result.as_dict())
-        return result.raise_for_error().as_dict()
+    :func:`civicsync.jobs.flow_job.run_flow_job` is the batch run (``run_batch``) plus, where the
+    flow asks for it, reconciliation (before the batch for a hybrid flow, after a successful one
+    otherwise). Returns its summary (``RunResult.as_dict()``, with ``reconcile`` when one ran).
+    A fatal failure raises AirflowFailException (no retry); a transient one raises a TransientError
+    (the task's retries with backoff apply).
+    """
+    from civicsync.jobs.flow_job import run_flow_job
 
-    return _fail_fast_on_fatal(job, path)
-
-
-def reconcile_flow(path: Path, name: str, repair: bool) -> dict[str, Any]:
-    """Reconcile (and repair) a flow after its batch run, with the call the built-in scheduler makes."""
-
-    def job(config: LoadedConfig) -> dict[str, Any]:
-        reconcile = importlib.import_module("civicsync.reconcile")
-        outcome: Any = reconcile.reconcile_flow(config, name, repair=repair)
-        as_dict = getattr(outcome, "as_dict", None)
-        return dict(as_dict()) if callable(as_dict) else {"result": str(outcome)}
-
-    return _fail_fast_on_fatal(job, path)
-
-
-def reconciles_after_batch(flow: Flow) -> bool:
-    """Whether the DAG reconciles after the batch: the flow asks for it and civicsync can do it."""
-    if not flow.reconcile.after_batch:
-        return False
-    if importlib.util.find_spec("civicsync.reconcile") is None:
-        log.warning("flow %s sets reconcile.after_batch, but this civicsync has no civicsync.reconcile yet:"
-                    " its DAG runs the batch only", flow.id)
-        return False
-    return True
+    try:
+        summary = run_flow_job(load_config(path, environ=task_environ(path)), name)
+    except FatalError as exc:  # a bad config, or a reconciliation that cannot work
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+    log.info("civicsync flow %s: %s", name, summary)
+    if not summary["ok"]:
+        if _transient(summary):
+            raise TransientRunFailure(f"flow {name}: run {summary['run_id']} failed: {summary['error']}")
+        raise AirflowFailException(f"flow {name}: run {summary['run_id']} failed: {summary['error']}")
+    return summary
 
 
 def retry_args() -> dict[str, Any]:
@@ -189,7 +180,7 @@ def retry_args() -> dict[str, Any]:
     if ExceptionRetryPolicy is not None:
         args["retry_policy"] = ExceptionRetryPolicy(
             rules=[RetryRule(exception=TransientError, action=RetryAction.RETRY,
-                             reason="transient database failure; the run changed nothing, retrying")],
+                             reason="transient failure: retrying (a run is all or nothing, and idempotent)")],
             default=RetryAction.FAIL,
         )
     return args
@@ -199,16 +190,17 @@ def _doc(name: str, flow: Flow, path: Path) -> str:
     extra = ("\n\nA **hybrid** flow: its CDC worker applies changes as they happen; this DAG runs the "
              "incremental batch that catches what the event path missed." if flow.kind == "hybrid" else "")
     if flow.reconcile.after_batch:
-        extra += ("\n\nAfter a successful batch the flow is reconciled"
-                  f"{' and repaired' if flow.reconcile.repair else ''} (`reconcile.after_batch`).")
+        when = "before its batch" if flow.kind == "hybrid" else "after a successful batch"
+        extra += (f"\n\nThe flow is reconciled{' and repaired' if flow.reconcile.repair else ''} {when} "
+                  "(`reconcile.after_batch`), in the same task.")
     return (
         f"### civicsync {flow.id}: `{name}`\n\n"
         f"{flow.description or ''}\n\n"
         f"- **{flow.kind}**, mode **{flow.mode}**: `{flow.source.connection}:{flow.source.table}` → "
         f"`{flow.target.connection}:{flow.target.table}`\n"
         f"- schedule `{flow.schedule}` (UTC); config `{path}`\n"
-        "- runs `civicsync.jobs.batch.run_batch` (the same job as `civicsync batch run "
-        f"{flow.id}`): one all-or-nothing target transaction, recorded in `civicsync.runs`.\n"
+        "- runs `civicsync.jobs.flow_job.run_flow_job`, the built-in scheduler's job: `run_batch` (as "
+        f"`civicsync batch run {flow.id}`), one all-or-nothing target transaction recorded in `civicsync.runs`.\n"
         "- a transient failure is retried with backoff; a fatal one (validation refused, bad config, "
         "another run holds the flow's lock) fails at once. Operators: `civicsync runs`, "
         "`civicsync dlq list`.\n"
@@ -233,25 +225,12 @@ def build_dag(path: Path, name: str, flow: Flow) -> Any:
         default_args={"owner": "civicsync"},
     )
     def flow_dag() -> None:
-        @task(task_id="run_batch", doc_md="Runs `civicsync.jobs.batch.run_batch`; returns `RunResult.as_dict()`.",
-              **retry_args())
+        @task(task_id="run_batch", doc_md="Runs `civicsync.jobs.flow_job.run_flow_job` (`run_batch`, and "
+              "reconciliation where the flow asks); returns `RunResult.as_dict()`.", **retry_args())
         def run_batch_task() -> dict[str, Any]:
             return run_flow(path, name)
 
-        batch = run_batch_task()
-
-        # Reconciliation after a successful batch, when the flow's `reconcile.after_batch` says so (as
-        # a hybrid flow's would): the same civicsync.reconcile.reconcile_flow call as the built-in
-        # scheduler's, as its own task so a failed reconciliation is retried without re-running the batch.
-        # HOOK: civicsync.reconcile did not exist yet when this was written, so this task could not
-        # be run for real; until the module ships, such a flow's DAG runs the batch only (logged).
-        if reconciles_after_batch(flow):
-            @task(task_id="reconcile", doc_md="Runs `civicsync.reconcile.reconcile_flow` after the batch.",
-                  **retry_args())
-            def reconcile_task() -> dict[str, Any]:
-                return reconcile_flow(path, name, flow.reconcile.repair)
-
-            batch >> reconcile_task()
+        run_batch_task()
 
     return flow_dag()
 

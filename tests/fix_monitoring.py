@@ -75,7 +75,8 @@ def exported_metrics() -> dict[str, frozenset[str] | None]:
     collectors = list(metrics.REGISTRY._collector_to_names)
     for collector in collectors:
         labelnames: tuple[str, ...] | None = getattr(collector, "_labelnames", None)
-        for family in collector.describe() or collector.collect():
+        describe = getattr(collector, "describe", None)
+        for family in (describe() if describe else []) or collector.collect():
             for suffix in _SUFFIXES[family.type]:
                 labels: frozenset[str] | None
                 if family.type == "info" or labelnames is None:

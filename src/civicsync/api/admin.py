@@ -113,7 +113,7 @@ def list_dead_letters(
     return DeadLetters(items=_rows(ctx, flows, None if status == "all" else status, limit))
 
 
-@router.post("/replay", response_model=ReplayResult, responses=responses(401, 403, 404, 409, 413, 422, 500, 503),
+@router.post("/replay", response_model=ReplayResult, responses=responses(400, 401, 403, 404, 409, 413, 422, 500, 503),
              summary="Re-apply dead-lettered keys from the source's current rows")
 def replay_dead_letters(request: Annotated[ReplayRequest, Body()], ctx: Annotated[ApiContext, Depends(context)],
                         _: Annotated[Any, Security(require_scope("admin:write"))]) -> ReplayResult:

@@ -24,7 +24,7 @@ from civicsync.api.models import (
 
 router = APIRouter(prefix="/api/v1", tags=["callbacks"])
 
-_ERRORS = responses(401, 403, 409, 413, 422, 500, 503)
+_ERRORS = responses(400, 401, 403, 409, 413, 422, 500, 503)
 _ERRORS[409]["description"] = "an idempotency key was reused for different content; nothing was written"
 
 

@@ -139,6 +139,7 @@ def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "the body cannot be read at all (e.g. not UTF-8)"},
     401: {"model": ErrorBody, "description": "no key, or a malformed, unknown or revoked key"},
     403: {"model": ErrorBody, "description": "the key lacks the scope this operation needs"},
     413: {"model": ErrorBody, "description": "request body larger than the configured limit"},

@@ -1,0 +1,113 @@
+"""A database that goes away during a callback: 503 with Retry-After, nothing half-written, and the
+same request succeeds once the database is back."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from civicsync.localpg import LocalPostgres, free_port
+from fix_api import RunningApi, api, make_keys, seed_portal, serve  # noqa: F401
+from fix_db import new_deployment
+
+KEY = {"scheme_id": 101, "horizon_date": "2031-03-01"}
+
+
+def forecast(district: str, version: str, index: float = 0.5) -> dict[str, Any]:
+    return {**KEY, "district": district, "model_version": version, "demand_index": index}
+
+
+def stored(conn: psycopg.Connection[Any], district: str) -> Any:
+    return conn.execute("SELECT model_version FROM scheme_forecasts WHERE district = %s", (district,)).fetchone()
+
+
+@pytest.fixture(scope="module")
+def own_server() -> Iterator[LocalPostgres]:
+    """A PostgreSQL server of this module's own, so stopping it disturbs no other test."""
+    base = Path(tempfile.mkdtemp(prefix="civicsync-api-faults-", dir=os.environ.get("CIVICSYNC_TEST_TMP")))
+    server = LocalPostgres(base, free_port(), durable=False)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+def test_server_stopped_gives_503_with_retry_after_then_recovers(own_server: LocalPostgres) -> None:
+    dep = new_deployment(own_server)
+    config = dep.config()
+    seed_portal(dep)
+    keys = make_keys(config)
+    api_server = serve(config)
+    try:
+        with httpx.Client(base_url=api_server.url, headers={"Authorization": f"Bearer {keys['all']}"},
+                          timeout=30) as client:
+            assert client.post("/api/v1/forecasts", json=forecast("Before", "v1")).status_code == 200
+            own_server.stop()
+            try:
+                down = client.post("/api/v1/forecasts", json=forecast("During", "v1"))
+                alerts = client.post("/api/v1/alerts", json={"alert_id": "down-1", "severity": "info",
+                                                             "alert_type": "t", "message": "m"})
+                ready = client.get("/ready")
+                status = client.get("/api/v1/status")
+                health = client.get("/health")
+            finally:
+                own_server.start()
+            for response in (down, alerts, status):
+                assert response.status_code == 503, response.text
+                assert response.headers["Retry-After"] == str(config.model.service.api.retry_after_seconds)
+                assert response.json()["error"] == "unavailable"
+            assert ready.status_code == 503
+            assert {r.split(" unreachable")[0] for r in ready.json()["reasons"]} == {
+                "database warehouse", "database citizen"}
+            assert health.status_code == 200
+            with dep.connect("citizen") as conn:
+                assert stored(conn, "During") is None and stored(conn, "Before") == ("v1",)
+            again = client.post("/api/v1/forecasts", json=forecast("During", "v1"))
+            assert again.status_code == 200 and again.json()["outcome"] == "created"
+    finally:
+        api_server.stop()
+        dep.drop()
+
+
+def test_connection_killed_mid_transaction_writes_nothing(api: RunningApi) -> None:  # noqa: F811
+    """The request has written one row and waits on a lock for the next when its session is killed."""
+    with api.dep.connect("citizen") as conn:
+        conn.execute("INSERT INTO scheme_forecasts (scheme_id, district, horizon_date, demand_index, model_version)"
+                     " VALUES (101, 'Locked', '2031-03-01', 0.1, 'v1')")
+    batch = {"items": [forecast("Fresh", "v1"), forecast("Locked", "v2")]}
+    result: dict[str, httpx.Response] = {}
+    with psycopg.connect(api.dep.citizen_dsn) as holder, api.dep.connect("citizen") as admin, \
+            api.client() as client:
+        holder.execute("SELECT 1 FROM scheme_forecasts WHERE district = 'Locked' FOR UPDATE")
+        sender = threading.Thread(target=lambda: result.update(r=client.post("/api/v1/forecasts", json=batch)))
+        sender.start()
+        killed = 0
+        deadline = time.monotonic() + 20
+        while not killed and time.monotonic() < deadline:
+            row = admin.execute(  # autocommit: pg_stat_activity is read once per transaction
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name = 'civicsync:api:forecasts' AND wait_event_type = 'Lock'").fetchone()
+            killed = row[0] if row else 0
+            time.sleep(0.05)
+        sender.join(30)
+        holder.rollback()
+    assert killed == 1
+    response = result["r"]
+    assert response.status_code == 503, response.text
+    assert "Retry-After" in response.headers
+    with api.dep.connect("citizen") as conn:
+        assert stored(conn, "Fresh") is None  # written before the kill, rolled back with it
+        assert stored(conn, "Locked") == ("v1",)
+    with api.client() as client:
+        again = client.post("/api/v1/forecasts", json=batch)
+    assert [i["outcome"] for i in again.json()["items"]] == ["created", "replaced"]

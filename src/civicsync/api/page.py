@@ -64,7 +64,7 @@ function lag(f) {
   return f.lag_seconds.toFixed(1) + " s";
 }
 function lastRun(f) {
-  if (!("last_run_status" in f)) return "";
+  if (f.kind === "cdc") return "";
   if (!f.last_run_status) return "never run";
   return f.last_run_status + (f.last_run ? " at " + f.last_run.replace("T", " ").slice(0, 19) : "");
 }
@@ -97,10 +97,11 @@ function render(report) {
   overall.className = "badge " + (errors ? "error" : "ok");
   const rec = document.getElementById("reconciliation");
   rec.replaceChildren();
-  if (report.reconciliation.length) rec.appendChild(table(report.reconciliation));
-  else rec.textContent = "no results yet";
+  if (report.reconciliation.length) { rec.className = ""; rec.appendChild(table(report.reconciliation)); }
+  else { rec.className = "muted"; rec.textContent = "no results yet"; }
   const svc = document.getElementById("service");
   if (report.service) {
+    svc.className = "";
     svc.replaceChildren(el("div", "started " + report.service.started_at +
                               (report.service.stopping ? " · stopping" : "")));
     if (report.service.workers.length) svc.appendChild(table(report.service.workers.map(w => ({

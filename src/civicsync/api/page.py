@@ -52,6 +52,8 @@ PAGE = """<!doctype html>
 <script>
 "use strict";
 const REFRESH_MS = __REFRESH__ * 1000;
+const RECONCILE_COLUMNS = ["flow", "status", "started_at", "finished_at", "source_rows", "target_rows", "missing",
+                           "extra", "different", "repaired", "error"];
 function el(tag, text, cls) {
   const e = document.createElement(tag);
   if (text !== undefined && text !== null) e.textContent = String(text);
@@ -97,7 +99,14 @@ function render(report) {
   overall.className = "badge " + (errors ? "error" : "ok");
   const rec = document.getElementById("reconciliation");
   rec.replaceChildren();
-  if (report.reconciliation.length) { rec.className = ""; rec.appendChild(table(report.reconciliation)); }
+  if (report.reconciliation.length) {
+    rec.className = "";
+    rec.appendChild(table(report.reconciliation.map(r => {
+      const shown = {};
+      RECONCILE_COLUMNS.filter(c => c in r).forEach(c => { shown[c] = r[c]; });
+      return Object.keys(shown).length ? shown : r;
+    })));
+  }
   else { rec.className = "muted"; rec.textContent = "no results yet"; }
   const svc = document.getElementById("service");
   if (report.service) {

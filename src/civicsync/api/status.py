@@ -8,9 +8,10 @@ service knows (worker phases, scheduled jobs) laid on top, a verdict per flow (`
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,18 +21,27 @@ from civicsync.config import LoadedConfig
 from civicsync.errors import CivicsyncError
 from civicsync.status import flow_status
 
+log = logging.getLogger("civicsync.api")
+
 LAG_WARNING_SECONDS = 60.0
 
 Health = Literal["ok", "warning", "error"]
 
 
 def _reconciliation_source() -> Callable[[LoadedConfig], Any] | None:
-    try:
-        module = importlib.import_module("civicsync.reconcile")
-    except ImportError:
-        return None
-    found = getattr(module, "latest_results", None)
-    return found if callable(found) else None
+    """``latest_results(config)`` of civicsync.reconcile (or its store module), if it exists."""
+    for name in ("civicsync.reconcile", "civicsync.reconcile.store"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        except Exception:  # a broken reconcile module must not take the API down with it
+            log.exception("cannot import %s; the status shows no reconciliation results", name)
+            return None
+        found = getattr(module, "latest_results", None)
+        if callable(found):
+            return cast(Callable[[LoadedConfig], Any], found)
+    return None
 
 
 _latest_reconciliation = _reconciliation_source()

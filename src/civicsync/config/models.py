@@ -462,6 +462,15 @@ class ReconcileSettings(Model):
     ignore_columns: list[str] = Field(
         default_factory=list, description="target columns not compared (e.g. a time the sync itself stamps)")
     sample: int = Field(default=10, ge=0, le=1000, description="keys reported per class of difference")
+    settle_seconds: float = Field(
+        default=10.0, ge=0, le=600,
+        description="event-path flows: how long a re-check waits for the CDC worker to apply what the source had "
+                    "committed when it was read, so that changes in flight are not reported as differences")
+    hmac_in_source: bool = Field(
+        default=False,
+        description="compute hmac pseudonyms inside the source database (pgcrypto) so the flow can be compared by "
+                    "range checksums; the key then travels to the source as a query parameter and may appear in its "
+                    "server logs. Off: such flows are compared by streaming the source through the chain")
 
 
 class Flow(Model):

@@ -9,6 +9,7 @@ counts an attempt and schedules the next one with exponential backoff.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -21,11 +22,13 @@ from civicsync.config.models import Retry
 from civicsync.db.catalog import column_types
 from civicsync.errors import CivicsyncError, RowRejectedError
 from civicsync.events import ChangeEvent, SourceInfo
+from civicsync.jobs.replay import matching
 from civicsync.jobs.retry import backoff_delays
 
 if TYPE_CHECKING:
     from civicsync.runtime.cdc import CdcWorker
 
+Conn = psycopg.Connection[tuple[Any, ...]]
 BATCH = 100
 # Backoff between retries of one dead letter: 1 s, 2 s, 4 s, ... capped at 5 minutes.
 DLQ_RETRY = Retry(attempts=12, initial_delay=1.0, max_delay=300.0, multiplier=2.0)
@@ -75,37 +78,71 @@ def _message(exc: Exception) -> str:
 
 def _reapply(worker: CdcWorker, applier: CdcFlowApplier, key: dict[str, Any]) -> None:
     conn = worker.target_connection
-    outcome = FlowOutcome()
     if applier.cdc.top_n is not None:
+        outcome = FlowOutcome()
         values = tuple(key.get(c) for c in applier.cdc.top_n.partition_by)
         applier.recompute(conn, worker.source_reader(), {values}, outcome)
     else:
-        event = _current_event(worker, applier, key)
-        pending = applier.net_effect([event], set(), outcome)
-        if not outcome.dead_letters:
-            applier.write(conn, pending, outcome)
+        events, gone = current_events(worker.source_reader(), applier, [key])
+        if gone:
+            raise RowRejectedError("gone", "the source row no longer exists and this flow ignores deletes")
+        outcome = apply_events(conn, applier, events)
     if outcome.dead_letters:
         raise ReplayFailedError("; ".join(d.error for d in outcome.dead_letters))
 
 
-def _current_event(worker: CdcWorker, applier: CdcFlowApplier, key: dict[str, Any]) -> ChangeEvent:
-    """The key's source row as it is now: a read ('r') event, or a delete if it is gone."""
-    source = worker.source_reader()
+def current_events(source: Conn, applier: CdcFlowApplier, lookups: Sequence[Mapping[str, Any]]
+                   ) -> tuple[list[ChangeEvent], list[dict[str, Any]]]:
+    """The source rows matching each lookup (source column → value) as they are now: read ('r') events
+    in source-key order; a lookup nothing matches becomes a delete event keyed by the lookup (which
+    should then name the source key), or, when the flow ignores deletes, is returned as gone."""
+    if not lookups:
+        return [], []
     table = applier.flow.source.table
     types = column_types(source, table)
-    where = sql.SQL(" AND ").join(
-        sql.SQL("{} = {}::{}").format(sql.Identifier(k), sql.Literal(v), sql.SQL(types[k])) for k, v in key.items())
+    where = matching(types, lookups)
     cols = list(applier.source.columns)
-    row = source.execute(sql.SQL("SELECT {} FROM {} WHERE {}").format(
+    rows = source.execute(sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY {}").format(
         sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in cols),
-        table_ident(table), where)).fetchone()
+        table_ident(table), where, sql.SQL(", ").join(sql.Identifier(k) for k in applier.source.key))).fetchall()
     schema, name = table.split(".", 1)
     info = SourceInfo(source.info.dbname, schema, name, 0, 0, datetime.now(UTC))
-    if row is None:
+    events: list[ChangeEvent] = []
+    seen: set[str] = set()
+    for row in rows:
+        image = dict(zip(cols, row, strict=True))
+        events.append(ChangeEvent("r", None, image, info, {k: image[k] for k in applier.source.key}))
+        seen.update(_matches(image, lookups))
+    gone: list[dict[str, Any]] = []
+    for lookup in lookups:
+        if _lookup_text(lookup) in seen:
+            continue
         if applier.cdc.deletes == "ignore":
-            raise RowRejectedError("gone", "the source row no longer exists and this flow ignores deletes")
-        return ChangeEvent("d", dict(key), None, info, dict(key))
-    return ChangeEvent("r", None, dict(zip(cols, row, strict=True)), info, dict(key))
+            gone.append(dict(lookup))
+        else:
+            events.append(ChangeEvent("d", dict(lookup), None, info, dict(lookup)))
+    return events, gone
 
 
-__all__ = ["ReplayFailedError", "replay_due"]
+def apply_events(conn: psycopg.Connection[Any], applier: CdcFlowApplier, events: Sequence[ChangeEvent]
+                 ) -> FlowOutcome:
+    """Apply events as one batch of the event path (net effect per key, then write), in the caller's
+    transaction. Nothing is written when any event breaks a rule (see the outcome's dead letters)."""
+    outcome = FlowOutcome()
+    pending = applier.net_effect(list(events), set(), outcome)
+    if not outcome.dead_letters:
+        applier.write(conn, pending, outcome)
+    return outcome
+
+
+def _lookup_text(lookup: Mapping[str, Any]) -> str:
+    return repr(sorted((k, None if v is None else str(v)) for k, v in lookup.items()))
+
+
+def _matches(image: Mapping[str, Any], lookups: Sequence[Mapping[str, Any]]) -> set[str]:
+    """The lookups a source row answers (by the text of its values)."""
+    columns = {tuple(sorted(lookup)) for lookup in lookups}
+    return {_lookup_text({c: image[c] for c in cols}) for cols in columns}
+
+
+__all__ = ["ReplayFailedError", "apply_events", "current_events", "replay_due"]

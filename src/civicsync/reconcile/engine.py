@@ -120,6 +120,8 @@ class ReconcileResult:
         return {"flow": self.flow, "id": self.flow_id, "run_id": self.run_id, "ok": self.ok,
                 "started_at": self.started_at.isoformat(), "seconds": round(self.seconds, 3),
                 "repair": self.repair, "ranges": self.ranges, "candidates": self.candidates, **self.summary(),
+                "repaired_by_class": {c: sum(1 for d in self.differences if d.kind == c and d.key in self.repaired_keys)
+                                      for c in store.CLASSES},
                 "samples": self.samples()}
 
     def raise_for_error(self) -> ReconcileResult:

@@ -231,3 +231,21 @@ def test_alert_ids_belong_to_their_client(api: RunningApi) -> None:  # noqa: F81
         c = rotated_client.post(ALERTS, json=alert("shared-1")).json()
     assert a["outcome"] == b["outcome"] == "created" and a["portal_alert_id"] != b["portal_alert_id"]
     assert c == {**a, "outcome": "duplicate"}
+
+
+def test_concurrent_resends_make_one_row(api: RunningApi) -> None:  # noqa: F811
+    from concurrent.futures import ThreadPoolExecutor
+
+    def send(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        with api.client() as client:
+            response = client.post(path, json=body)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    with ThreadPoolExecutor(8) as pool:
+        alerts = list(pool.map(lambda _: send(ALERTS, alert("race-1", scheme_id=103)), range(8)))
+        forecasts = list(pool.map(lambda _: send(FORECASTS, forecast(district="Race")), range(8)))
+    assert sorted(a["outcome"] for a in alerts) == ["created"] + ["duplicate"] * 7
+    assert len({a["portal_alert_id"] for a in alerts}) == 1
+    assert sorted(f["outcome"] for f in forecasts) == ["created"] + ["unchanged"] * 7
+    assert api.count("citizen_alerts WHERE source_alert_id = 'race-1'") == 1

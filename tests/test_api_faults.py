@@ -3,21 +3,15 @@ same request succeeds once the database is back."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
-import pytest
 
-from civicsync.localpg import LocalPostgres, free_port
 from fix_api import RunningApi, api, make_keys, seed_portal, serve  # noqa: F401
-from fix_db import new_deployment
+from fix_db import Deployment
 
 KEY = {"scheme_id": 101, "horizon_date": "2031-03-01"}
 
@@ -30,20 +24,9 @@ def stored(conn: psycopg.Connection[Any], district: str) -> Any:
     return conn.execute("SELECT model_version FROM scheme_forecasts WHERE district = %s", (district,)).fetchone()
 
 
-@pytest.fixture(scope="module")
-def own_server() -> Iterator[LocalPostgres]:
-    """A PostgreSQL server of this module's own, so stopping it disturbs no other test."""
-    base = Path(tempfile.mkdtemp(prefix="civicsync-api-faults-", dir=os.environ.get("CIVICSYNC_TEST_TMP")))
-    server = LocalPostgres(base, free_port(), durable=False)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.destroy()
-
-
-def test_server_stopped_gives_503_with_retry_after_then_recovers(own_server: LocalPostgres) -> None:
-    dep = new_deployment(own_server)
+def test_server_stopped_gives_503_with_retry_after_then_recovers(fresh_deployment: Deployment) -> None:
+    """The PostgreSQL server itself is stopped (as test_cdc_runtime does) and started again."""
+    dep = fresh_deployment
     config = dep.config()
     seed_portal(dep)
     keys = make_keys(config)
@@ -52,7 +35,7 @@ def test_server_stopped_gives_503_with_retry_after_then_recovers(own_server: Loc
         with httpx.Client(base_url=api_server.url, headers={"Authorization": f"Bearer {keys['all']}"},
                           timeout=30) as client:
             assert client.post("/api/v1/forecasts", json=forecast("Before", "v1")).status_code == 200
-            own_server.stop()
+            dep.server.stop("fast")
             try:
                 down = client.post("/api/v1/forecasts", json=forecast("During", "v1"))
                 alerts = client.post("/api/v1/alerts", json={"alert_id": "down-1", "severity": "info",
@@ -61,7 +44,7 @@ def test_server_stopped_gives_503_with_retry_after_then_recovers(own_server: Loc
                 status = client.get("/api/v1/status")
                 health = client.get("/health")
             finally:
-                own_server.start()
+                dep.server.start()
             for response in (down, alerts, status):
                 assert response.status_code == 503, response.text
                 assert response.headers["Retry-After"] == str(config.model.service.api.retry_after_seconds)
@@ -76,7 +59,6 @@ def test_server_stopped_gives_503_with_retry_after_then_recovers(own_server: Loc
             assert again.status_code == 200 and again.json()["outcome"] == "created"
     finally:
         api_server.stop()
-        dep.drop()
 
 
 def test_connection_killed_mid_transaction_writes_nothing(api: RunningApi) -> None:  # noqa: F811

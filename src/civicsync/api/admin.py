@@ -100,6 +100,16 @@ def _rows(ctx: ApiContext, flows: list[str] | None, status: str | None, limit: i
     return sorted(found, key=lambda d: d.first_seen)[:limit]
 
 
+def _pending(ctx: ApiContext, flows: list[str] | None) -> int:
+    total = 0
+    for target in sorted({f.target.connection for f in ctx.config.model.flows.values()}):
+        with ctx.database("dead-letters", target) as conn:
+            row = conn.execute("SELECT count(*) FROM civicsync.dead_letters WHERE status = 'pending'"
+                               " AND (%s::text[] IS NULL OR flow = ANY(%s))", (flows, flows)).fetchone()
+        total += int(str(row[0])) if row else 0
+    return total
+
+
 @router.get("", response_model=DeadLetters, responses=responses(401, 403, 422, 500, 503),
             summary="Dead letters of every flow (keys and errors only)")
 def list_dead_letters(
@@ -138,5 +148,4 @@ def replay_dead_letters(request: Annotated[ReplayRequest, Body()], ctx: Annotate
                      if f.kind == "batch" and (flows is None or name in flows))
     finally:
         ctx.replay_lock.release()
-    left = _rows(ctx, flows, "pending", 1_000_000)
-    return ReplayResult(replayed=fixed, still_pending=len(left))
+    return ReplayResult(replayed=fixed, still_pending=_pending(ctx, flows))

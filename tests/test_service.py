@@ -218,3 +218,69 @@ def test_run_serves_health_readiness_and_metrics_then_stops_on_sigterm(fresh_dep
         cleanup(config, "citizen")
     assert proc.returncode == 0, err
     assert "stopped cleanly" in err
+
+
+def test_a_worker_that_cannot_reach_its_source_is_reported_stalled_then_recovers(
+        fresh_deployment: Deployment) -> None:
+    """The capture role may not log in and its walsender is killed: the worker keeps retrying (it
+    is alive) but the flow is down for readiness and alerting until it streams again."""
+    dep = fresh_deployment
+    config = cdc_config(dep)
+    service = Service(config, ServiceOptions(api=False, scheduler=False, flows=["F7"]))
+    service.start()
+    try:
+        wait_for(lambda: service.state.workers["citizen"].phase == "running", 60, "the worker to stream")
+        with dep.connect("citizen") as conn:
+            conn.execute("ALTER ROLE civicsync_capture NOLOGIN")
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_replication"
+                         " WHERE usename = 'civicsync_capture'")
+        worker = wait_for(lambda: (w := service.state.workers["citizen"]).phase == "stalled" and w, 30,
+                          "the stall to be noticed")
+        assert "reconnecting" in (worker.last_error or "")
+        assert service.state.flows_running() == {"document_metadata": False}
+        assert metric_value("civicsync_flow_up", flow="document_metadata", kind="cdc") == 0
+        with dep.connect("citizen") as conn:
+            conn.execute("ALTER ROLE civicsync_capture LOGIN")
+        wait_for(lambda: service.state.workers["citizen"].phase == "running", 60, "recovery")
+        assert metric_value("civicsync_flow_up", flow="document_metadata", kind="cdc") == 1
+        assert service.state.workers["citizen"].restarts == 0  # it never crashed: it waited
+    finally:
+        with dep.connect("citizen") as conn:
+            conn.execute("ALTER ROLE civicsync_capture LOGIN")
+        service.stop()
+        cleanup(config, "citizen")
+
+
+def metric_value(name: str, **labels: str) -> float | None:
+    from civicsync.metrics import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels)
+
+
+def test_a_grant_revoked_mid_stream_stops_the_worker_instead_of_dead_lettering(fresh_deployment: Deployment) -> None:
+    dep = fresh_deployment
+    with dep.connect("citizen") as conn:
+        cid = "00000000-0000-4000-8000-00000000000a"
+        conn.execute("INSERT INTO citizens (citizen_id, full_name) VALUES (%s, 'A')", (cid,))
+        conn.execute("INSERT INTO schemes (scheme_id, code, name, category, status) VALUES (1, 'S1', 'S', 'C', 'OPEN')")
+        conn.execute("INSERT INTO applications (application_id, citizen_id, scheme_id, status) VALUES"
+                     " (100, %s, 1, 'SUBMITTED')", (cid,))
+    config = cdc_config(dep)
+    service = Service(config, ServiceOptions(api=False, scheduler=False, flows=["F7"]))
+    service.start()
+    try:
+        wait_for(lambda: service.state.workers["citizen"].phase == "running", 60, "the worker to stream")
+        _grant(dep, "REVOKE INSERT ON application_documents FROM civicsync_apply")
+        with dep.connect("citizen") as conn:
+            conn.execute("INSERT INTO application_documents (document_id, application_id, doc_type, file_name,"
+                         " storage_uri) VALUES (1, 100, 'ID', 'x.pdf', 's3://docs/x.pdf')")
+        wait_for(lambda: service.state.workers["citizen"].restarts >= 1, 30, "the worker to stop and restart")
+        with dep.connect("warehouse") as conn:
+            assert conn.execute("SELECT count(*) FROM civicsync.dead_letters").fetchone() == (0,)
+        _grant(dep, "GRANT INSERT ON application_documents TO civicsync_apply")
+        with dep.connect("warehouse") as conn:
+            wait_for(lambda: conn.execute("SELECT count(*) FROM application_documents").fetchone() == (1,), 60,
+                     "the document after the grant")
+    finally:
+        service.stop()
+        cleanup(config, "citizen")

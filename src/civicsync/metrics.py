@@ -54,6 +54,9 @@ SLOT_WAL_RETAINED = Gauge("civicsync_slot_wal_retained_bytes",
 
 # --- Is bad data piling up? ------------------------------------------------------------------------
 DLQ_DEPTH = Gauge("civicsync_dead_letters", "Dead letters waiting (pending)", ["flow"], registry=REGISTRY)
+DEAD_LETTERS_CREATED = Counter("civicsync_dead_letters_created_total",
+                               "Dead letters created (a replay that succeeds does not decrease it)", ["flow"],
+                               registry=REGISTRY)
 DLQ_OLDEST_AGE = Gauge("civicsync_dead_letter_oldest_age_seconds",
                        "Age of the oldest pending dead letter (0 when none)", ["flow"], registry=REGISTRY)
 CONFLICTS = Counter("civicsync_conflicts_decided_total",

@@ -139,6 +139,7 @@ class ReplicationStream:
         self._assembler = _Assembler()
         self._connected_before = False
         self.reconnects = 0
+        self.reconnecting = False  # True while the connection is lost and being re-established
 
     @property
     def acknowledged_lsn(self) -> int:
@@ -155,9 +156,11 @@ class ReplicationStream:
 
     def _connect_with_backoff(self) -> None:
         delays = backoff_delays(self._reconnect)
+        self.reconnecting = self._connected_before
         for attempt in range(self._reconnect.attempts):
             try:
                 self._connect()
+                self.reconnecting = False
                 if self._connected_before:
                     self.reconnects += 1
                     log.warning("replication slot %s: reconnected, resuming after %s", self._slot,
@@ -165,6 +168,7 @@ class ReplicationStream:
                 self._connected_before = True
                 return
             except psycopg2.OperationalError as exc:
+                self.reconnecting = True
                 if attempt == len(delays):
                     raise
                 log.warning("replication slot %s: cannot connect (%s); retrying in %.1fs", self._slot,

@@ -142,6 +142,8 @@ def _observe(result: RunResult) -> None:
     for outcome, n in (("read", c.rows_read), ("written", c.rows_written), ("deleted", c.rows_deleted),
                        ("rejected", c.rows_rejected)):
         metrics.BATCH_ROWS.labels(flow, outcome).inc(n)
+    if c.rows_rejected:
+        metrics.DEAD_LETTERS_CREATED.labels(flow).inc(c.rows_rejected)  # rejected rows are dead-lettered
     if c.conflicts:
         metrics.CONFLICTS.labels(flow).inc(c.conflicts)
 

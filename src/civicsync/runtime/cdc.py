@@ -64,6 +64,7 @@ class WorkerStats:
     position: int = 0
     last_commit_time: datetime | None = None
     waiting_since: datetime | None = None  # source commit time of the oldest change read but not yet applied
+    stalled: str | None = None  # why the worker is retrying instead of applying (None when it is not)
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))  # source commit → target commit
 
 
@@ -102,6 +103,7 @@ class CdcWorker:
         self._isolated = 0
         self._tgt: Conn | None = None
         self._src: Conn | None = None
+        self._stream: ReplicationStream | None = None
         self._db = ""
 
     # ------------------------------------------------------------------ set-up
@@ -227,6 +229,7 @@ class CdcWorker:
         self.ready.set()
         stream = ReplicationStream(self.config.dsn(self.source, "capture"), slot=self.slot,
                                    publication=self.publication, start_lsn=self.stats.position)
+        self._stream = stream
         next_beat = time.monotonic() + self.capture.heartbeat_seconds
         next_dlq = time.monotonic() + 1.0
         try:
@@ -319,10 +322,12 @@ class CdcWorker:
         for delay in [*delays, None]:
             try:
                 self._commit_events(work, position, isolate=False)
+                self.stats.stalled = None
                 return
             except TransientError as exc:
                 if delay is None:
                     raise
+                self.stats.stalled = f"{self.target} database unavailable: {exc}"
                 log.warning("slot %s: target unavailable (%s); retrying in %.1fs", self.slot, exc, delay)
                 self._pause(delay, stream)
                 self._reconnect_target()
@@ -372,6 +377,11 @@ class CdcWorker:
             error = classify(exc, f"slot {self.slot}: applying to {self.target}")
             if isinstance(error, TransientError):
                 raise error from exc
+            if isinstance(exc, psycopg.errors.InsufficientPrivilege) and "row-level security" not in str(exc):
+                # A missing grant is the deployment's fault, not the rows': dead-lettering key after
+                # key would hide it. Stop; the supervisor restarts with backoff until it is granted.
+                raise MissingGrantError(f"{self.target}: {error} (grant it to the apply role, see `civicsync db "
+                                        "init`)") from exc
             if isolate:
                 raise error from exc
             log.warning("slot %s: batch failed (%s); isolating the failing keys", self.slot, error)
@@ -440,6 +450,9 @@ class CdcWorker:
             self._blocked.add((applier.name, json.dumps(key, sort_keys=True)))
 
     def _store_dead_letters(self, conn: Conn, letters: list[DeadLetter]) -> None:
+        for d in letters:
+            if d.kind != "blocked":  # a key waiting behind its own earlier failure is not a new dead letter
+                metrics.DEAD_LETTERS_CREATED.labels(d.flow).inc()
         first = DLQ_RETRY.initial_delay
         store.add_cdc_dead_letters(conn, [(d.flow, d.source_key, d.op, d.lsn, d.kind, d.error, first)
                                           for d in letters])
@@ -459,6 +472,14 @@ class CdcWorker:
             return self.retry_dead_letters(due_only=False, ids=ids)
         finally:
             self.close()
+
+    def stalled_reason(self) -> str | None:
+        """Why the worker is not applying right now (retrying the target, reconnecting to the source)."""
+        if self.stats.stalled:
+            return self.stats.stalled
+        if self._stream is not None and self._stream.reconnecting:
+            return f"{self.source} database: replication connection lost, reconnecting"
+        return None
 
     def retry_dead_letters(self, *, due_only: bool = True, ids: list[int] | None = None) -> int:
         """Re-apply dead-lettered keys from the source's current rows; returns how many converged."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-WorkerPhase = Literal["starting", "running", "restarting", "stopping", "stopped", "failed"]
+WorkerPhase = Literal["starting", "running", "stalled", "restarting", "stopping", "stopped", "failed"]
 
 
 @dataclass

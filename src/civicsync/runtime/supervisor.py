@@ -76,6 +76,21 @@ class Supervisor:
             self.state.update_worker(source, events=worker.stats.events, lag_seconds=round(lag, 3))
             for flow in worker.flows:
                 metrics.REPLICATION_LAG_SECONDS.labels(flow).set(lag)
+            self._mark_stall(source, worker)
+
+    def _mark_stall(self, source: str, worker: CdcWorker) -> None:
+        # A worker retrying its target or reconnecting to its source is alive but not doing its job:
+        # the flow is down for alerting (civicsync_flow_up 0) until it applies again.
+        phase = self.state.workers[source].phase
+        reason = worker.stalled_reason()
+        if reason and phase == "running":
+            self.state.update_worker(source, phase="stalled", last_error=reason)
+            self._set_up(source, False)
+            log.warning("CDC worker %s stalled: %s", source, reason)
+        elif not reason and phase == "stalled":
+            self.state.update_worker(source, phase="running")
+            self._set_up(source, True)
+            log.info("CDC worker %s applying again", source)
 
     # ------------------------------------------------------------------ one source
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 
 from civicsync import __version__
@@ -41,4 +43,20 @@ def create_app(config: LoadedConfig, state: ServiceState | None = None) -> FastA
     add_process_collectors()
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics)  # added last: outermost, so it also counts 413s and errors
+    _document_limits(app, settings.max_items)
     return app
+
+
+def _document_limits(app: FastAPI, max_items: int) -> None:
+    """Put the configured batch limit into the OpenAPI document (the models cannot know it)."""
+    default = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = default()
+            for name in ("ForecastBatch", "AlertBatch"):
+                schema["components"]["schemas"][name]["properties"]["items"]["maxItems"] = max_items
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -51,11 +51,13 @@ def ops_router(status_public: bool) -> APIRouter:
 
     @router.get("/health", response_model=Health, summary="The process is up (no database is asked)")
     def health() -> Health:
+        """200 while the process serves requests."""
         return Health(time=datetime.now(UTC))
 
     @router.get("/ready", response_model=Readiness, summary="Both databases reachable, every event-path flow running",
                 responses={503: {"model": Readiness, "description": "not ready; reasons says why"}})
     def ready(ctx: Annotated[ApiContext, Depends(context)]) -> Any:
+        """200 when both databases answer and every CDC/hybrid flow runs; else 503 with the reasons."""
         reasons = not_ready(ctx)
         if reasons:
             return JSONResponse(Readiness(ready=False, reasons=reasons).model_dump(), status_code=503)
@@ -67,12 +69,15 @@ def ops_router(status_public: bool) -> APIRouter:
                 responses=responses(*((500, 503) if status_public else (401, 403, 500, 503))),
                 summary="Every flow: state, lag, last runs, dead letters, verdict; service state; reconciliation")
     def status(ctx: Annotated[ApiContext, Depends(context)]) -> StatusReport:
+        """What `civicsync status` shows, with a verdict per flow, the service's workers and jobs, and the
+        latest reconciliation results. No personal data (dead letters, which hold keys, are elsewhere)."""
         return build_report(ctx)
 
     @router.get("/metrics", response_class=Response, summary="Prometheus metrics (text exposition format)",
                 responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
                                  "description": "the metrics"}})
     def metrics() -> Response:
+        """civicsync's metrics and the process's, for Prometheus."""
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     return router

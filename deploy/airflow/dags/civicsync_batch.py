@@ -160,7 +160,6 @@ def run_flow(path: Path, name: str) -> dict[str, Any]:
         summary = run_flow_job(load_config(path, environ=task_environ(path)), name)
     except FatalError as exc:  # a bad config, or a reconciliation that cannot work
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
-    log.info("civicsync flow %s: %s", name, summary)
     if not summary["ok"]:
         if _transient(summary):
             raise TransientRunFailure(f"flow {name}: run {summary['run_id']} failed: {summary['error']}")

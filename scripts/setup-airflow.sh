@@ -17,6 +17,12 @@ venv=.venv-airflow
 stamp=$venv/.civicsync-airflow-installed
 want=$(cat "$0" pyproject.toml | sha256sum | cut -d' ' -f1)
 
+# One setup at a time per checkout (test runs in parallel sessions call this script too).
+if command -v flock >/dev/null 2>&1; then
+  exec 9>"${TMPDIR:-/tmp}/civicsync-setup-airflow-$(pwd | sha256sum | cut -c1-12).lock"
+  flock 9
+fi
+
 if [ ! -x "$venv/bin/python" ]; then
   echo "setup-airflow: creating $venv"
   if ! python3 -m venv "$venv"; then

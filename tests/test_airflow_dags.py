@@ -37,7 +37,7 @@ RESULT = "CIVICSYNC-DRIVER-RESULT:"
 # Runs inside .venv-airflow. argv: dagbag | test DAG_ID [RETRY_SECONDS]. Prints one RESULT line of JSON.
 # RETRY_SECONDS shortens the task's retry delay (minutes in the DAG) and allows one retry, so a
 # test can watch a retry happen. With $STAND_IN_RECONCILE set, a stand-in civicsync.reconcile
-# module records its calls to that file (the real one is not finished yet).
+# module records its calls to that file instead (reconciliation itself has its own tests).
 DRIVER = r"""
 import json, os, sys
 from datetime import timedelta

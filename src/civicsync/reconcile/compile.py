@@ -29,6 +29,7 @@ from psycopg import sql
 
 from civicsync.config.models import BandMask, ColumnSpec, DropMask, Filter, HmacMask, KeepLastMask, MaskSpec
 from civicsync.errors import RowRejectedError
+from civicsync.reconcile.catalog import SourceCatalog
 from civicsync.reconcile.plan import Plan
 from civicsync.transform.columns import compile_column
 
@@ -38,15 +39,6 @@ C = sql.SQL(' COLLATE "C"')
 
 class NotCompilable(Exception):
     """A rule has no exact SQL equivalent; the flow is compared through the Python chain instead."""
-
-
-@dataclass(frozen=True)
-class SourceCatalog:
-    """What compiling needs to know about the two databases."""
-
-    source_types: Mapping[str, str]
-    target_types: Mapping[str, str]
-    hmac_function: str | None = None  # pgcrypto's hmac(bytea, bytea, text), schema-qualified, if installed
 
 
 @dataclass(frozen=True)
@@ -83,7 +75,7 @@ def compile_rules(plan: Plan, catalog: SourceCatalog, secrets: Mapping[str, byte
             columns[name] = compiler.typed(name, spec, text)
         if name in plan.flow.validate_.required:
             compiler.rejects.append(sql.SQL("({}) IS NULL").format(text))
-    where = [_filter(f, catalog.source_types) for f in plan.flow.filters]
+    where = [_filter(f, catalog, compiler.rejects) for f in plan.flow.filters]
     if window is not None:
         where.append(window)
     rejected = sql.SQL(" OR ").join(sql.SQL("coalesce({}, false)").format(r) for r in compiler.rejects) \
@@ -113,9 +105,8 @@ class _Compiler:
         self.rejects: list[sql.Composable] = []
         self.settings: list[tuple[str, str]] = []
 
-    @staticmethod
-    def source_text(column: str) -> sql.Composable:
-        return sql.SQL("{}::text").format(sql.Identifier("s", column))
+    def source_text(self, column: str) -> sql.Composable:
+        return source_text(column, self.catalog)
 
     def typed(self, name: str, spec: ColumnSpec, text: sql.Composable) -> sql.Composable:
         """The target-typed value: the text cast to the target type (a same-typed plain copy as it is)."""
@@ -146,14 +137,14 @@ class _Compiler:
 
     def _template(self, template: str) -> sql.Composable:
         parts: list[sql.Composable] = []
-        for literal, field, fmt, conversion in string.Formatter().parse(template):
+        for literal, name, fmt, conversion in string.Formatter().parse(template):
             if literal:
                 parts.append(sql.Literal(literal))
-            if field is None:
+            if name is None:
                 continue
-            if fmt or conversion not in (None, "s") or field not in self.catalog.source_types:
+            if fmt or conversion not in (None, "s") or name not in self.catalog.source_types:
                 raise NotCompilable(f"template {template!r}: only plain {{column}} placeholders compile")
-            parts.append(self.source_text(field))  # concat() reads NULL as '', as the chain does
+            parts.append(self.source_text(name))  # concat() reads NULL as '', as the chain does
         return sql.SQL("concat({})").format(sql.SQL(", ").join(parts)) if parts else sql.Literal("")
 
     def _mapped(self, spec: ColumnSpec, value: sql.Composable) -> sql.Composable:
@@ -231,10 +222,20 @@ def _keep_last(mask: KeepLastMask, value: sql.Composable) -> sql.Composable:
         v=value, core=core, n=sql.Literal(n), short=short, long=long)
 
 
-def _filter(flt: Filter, source_types: Mapping[str, str]) -> sql.Composable:
-    """A filter as the chain applies it: on the value's text (NULL never passes, except is_null)."""
+def source_text(column: str, catalog: SourceCatalog) -> sql.Composable:
+    """A source column's value as the chain receives it: its type's output function's text."""
+    col = sql.Identifier("s", column)
+    function = catalog.output_functions.get(column)
+    if function is None:
+        return sql.SQL("{}::text").format(col)
+    return sql.SQL("textin({}({}))").format(sql.SQL(function), col)
+
+
+def _filter(flt: Filter, catalog: SourceCatalog, rejects: list[sql.Composable]) -> sql.Composable:
+    """A filter as the chain applies it: on the value's text (NULL never passes, except is_null). A numeric
+    comparison the chain cannot make (NaN) refuses the row: it passes here, flagged in ``rejects``."""
     col = sql.Identifier("s", flt.column)
-    text = sql.SQL("({}::text){}").format(col, C)
+    text = sql.SQL("({}){}").format(source_text(flt.column, catalog), C)
     op = flt.op
     if op in ("is_null", "not_null"):
         return sql.SQL("{} IS {}NULL").format(col, sql.SQL("" if op == "is_null" else "NOT "))
@@ -245,10 +246,13 @@ def _filter(flt: Filter, source_types: Mapping[str, str]) -> sql.Composable:
     symbol = {"eq": "=", "ne": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[op]
     if op not in ("eq", "ne") and isinstance(flt.value, int | float) and not isinstance(flt.value, bool):
         # The chain compares numerically (and refuses a non-number): compile only on number columns.
-        if not is_numeric(source_types[flt.column]):
+        if not is_numeric(catalog.source_types[flt.column]):
             raise NotCompilable(f"filter {flt.column} {op} a number, on a column that is not numeric")
-        return sql.SQL("coalesce(({}::text)::numeric {} {}::numeric, false)").format(
-            col, sql.SQL(symbol), sql.Literal(str(Decimal(str(flt.value)))))
+        number = sql.SQL("({})::numeric").format(source_text(flt.column, catalog))
+        nan = sql.SQL("{} = 'NaN'::numeric").format(number)
+        rejects.append(nan)
+        return sql.SQL("coalesce({n} {op} {b}::numeric OR {nan}, false)").format(
+            n=number, op=sql.SQL(symbol), b=sql.Literal(str(Decimal(str(flt.value)))), nan=nan)
     return sql.SQL("coalesce({} {} {}, false)").format(text, sql.SQL(symbol), sql.Literal(_as_text(flt.value)))
 
 

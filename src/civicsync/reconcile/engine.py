@@ -30,13 +30,13 @@ from psycopg import sql
 from civicsync.config import LoadedConfig
 from civicsync.config.models import slot_name
 from civicsync.control.store import read_watermark
-from civicsync.db.catalog import column_types
 from civicsync.db.connect import connect
 from civicsync.db.errors import mapped_errors
 from civicsync.errors import CivicsyncError
 from civicsync.reconcile import store
+from civicsync.reconcile.catalog import SourceCatalog, load_catalog
 from civicsync.reconcile.checksum import ROWS_PER_RANGE, Comparison, Side, TooDifferent, sample_bounds, snapshot
-from civicsync.reconcile.compile import NotCompilable, SourceCatalog, compile_rules
+from civicsync.reconcile.compile import NotCompilable, compile_rules
 from civicsync.reconcile.derive import Deriver
 from civicsync.reconcile.plan import Key, Plan, build_plan
 from civicsync.reconcile.relations import Relations
@@ -185,11 +185,12 @@ class _Run:
                 self._run()
 
     def _run(self) -> None:
-        catalog, layout, collatable = self._catalog()
+        facts = load_catalog(self.src, self.tgt, self.plan)
+        self.target_types = facts.source.target_types
         self._set_window()
-        deriver = Deriver(self.config, self.plan, catalog.source_types, self.window, self.upper_day)
-        verifier = Verifier(self.plan, deriver, layout, self.upper_day)
-        units = self._candidates(catalog, layout, collatable)
+        deriver = Deriver(self.config, self.plan, facts.source.source_types, self.window, self.upper_day)
+        verifier = Verifier(self.plan, deriver, facts.layout, self.upper_day)
+        units = self._candidates(facts.source, facts.layout, facts.collatable)
         self.progress("verify", 0, None)
         found, counts = self._settled(verifier, units)
         self.result.differences = found
@@ -199,27 +200,6 @@ class _Run:
             self._repair(verifier)
 
     # ------------------------------------------------------------------ set-up
-
-    def _catalog(self) -> tuple[SourceCatalog, list[str], bool]:
-        flow = self.plan.flow
-        source_types = column_types(self.src, flow.source.table)
-        target_types = column_types(self.tgt, flow.target.table)
-        row = self.tgt.execute("SELECT fields FROM civicsync.field_base_layout WHERE flow = %s",
-                               (self.plan.name,)).fetchone()
-        layout = [str(f) for f in row[0]] if row else []  # type: ignore[attr-defined]
-        row = self.tgt.execute("SELECT typcollation <> 0 FROM pg_type WHERE oid = %s::regtype",
-                               (target_types[self.plan.key[0]],)).fetchone()
-        collatable = bool(row and row[0])
-        hmac = None
-        if flow.reconcile.hmac_in_source:
-            row = self.src.execute(
-                "SELECT quote_ident(n.nspname) || '.hmac' FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
-                " WHERE p.proname = 'hmac' AND pg_get_function_identity_arguments(p.oid) = 'bytea, bytea, text'"
-                " LIMIT 1").fetchone()
-            hmac = str(row[0]) if row else None
-        self.tgt.rollback()
-        self.target_types = target_types
-        return SourceCatalog(source_types, target_types, hmac), layout, collatable
 
     def _set_window(self) -> None:
         """Batch flows are compared as of their last run: an incremental flow's source rows at or past its

@@ -21,7 +21,8 @@ from civicsync.apply.sqlnames import table_ident
 from civicsync.config.models import Retry
 from civicsync.db.catalog import column_types
 from civicsync.errors import CivicsyncError, RowRejectedError
-from civicsync.events import ChangeEvent, SourceInfo
+from civicsync.events import ChangeEvent, Image, SourceInfo
+from civicsync.extract.source import stream_query
 from civicsync.jobs.replay import matching
 from civicsync.jobs.retry import backoff_delays
 
@@ -102,16 +103,18 @@ def current_events(source: Conn, applier: CdcFlowApplier, lookups: Sequence[Mapp
     types = column_types(source, table)
     where = matching(types, lookups)
     cols = list(applier.source.columns)
-    rows = source.execute(sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY {}").format(
-        sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in cols),
-        table_ident(table), where, sql.SQL(", ").join(sql.Identifier(k) for k in applier.source.key))).fetchall()
+    # Through COPY: each value's output-function text, exactly what pgoutput sends (`::text` differs for some
+    # types: a boolean casts to 'true' but is sent as 't').
+    rows = list(stream_query(source, sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY {}").format(
+        sql.SQL(", ").join(sql.Identifier(c) for c in cols), table_ident(table), where,
+        sql.SQL(", ").join(sql.Identifier(k) for k in applier.source.key))))
     schema, name = table.split(".", 1)
     info = SourceInfo(source.info.dbname, schema, name, 0, 0, datetime.now(UTC))
     events: list[ChangeEvent] = []
     seen: set[str] = set()
     for row in rows:
-        image = dict(zip(cols, row, strict=True))
-        events.append(ChangeEvent("r", None, image, info, {k: image[k] for k in applier.source.key}))
+        image: Image = dict(zip(cols, row, strict=True))
+        events.append(ChangeEvent("r", None, image, info, {k: row[cols.index(k)] for k in applier.source.key}))
         seen.update(_matches(image, lookups))
     gone: list[dict[str, Any]] = []
     for lookup in lookups:

@@ -16,6 +16,7 @@ import yaml
 from civicsync.capture.slots import drop_publication, drop_slot
 from civicsync.config import LoadedConfig
 from civicsync.config.models import publication_name, slot_name
+from civicsync.db.origin import origin_for
 from civicsync.db.provision import init_databases
 from civicsync.runtime.cdc import CdcWorker
 from fix_db import Deployment
@@ -113,6 +114,20 @@ def cleanup(config: LoadedConfig, source: str) -> None:
             except psycopg.errors.ObjectInUse:
                 time.sleep(0.1)
         drop_publication(conn, publication_name(config.model, source))
+    # Replication origins are cluster-wide and each one that was used holds one of the server's
+    # max_replication_slots progress entries until dropped: tests with random slot names must drop theirs.
+    target = next((f.target.connection for f in config.model.flows.values()
+                   if f.streams and f.source.connection == source), None)
+    if target is not None:
+        with psycopg.connect(config.dsn(target), autocommit=True) as conn:
+            origin = origin_for(config, f"cdc_{slot_name(config.model, source)}")
+            for _ in range(100):
+                try:
+                    conn.execute("SELECT pg_replication_origin_drop(%s) FROM pg_replication_origin"
+                                 " WHERE roname = %s", (origin, origin))
+                    break
+                except psycopg.errors.ObjectInUse:
+                    time.sleep(0.1)
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:

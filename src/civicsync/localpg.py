@@ -25,7 +25,7 @@ SUPERUSER = "civicsync_admin"
 
 _SETTINGS = {
     "wal_level": "logical",
-    "max_replication_slots": "32",
+    "max_replication_slots": "64",
     "max_wal_senders": "32",
     "max_connections": "200",
     "listen_addresses": "'127.0.0.1'",

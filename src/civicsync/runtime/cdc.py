@@ -225,7 +225,11 @@ class CdcWorker:
 
     def run(self) -> None:
         """Stream until the stop event is set; then flush, commit and acknowledge what was read."""
-        self.prepare()
+        try:
+            self.prepare()
+        except BaseException:
+            self.close()  # a failed start must not leave sessions (and their replication origin) open
+            raise
         self.ready.set()
         stream = ReplicationStream(self.config.dsn(self.source, "capture"), slot=self.slot,
                                    publication=self.publication, start_lsn=self.stats.position)

@@ -79,6 +79,10 @@ class BatchScheduler:
         self._scheduler = BackgroundScheduler(timezone=UTC, job_defaults={
             "coalesce": True, "max_instances": 1, "misfire_grace_time": settings.misfire_grace_seconds})
         self._locks = {name: threading.Lock() for name in self.flows}
+        for name in self.flows:
+            schedule = config.model.flows[name].schedule
+            assert schedule is not None
+            state.jobs[name] = ScheduledJob(flow=name, schedule=schedule)
 
     def start(self, last_success: dict[str, datetime | None] | None = None) -> None:
         """Schedule every flow, then catch up runs missed while the service was down."""
@@ -87,7 +91,6 @@ class BatchScheduler:
             schedule = model.flows[name].schedule
             assert schedule is not None
             self._scheduler.add_job(self.run_flow, cron_trigger(schedule), args=[name], id=name, name=name)
-            self.state.jobs[name] = ScheduledJob(flow=name, schedule=schedule)
             metrics.BATCH_INTERVAL.labels(name).set(schedule_interval(schedule))
             metrics.FLOW_UP.labels(name, model.flows[name].kind).set(1)
         self._scheduler.start()

@@ -137,12 +137,8 @@ class TransientRunFailure(TransientError):
 
 
 def _transient(summary: dict[str, Any]) -> bool:
-    # run_flow_job reports a failed batch run in its summary with the error's text only. run_batch
-    # retries only TransientError and, once its attempts are spent, fails with RetriesExhaustedError
-    # ("...: gave up after N attempts; last error: ..."); every other failure is fatal.
-    # TODO: use the error's class once the job's summary carries it (read the text until then).
-    error = str(summary.get("error") or "")
-    return "gave up after" in error and "attempts; last error:" in error
+    # run_batch retries only TransientError within the run; a run that still failed that way says so.
+    return bool(summary.get("error_kind") == "transient")
 
 
 def run_flow(path: Path, name: str) -> dict[str, Any]:

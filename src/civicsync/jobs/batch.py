@@ -28,7 +28,7 @@ from civicsync.control import store
 from civicsync.db.connect import connect
 from civicsync.db.errors import mapped_errors
 from civicsync.db.origin import origin_for, setup_origin
-from civicsync.errors import CivicsyncError, FatalError, RowRejectedError, ValidationFailedError
+from civicsync.errors import CivicsyncError, FatalError, RowRejectedError, TransientError, ValidationFailedError
 from civicsync.extract.source import begin_snapshot, in_flight_horizon, stream_query, stream_rows
 from civicsync.jobs.retry import with_retry
 from civicsync.transform.aggregate import aggregate_query, output_columns
@@ -74,6 +74,9 @@ class RunResult:
             "flow": self.flow, "id": self.flow_id, "run_id": self.run_id, "ok": self.ok,
             "attempts": self.attempts, "seconds": round(self.seconds, 3), "watermark": self.watermark,
             **vars(self.counts), "error": None if self.error is None else str(self.error),
+            # What a caller should do about a failure: "transient" may succeed if tried later, "fatal" won't.
+            "error_kind": None if self.error is None else (
+                "transient" if isinstance(self.error, TransientError) else "fatal"),
         }
 
 

@@ -13,6 +13,7 @@ so a scrape never waits for a database.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -111,3 +112,15 @@ def observe_status(rows: Iterable[Mapping[str, Any]]) -> None:
             BATCH_LAST_SUCCESS.labels(flow).set(r["last_success_at"].timestamp())
         if r.get("last_run_failed") is not None:
             BATCH_LAST_FAILED.labels(flow).set(1 if r["last_run_failed"] else 0)
+
+
+def observe_reconciliations(rows: Iterable[Mapping[str, Any]]) -> None:
+    """Set the reconciliation gauges from the stored last run per flow (``reconcile.latest_results``),
+    so that runs made by another process (``civicsync reconcile``) and before a restart show too."""
+    for r in rows:
+        flow = str(r["flow"])
+        for kind in ("missing", "extra", "different"):
+            RECONCILE_DIFFERENCES.labels(flow, kind).set(r.get(kind) or 0)
+        finished = r.get("finished_at")
+        if finished:
+            RECONCILE_LAST_RUN.labels(flow).set(datetime.fromisoformat(str(finished)).timestamp())

@@ -7,11 +7,14 @@ run for batch flows with ``reconcile.after_batch``; *before* the incremental bat
 
 from __future__ import annotations
 
-import importlib
+import logging
 from typing import Any
 
 from civicsync.config import LoadedConfig
+from civicsync.errors import CivicsyncError
 from civicsync.jobs.batch import run_batch
+
+log = logging.getLogger(__name__)
 
 
 def run_flow_job(config: LoadedConfig, name: str) -> dict[str, Any]:
@@ -32,7 +35,10 @@ def run_flow_job(config: LoadedConfig, name: str) -> dict[str, Any]:
 
 
 def _reconcile(config: LoadedConfig, name: str, repair: bool) -> dict[str, Any]:
-    reconcile = importlib.import_module("civicsync.reconcile")
-    outcome: Any = reconcile.reconcile_flow(config, name, repair=repair)
-    as_dict = getattr(outcome, "as_dict", None)
-    return dict(as_dict()) if callable(as_dict) else {"result": str(outcome)}
+    from civicsync.reconcile import reconcile_flow  # here: reconciliation itself uses the jobs package
+
+    try:
+        return reconcile_flow(config, name, repair=repair).as_dict()
+    except CivicsyncError as exc:  # a failed comparison must not keep the batch from running
+        log.error("flow %s: reconciliation failed: %s", name, exc)
+        return {"flow": name, "ok": False, "error": str(exc)}

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from civicsync import __version__, metrics
 from civicsync.config import LoadedConfig
 from civicsync.errors import CivicsyncError
+from civicsync.reconcile import latest_results
 from civicsync.runtime.scheduler import BatchScheduler
 from civicsync.runtime.state import ServiceState
 from civicsync.runtime.supervisor import Supervisor
@@ -118,6 +119,10 @@ class Service:
             log.warning("status sample failed: %s", exc)
             return []
         metrics.observe_status(rows)
+        try:
+            metrics.observe_reconciliations(latest_results(self.config))
+        except CivicsyncError as exc:
+            log.warning("reconciliation results not read: %s", exc)
         return rows
 
     def _sample_loop(self) -> None:

@@ -265,6 +265,12 @@ def _print_report(console: Console, report: dict[str, Any], env_file: Path, citi
     for r in report["flows"]:
         if not r["ok"]:
             console.print(f"[red]{r['id']} failed:[/] {r['error']}", highlight=False)
+        rec = r.get("reconcile")
+        if rec:
+            found = ", ".join(f"{rec.get(k, 0)} {k}" for k in ("missing", "extra", "different"))
+            console.print(f"{r['id']} reconciliation ({rec.get('method', '?')}): found {found}; repaired "
+                          f"{rec.get('repaired', 0)}" + (f" — [red]{rec['error']}[/]" if rec.get("error") else ""),
+                          highlight=False)
     table = Table("flow", "change", "source commit → visible in target", title="real-time flows (CDC)")
     for c in report["cdc"]["changes"]:
         latency = "[red]not seen in 10 s[/]" if c["latency_ms"] is None else f"{c['latency_ms']:.0f} ms"
@@ -278,5 +284,7 @@ def _print_report(console: Console, report: dict[str, Any], env_file: Path, citi
             table.add_row(*sample)
         console.print(table)
     console.print(
-        f"Next: `source {env_file}`, then `civicsync status`, `civicsync cdc run`, `civicsync runs`, or "
-        f"psql '{citizen_dsn}'. Stop the server: `civicsync demo --stop`.", highlight=False)
+        f"Next: `source {env_file}`, then `civicsync run` (the service: status page and /metrics on "
+        f"127.0.0.1:8787), `civicsync status`, `civicsync reconcile F8`, `civicsync runs`, or psql '{citizen_dsn}'. "
+        "`civicsync demo --serve` keeps the demo's service up; `civicsync demo --stop` stops its PostgreSQL.",
+        highlight=False)

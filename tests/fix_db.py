@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 import pytest
@@ -51,6 +52,13 @@ class Deployment:
         with psycopg.connect(self.server.dsn(), autocommit=True) as conn:
             for db in (self.warehouse_db, self.citizen_db):
                 conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+def q(dep: Deployment, db: str, query: str, *args: Any) -> list[tuple[Any, ...]]:
+    """Run one statement on ``db`` ('warehouse' or 'citizen'); its rows, if it returns any."""
+    with dep.connect(db) as conn:
+        cur = conn.execute(query, args)
+        return cur.fetchall() if cur.description else []
 
 
 def new_deployment(server: LocalPostgres) -> Deployment:

@@ -5,15 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from fix_cdc import cdc_config, running, wait_for
-from fix_db import Deployment
+from fix_db import Deployment, q
 
 CIT = "00000000-0000-4000-8000-0000000000c1"
-
-
-def q(dep: Deployment, db: str, query: str, *args: Any) -> list[tuple[Any, ...]]:
-    with dep.connect(db) as conn:
-        cur = conn.execute(query, args)
-        return cur.fetchall() if cur.description else []
 
 
 def portal_basics(dep: Deployment) -> None:

@@ -23,15 +23,9 @@ from civicsync.config.models import slot_name
 from civicsync.jobs.batch import run_batch
 from civicsync.runtime.cdc import CdcWorker
 from fix_cdc import RunningWorker, cdc_config, cdc_raw, cleanup, role_environ, running, wait_for, write_config
-from fix_db import Deployment
+from fix_db import Deployment, q
 
 CIT = "00000000-0000-4000-8000-0000000000c1"
-
-
-def q(dep: Deployment, db: str, query: str, *args: Any) -> list[tuple[Any, ...]]:
-    with dep.connect(db) as conn:
-        cur = conn.execute(query, args)
-        return cur.fetchall() if cur.description else []
 
 
 def make_applications(dep: Deployment, n: int) -> None:

@@ -13,16 +13,10 @@ from civicsync.db.provision import init_databases
 from civicsync.runtime.scheduler import BatchScheduler
 from civicsync.runtime.state import ServiceState
 from fix_cdc import cdc_config, cleanup, running, wait_for
-from fix_db import Deployment
+from fix_db import Deployment, q
 
 CIT = "00000000-0000-4000-8000-0000000000f8"
 OTHER = "00000000-0000-4000-8000-0000000000f9"
-
-
-def q(dep: Deployment, db: str, query: str, *args: Any) -> list[tuple[Any, ...]]:
-    with dep.connect(db) as conn:
-        cur = conn.execute(query, args)
-        return cur.fetchall() if cur.description else []
 
 
 def _citizens(dep: Deployment) -> None:

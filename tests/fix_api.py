@@ -1,6 +1,5 @@
 """Fixtures for API tests: the real app served by ApiServer on 127.0.0.1:0 over fresh databases,
-with a few portal rows to refer to and keys of every kind. Import the fixtures into a test module
-(``from fix_api import api  # noqa: F401``)."""
+with a few portal rows to refer to and keys of every kind (registered in conftest.py)."""
 
 from __future__ import annotations
 

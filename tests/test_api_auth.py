@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from civicsync.api.keys import create_key, key_id_of, revoke_key
-from fix_api import RunningApi, api  # noqa: F401
+from fix_api import RunningApi
 from test_cli import civicsync
 
 ALERT = {"alert_id": "auth-1", "severity": "info", "alert_type": "notice", "message": "hello"}
@@ -22,7 +22,7 @@ ALERT = {"alert_id": "auth-1", "severity": "info", "alert_type": "notice", "mess
     {"Authorization": "Bearer csk_000000000000_" + "A" * 43},
     {"X-API-Key": "csk_000000000000_" + "A" * 43},
 ])
-def test_missing_or_invalid_key_is_401_with_a_challenge(api: RunningApi, headers: dict[str, str]) -> None:  # noqa: F811
+def test_missing_or_invalid_key_is_401_with_a_challenge(api: RunningApi, headers: dict[str, str]) -> None:
     with api.client(None, headers=headers) as client:
         for method, path in (("POST", "/api/v1/alerts"), ("POST", "/api/v1/forecasts"),
                              ("GET", "/api/v1/dead-letters"), ("POST", "/api/v1/dead-letters/replay")):
@@ -32,14 +32,14 @@ def test_missing_or_invalid_key_is_401_with_a_challenge(api: RunningApi, headers
             assert response.json()["error"] == "unauthorized"
 
 
-def test_a_key_with_a_wrong_secret_is_401(api: RunningApi) -> None:  # noqa: F811
+def test_a_key_with_a_wrong_secret_is_401(api: RunningApi) -> None:
     real = api.keys["all"]
     forged = real[:-4] + ("AAAA" if not real.endswith("AAAA") else "BBBB")
     with api.client(None, headers={"Authorization": f"Bearer {forged}"}) as client:
         assert client.post("/api/v1/alerts", json=ALERT).status_code == 401
 
 
-def test_revoked_key_is_401_at_once(api: RunningApi) -> None:  # noqa: F811
+def test_revoked_key_is_401_at_once(api: RunningApi) -> None:
     key, _ = create_key(api.config, "short-lived", ["alerts:write"])
     with api.client(None, headers={"X-API-Key": key}) as client:
         assert client.post("/api/v1/alerts", json=ALERT).status_code == 200
@@ -55,7 +55,7 @@ def test_revoked_key_is_401_at_once(api: RunningApi) -> None:  # noqa: F811
     ("alerts", "GET", "/api/v1/dead-letters", None),
     ("reader", "POST", "/api/v1/dead-letters/replay", {"all": True}),
 ])
-def test_a_key_without_the_scope_is_403(api: RunningApi, label: str, method: str, path: str,  # noqa: F811
+def test_a_key_without_the_scope_is_403(api: RunningApi, label: str, method: str, path: str,
                                          body: object) -> None:
     with api.client(label) as client:
         response = client.request(method, path, json=body)
@@ -63,7 +63,7 @@ def test_a_key_without_the_scope_is_403(api: RunningApi, label: str, method: str
     assert response.json()["error"] == "forbidden" and "lacks the scope" in response.json()["message"]
 
 
-def test_keys_never_appear_in_logs(api: RunningApi, caplog: pytest.LogCaptureFixture,  # noqa: F811
+def test_keys_never_appear_in_logs(api: RunningApi, caplog: pytest.LogCaptureFixture,
                                    capfd: pytest.CaptureFixture[str]) -> None:
     caplog.set_level(logging.DEBUG)
     revoked, _ = create_key(api.config, "to-revoke", ["alerts:write"])
@@ -90,7 +90,7 @@ def test_keys_never_appear_in_logs(api: RunningApi, caplog: pytest.LogCaptureFix
 # --------------------------------------------------------------------------- the apikey CLI
 
 
-def test_apikey_cli_create_list_revoke(api: RunningApi) -> None:  # noqa: F811
+def test_apikey_cli_create_list_revoke(api: RunningApi) -> None:
     env = api.dep.environ
     made = civicsync("apikey", "create", "cli-ml", "--scope", "alerts:write", "--scope", "forecasts:write",
                      "--json", env=env)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from fix_api import CITIZENS, RunningApi, api  # noqa: F401
+from fix_api import CITIZENS, RunningApi
 
 FORECASTS = "/api/v1/forecasts"
 ALERTS = "/api/v1/alerts"
@@ -32,7 +32,7 @@ def fields(response: Any) -> list[str]:
     return [f["field"] for f in response.json()["fields"]]
 
 
-def stored_forecast(api: RunningApi, district: str, day: str = "2031-01-01") -> tuple[Any, ...] | None:  # noqa: F811
+def stored_forecast(api: RunningApi, district: str, day: str = "2031-01-01") -> tuple[Any, ...] | None:
     with api.dep.connect("citizen") as conn:
         return conn.execute("SELECT model_version, expected_processing_days, demand_index FROM scheme_forecasts"
                             " WHERE scheme_id = 101 AND district = %s AND horizon_date = %s",
@@ -60,7 +60,7 @@ def stored_forecast(api: RunningApi, district: str, day: str = "2031-01-01") -> 
     ({"items": [forecast()], "extra": 1}, "extra", "extra_forbidden"),
     ([forecast()], "body", "model_attributes_type"),
 ])
-def test_invalid_forecasts_get_422_naming_the_field(api: RunningApi, body: Any, field: str, kind: str) -> None:  # noqa: F811
+def test_invalid_forecasts_get_422_naming_the_field(api: RunningApi, body: Any, field: str, kind: str) -> None:
     with api.client() as client:
         before = api.count("scheme_forecasts")
         response = client.post(FORECASTS, json=body)
@@ -82,14 +82,14 @@ def test_invalid_forecasts_get_422_naming_the_field(api: RunningApi, body: Any, 
     (alert("a", citizen_id=CITIZENS[0], district="North"), "body"),
     (alert("a", message="lone \ud800 surrogate"), "message"),
 ])
-def test_invalid_alerts_get_422_naming_the_field(api: RunningApi, body: Any, field: str) -> None:  # noqa: F811
+def test_invalid_alerts_get_422_naming_the_field(api: RunningApi, body: Any, field: str) -> None:
     with api.client() as client:  # json.dumps escapes what UTF-8 cannot carry (a lone surrogate)
         response = client.post(ALERTS, content=json.dumps(body), headers={"Content-Type": "application/json"})
     assert response.status_code == 422, response.text
     assert field in fields(response)
 
 
-def test_malformed_json_and_wrong_content_are_422(api: RunningApi) -> None:  # noqa: F811
+def test_malformed_json_and_wrong_content_are_422(api: RunningApi) -> None:
     with api.client() as client:
         broken = client.post(FORECASTS, content=b'{"scheme_id": 101,', headers={"Content-Type": "application/json"})
         text = client.post(ALERTS, content=b"hello", headers={"Content-Type": "text/plain"})
@@ -98,7 +98,7 @@ def test_malformed_json_and_wrong_content_are_422(api: RunningApi) -> None:  # n
     assert text.status_code == 422
 
 
-def test_unknown_scheme_or_citizen_is_422_naming_it_not_500(api: RunningApi) -> None:  # noqa: F811
+def test_unknown_scheme_or_citizen_is_422_naming_it_not_500(api: RunningApi) -> None:
     with api.client() as client:
         scheme = client.post(FORECASTS, json={"items": [forecast(), forecast(scheme_id=999)]})
         citizen = client.post(ALERTS, json={"items": [alert("u1"), alert("u2", citizen_id=CITIZENS[0]),
@@ -111,7 +111,7 @@ def test_unknown_scheme_or_citizen_is_422_naming_it_not_500(api: RunningApi) -> 
     assert api.count("citizen_alerts WHERE source_alert_id LIKE 'u%'") == 0
 
 
-def test_too_many_items_is_refused(api: RunningApi) -> None:  # noqa: F811
+def test_too_many_items_is_refused(api: RunningApi) -> None:
     limit = api.config.model.service.api.max_items
     body = {"items": [forecast(district=f"D{i}") for i in range(limit + 1)]}
     with api.client() as client:
@@ -123,7 +123,7 @@ def test_too_many_items_is_refused(api: RunningApi) -> None:  # noqa: F811
 # --------------------------------------------------------------------------- forecasts: idempotency and versions
 
 
-def test_forecast_resend_is_unchanged_and_writes_nothing(api: RunningApi) -> None:  # noqa: F811
+def test_forecast_resend_is_unchanged_and_writes_nothing(api: RunningApi) -> None:
     body = forecast(district="East", demand_index=0.123456)
     with api.client() as client:
         first = client.post(FORECASTS, json=body)
@@ -140,7 +140,7 @@ def test_forecast_resend_is_unchanged_and_writes_nothing(api: RunningApi) -> Non
         assert conn.execute("SELECT count(*) FROM scheme_forecasts WHERE district = 'East'").fetchone() == (1,)
 
 
-def test_newer_model_version_replaces_and_older_is_superseded(api: RunningApi) -> None:  # noqa: F811
+def test_newer_model_version_replaces_and_older_is_superseded(api: RunningApi) -> None:
     with api.client() as client:
         first = client.post(FORECASTS, json=forecast(district="West", model_version="v2.9"))
         newer = client.post(FORECASTS, json=forecast(district="West", model_version="v2.10", demand_index=0.9))
@@ -151,7 +151,7 @@ def test_newer_model_version_replaces_and_older_is_superseded(api: RunningApi) -
     assert stored_forecast(api, "West") == ("v2.10", Decimal("12.50"), Decimal("0.9000"))
 
 
-def test_same_model_version_with_other_figures_is_409_and_nothing_written(api: RunningApi) -> None:  # noqa: F811
+def test_same_model_version_with_other_figures_is_409_and_nothing_written(api: RunningApi) -> None:
     with api.client() as client:
         client.post(FORECASTS, json=forecast(district="South"))
         response = client.post(FORECASTS, json={"items": [forecast(district="South2"),
@@ -162,7 +162,7 @@ def test_same_model_version_with_other_figures_is_409_and_nothing_written(api: R
     assert stored_forecast(api, "South2") is None
 
 
-def test_forecast_batch_reports_each_item_in_order(api: RunningApi) -> None:  # noqa: F811
+def test_forecast_batch_reports_each_item_in_order(api: RunningApi) -> None:
     items = [forecast(district="B1"), forecast(district="B2", horizon_date="2031-02-01"),
              forecast(district="B1", model_version="v1.3")]
     with api.client() as client:
@@ -176,7 +176,7 @@ def test_forecast_batch_reports_each_item_in_order(api: RunningApi) -> None:  # 
 # --------------------------------------------------------------------------- alerts
 
 
-def test_alert_resend_returns_the_same_id_and_writes_nothing(api: RunningApi) -> None:  # noqa: F811
+def test_alert_resend_returns_the_same_id_and_writes_nothing(api: RunningApi) -> None:
     body = alert("ml-1", citizen_id=CITIZENS[0], scheme_id=101, expires_at="2031-01-01T10:00:00+05:30")
     with api.client() as client:
         first = client.post(ALERTS, json=body)
@@ -193,7 +193,7 @@ def test_alert_resend_returns_the_same_id_and_writes_nothing(api: RunningApi) ->
     assert row == (CITIZENS[0], 101, "all", "ml-1")
 
 
-def test_alert_id_reused_for_other_content_is_409(api: RunningApi) -> None:  # noqa: F811
+def test_alert_id_reused_for_other_content_is_409(api: RunningApi) -> None:
     with api.client() as client:
         client.post(ALERTS, json=alert("ml-2"))
         before = api.count("citizen_alerts")
@@ -203,7 +203,7 @@ def test_alert_id_reused_for_other_content_is_409(api: RunningApi) -> None:  # n
     assert api.count("citizen_alerts") == before  # ml-3 was not written either
 
 
-def test_broadcast_and_targeted_alerts(api: RunningApi) -> None:  # noqa: F811
+def test_broadcast_and_targeted_alerts(api: RunningApi) -> None:
     items = [alert("b-1", district="North", scheme_id=102), alert("b-2"), alert("t-1", citizen_id=CITIZENS[1]),
              alert("b-1", district="North", scheme_id=102)]
     with api.client() as client:
@@ -218,7 +218,7 @@ def test_broadcast_and_targeted_alerts(api: RunningApi) -> None:  # noqa: F811
     assert rows == [("b-1", True, "North", 102), ("b-2", True, None, None), ("t-1", False, None, None)]
 
 
-def test_alert_ids_belong_to_their_client(api: RunningApi) -> None:  # noqa: F811
+def test_alert_ids_belong_to_their_client(api: RunningApi) -> None:
     """Two clients may use the same alert id; a rotated key of the same client shares its ids."""
     from civicsync.api.keys import create_key
 
@@ -233,7 +233,7 @@ def test_alert_ids_belong_to_their_client(api: RunningApi) -> None:  # noqa: F81
     assert c == {**a, "outcome": "duplicate"}
 
 
-def test_concurrent_resends_make_one_row(api: RunningApi) -> None:  # noqa: F811
+def test_concurrent_resends_make_one_row(api: RunningApi) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     def send(path: str, body: dict[str, Any]) -> dict[str, Any]:

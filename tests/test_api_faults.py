@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from fix_api import RunningApi, api, make_keys, seed_portal, serve  # noqa: F401
+from fix_api import RunningApi, make_keys, seed_portal, serve
 from fix_db import Deployment
 
 KEY = {"scheme_id": 101, "horizon_date": "2031-03-01"}
@@ -61,7 +61,7 @@ def test_server_stopped_gives_503_with_retry_after_then_recovers(fresh_deploymen
         api_server.stop()
 
 
-def test_connection_killed_mid_transaction_writes_nothing(api: RunningApi) -> None:  # noqa: F811
+def test_connection_killed_mid_transaction_writes_nothing(api: RunningApi) -> None:
     """The request has written one row and waits on a lock for the next when its session is killed."""
     with api.dep.connect("citizen") as conn:
         conn.execute("INSERT INTO scheme_forecasts (scheme_id, district, horizon_date, demand_index, model_version)"

@@ -14,11 +14,11 @@ from schemathesis import BaseSchema, Case, GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from civicsync.runtime.state import ServiceState, WorkerState
-from fix_api import RunningApi, api, serve  # noqa: F401
+from fix_api import RunningApi, serve
 
 
 @pytest.fixture(scope="module")
-def fuzzed(api: RunningApi) -> Iterator[tuple[str, str]]:  # noqa: F811
+def fuzzed(api: RunningApi) -> Iterator[tuple[str, str]]:
     """A second server over the same databases whose service reports every CDC worker running
     (so /ready answers 200, as in a healthy service); yields (base URL, key)."""
     state = ServiceState()

@@ -9,22 +9,22 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from civicsync.runtime.state import ServiceState, WorkerState
-from fix_api import RunningApi, api, serve  # noqa: F401
+from fix_api import RunningApi, serve
 
 FORECAST = {"scheme_id": 101, "district": "North", "horizon_date": "2031-01-01", "model_version": "v1"}
 
 
-def streaming_flows(api: RunningApi) -> list[str]:  # noqa: F811
+def streaming_flows(api: RunningApi) -> list[str]:
     return [n for n, f in api.config.model.flows.items() if f.streams]
 
 
-def test_health_needs_nothing(api: RunningApi) -> None:  # noqa: F811
+def test_health_needs_nothing(api: RunningApi) -> None:
     with api.client(None) as client:
         response = client.get("/health")
     assert response.status_code == 200 and response.json()["status"] == "ok"
 
 
-def test_ready_is_503_naming_each_flow_not_running_when_the_api_runs_alone(api: RunningApi) -> None:  # noqa: F811
+def test_ready_is_503_naming_each_flow_not_running_when_the_api_runs_alone(api: RunningApi) -> None:
     with api.client(None) as client:
         response = client.get("/ready")
     assert response.status_code == 503
@@ -32,7 +32,7 @@ def test_ready_is_503_naming_each_flow_not_running_when_the_api_runs_alone(api: 
     assert sorted(response.json()["reasons"]) == sorted(f"flow {n} is not running" for n in streaming_flows(api))
 
 
-def test_ready_follows_the_service_workers(api: RunningApi) -> None:  # noqa: F811
+def test_ready_follows_the_service_workers(api: RunningApi) -> None:
     state = ServiceState()
     flows = streaming_flows(api)
     state.workers = {"warehouse": WorkerState("warehouse", flows[:-1], phase="running"),
@@ -55,7 +55,7 @@ def test_ready_follows_the_service_workers(api: RunningApi) -> None:  # noqa: F8
     assert report["service"]["workers"][1]["last_error"] == "connection lost"
 
 
-def test_status_lists_every_flow_with_a_verdict(api: RunningApi) -> None:  # noqa: F811
+def test_status_lists_every_flow_with_a_verdict(api: RunningApi) -> None:
     with api.client(None) as client:
         response = client.get("/api/v1/status")
     assert response.status_code == 200
@@ -68,7 +68,7 @@ def test_status_lists_every_flow_with_a_verdict(api: RunningApi) -> None:  # noq
     assert f3["health"] == "error" and f3["state"] == "not started" and report["healthy"] is False
 
 
-def test_metrics_count_requests_by_route_template(api: RunningApi) -> None:  # noqa: F811
+def test_metrics_count_requests_by_route_template(api: RunningApi) -> None:
     with api.client() as client:
         client.get("/api/v1/dead-letters", params={"flow": "F2"})
         client.get("/no/such/thing")
@@ -83,7 +83,7 @@ def test_metrics_count_requests_by_route_template(api: RunningApi) -> None:  # n
     assert any(line.startswith("process_resident_memory_bytes") for line in lines)
 
 
-def test_openapi_documents_security_and_errors(api: RunningApi) -> None:  # noqa: F811
+def test_openapi_documents_security_and_errors(api: RunningApi) -> None:
     with api.client(None) as client:
         doc = client.get("/openapi.json").json()
     schemes = doc["components"]["securitySchemes"]
@@ -101,7 +101,7 @@ def test_openapi_documents_security_and_errors(api: RunningApi) -> None:  # noqa
 
 
 @pytest.fixture()
-def dead_letter(api: RunningApi) -> Iterator[int]:  # noqa: F811
+def dead_letter(api: RunningApi) -> Iterator[int]:
     """A pending dead letter of F2 whose source row no longer exists."""
     with api.dep.connect("citizen") as conn:
         row = conn.execute(
@@ -114,7 +114,7 @@ def dead_letter(api: RunningApi) -> Iterator[int]:  # noqa: F811
         conn.execute("DELETE FROM civicsync.dead_letters WHERE dead_letter_id = %s", (row[0],))
 
 
-def test_dead_letters_list_and_replay(api: RunningApi, dead_letter: int) -> None:  # noqa: F811
+def test_dead_letters_list_and_replay(api: RunningApi, dead_letter: int) -> None:
     ref = f"citizen:{dead_letter}"
     with api.client("reader") as reader, api.client() as admin:
         listed = reader.get("/api/v1/dead-letters", params={"flow": "F2"})
@@ -136,7 +136,7 @@ def test_dead_letters_list_and_replay(api: RunningApi, dead_letter: int) -> None
 # --------------------------------------------------------------------------- body size
 
 
-def test_oversized_body_is_413_before_parsing(api: RunningApi) -> None:  # noqa: F811
+def test_oversized_body_is_413_before_parsing(api: RunningApi) -> None:
     limit = api.config.model.service.api.max_body_bytes
     padding = "x" * (limit + 10)
     with api.client() as client:
@@ -151,7 +151,7 @@ def test_oversized_body_is_413_before_parsing(api: RunningApi) -> None:  # noqa:
     assert api.count("scheme_forecasts WHERE district LIKE 'xxx%'") == 0
 
 
-def test_chunked_body_within_the_limit_is_accepted(api: RunningApi) -> None:  # noqa: F811
+def test_chunked_body_within_the_limit_is_accepted(api: RunningApi) -> None:
     body = json.dumps({**FORECAST, "district": "Chunked"}).encode()
     with api.client() as client:
         response = client.post("/api/v1/forecasts", headers={"Content-Type": "application/json"},

@@ -76,7 +76,7 @@ function table(rows) {
   t.appendChild(head);
   rows.forEach(r => {
     const tr = el("tr");
-    keys.forEach(k => tr.appendChild(el("td", typeof r[k] === "object" ? JSON.stringify(r[k]) : r[k])));
+    keys.forEach(k => tr.appendChild(el("td", r[k] === null ? "" : (typeof r[k] === "object" ? JSON.stringify(r[k]) : r[k]))));
     t.appendChild(tr);
   });
   return t;

@@ -292,7 +292,8 @@ class _Run:
             again = verifier.verify(self.src, self.tgt, sorted({self.plan.unit_of(k) for _, k in previous}, key=str),
                                     wait=self._wait)
             current = {(d.kind, d.key): d for d in again.differences}
-            settled = {k: d for k, d in current.items() if previous.get(k) == d}
+            settled = {k: d for k, d in current.items()
+                       if previous.get(k) == d and self.plan.unit_of(d.key) not in again.moved}
             if len(settled) == len(current):
                 break
             previous = current

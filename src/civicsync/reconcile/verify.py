@@ -30,7 +30,7 @@ from psycopg import sql
 
 from civicsync.apply.sqlnames import idents, table_ident
 from civicsync.config.models import SetValues
-from civicsync.reconcile.derive import Derived, Deriver
+from civicsync.reconcile.derive import UNITS_PER_QUERY, Derived, Deriver, values_of
 from civicsync.reconcile.plan import Compared, Key, Plan
 
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -42,13 +42,14 @@ MAX_KEPT = 100_000  # differences held (and stored, and repaired) per run; the c
 
 @dataclass(frozen=True)
 class Difference:
-    """One key that differs: its class, the differing columns, and a fingerprint of the derived row
-    (to tell a settled difference from a row still changing)."""
+    """One key that differs: its class, the differing columns, and fingerprints of the derived row and
+    of the target's row (the same difference seen twice with the same rows on both sides has settled;
+    if either row moved in between, it was still in flight)."""
 
     kind: str
     key: Key
     columns: tuple[str, ...] = ()
-    fingerprint: int | None = None
+    fingerprint: tuple[int | None, int | None] = (None, None)
 
 
 @dataclass
@@ -60,6 +61,7 @@ class Verdict:
     source_rows: int = 0
     target_rows: int = 0
     lsn: int = 0  # the source's WAL position when it was read
+    moved: set[Key] = field(default_factory=set)  # units whose source rows changed while they were compared
 
 
 class Verifier:
@@ -77,11 +79,14 @@ class Verifier:
         ``wait(lsn)`` runs between the two reads (to let the event path apply what the source had)."""
         derived = Derived()
         verdict = Verdict()
+        versioned = wait is not None and units is not None and self.plan.unit != "day"
         try:
             with _read_only(src):
-                row = src.execute("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint").fetchone()
-                verdict.lsn = int(row[0]) if row else 0
                 self._stage(tgt, units, self.deriver.rows(src, units, derived))
+                # Read after the snapshot's rows: every commit they show lies before this WAL position.
+                row = src.execute("SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint").fetchone()
+                verdict.lsn = int(row[0]) if row else 0
+                before = self._versions(src, units) if versioned and units else {}
             if wait is not None:
                 wait(verdict.lsn)
             verdict.source_rows = derived.source_rows
@@ -93,9 +98,30 @@ class Verifier:
                     self._keep(verdict, diff)
             if units is None:
                 verdict.target_rows = self._count_target(tgt)
+            if versioned and verdict.differences:
+                # Read the source again after the target: a unit whose rows moved since the first read may
+                # have been compared with a target that already holds (or no longer holds) the change.
+                touched = sorted({self.plan.unit_of(d.key) for d in verdict.differences}, key=str)
+                after = self._versions(src, touched)
+                verdict.moved = {u for u in touched if before.get(u) != after.get(u)}
         finally:
             tgt.rollback()  # the temporary tables go with it; nothing else was written
         return verdict
+
+    def _versions(self, src: Conn, units: Sequence[Key]) -> dict[Key, str]:
+        """unit → the row versions (xmin) of its source rows, whatever the filters say."""
+        lookup = [self.plan.source_of[c] for c in self.plan.lookup]
+        types = [self.deriver.source_types[c] for c in lookup]
+        found: dict[Key, str] = {}
+        for i in range(0, len(units), UNITS_PER_QUERY):
+            for *unit, versions in src.execute(sql.SQL(
+                    "SELECT {texts}, string_agg(s.xmin::text, ',' ORDER BY s.xmin::text) FROM {table} s"
+                    " WHERE ({cols}) IN ({values}) GROUP BY {cols}").format(
+                    texts=sql.SQL(", ").join(sql.SQL("s.{}::text").format(sql.Identifier(c)) for c in lookup),
+                    cols=idents(lookup, prefix="s"), table=table_ident(self.plan.flow.source.table),
+                    values=values_of(units[i:i + UNITS_PER_QUERY], types))):
+                found[tuple(None if v is None else str(v) for v in unit)] = str(versions)
+        return found
 
     @staticmethod
     def _keep(verdict: Verdict, diff: Difference) -> None:
@@ -129,9 +155,9 @@ class Verifier:
         with tgt.cursor(name="civicsync_rc_classify") as cur:
             cur.itersize = 10_000
             for row in cur.execute(self._query(restricted)):
-                key, (kind, columns, fingerprint, expected) = tuple(row[:n]), row[n:]
+                key, (kind, columns, derived, held, expected) = tuple(row[:n]), row[n:]
                 if self._counts(kind, bool(expected)):
-                    yield Difference(kind, key, tuple(columns), fingerprint)
+                    yield Difference(kind, key, tuple(columns), (derived, held))
 
     def _counts(self, kind: str, expected: bool) -> bool:
         """Does this class of difference count under the flow's rules?"""
@@ -155,8 +181,9 @@ class Verifier:
                 sql.SQL("CASE WHEN {} THEN {} END").format(d, sql.Literal(c)) for c, d in differs))
             if differs else sql.SQL("'{}'::text[]"))
         any_differs = sql.SQL(" OR ").join(d for _, d in differs) if differs else sql.SQL("false")
-        fingerprint = sql.SQL("CASE WHEN s.{} IS NULL THEN NULL ELSE hashtextextended(ROW({})::text, 0) END").format(
-            k0, idents(plan.staged, prefix="s"))
+        fingerprint = sql.SQL(", ").join(
+            sql.SQL("CASE WHEN {a}.{k} IS NULL THEN NULL ELSE hashtextextended(ROW({cols})::text, 0) END").format(
+                a=sql.Identifier(alias), k=k0, cols=idents(plan.staged, prefix=alias)) for alias in ("s", "t"))
         return sql.SQL(
             "SELECT {keys}, {kind}, {columns}, {fingerprint}, {expected}"
             " FROM {stage} s {join} (SELECT t0.* FROM {target} t0 WHERE {restrict}) t ON {match}{base}"

@@ -88,12 +88,15 @@ class Side:
         return found
 
 
-def sample_bounds(conn: Conn, table: str, lead: str, collate: sql.Composable, pieces: int, what: str) -> list[str]:
-    """Quantiles of the leading key column of a table, from a block sample when the table is big."""
+def sample_bounds(conn: Conn, table: str, lead: str, collate: sql.Composable, what: str) -> list[str]:
+    """Boundaries cutting a table into ranges of about ROWS_PER_RANGE rows: quantiles of its leading key
+    column, from a block sample when the table is big (its size is the planner's estimate)."""
     with mapped_errors(what):
         row = conn.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)",
                            (table,)).fetchone()
         estimate = int(row[0]) if row and row[0] is not None else -1
+        # Never analyzed (-1): a guess; ranges that turn out big are split when they disagree.
+        pieces = 64 if estimate < 0 else max(1, min(MAX_RANGES, estimate // ROWS_PER_RANGE))
         sample: sql.Composable = sql.SQL("")
         if estimate > 2 * SAMPLE_ROWS:
             sample = sql.SQL(" TABLESAMPLE SYSTEM ({})").format(sql.Literal(round(100 * SAMPLE_ROWS / estimate, 4)))

@@ -35,7 +35,7 @@ from civicsync.db.errors import mapped_errors
 from civicsync.errors import CivicsyncError
 from civicsync.reconcile import store
 from civicsync.reconcile.catalog import SourceCatalog, load_catalog
-from civicsync.reconcile.checksum import ROWS_PER_RANGE, Comparison, Side, TooDifferent, sample_bounds, snapshot
+from civicsync.reconcile.checksum import Comparison, Side, TooDifferent, sample_bounds, snapshot
 from civicsync.reconcile.compile import NotCompilable, compile_rules
 from civicsync.reconcile.derive import Deriver
 from civicsync.reconcile.plan import Key, Plan, build_plan
@@ -237,7 +237,7 @@ class _Run:
         relations = Relations(plan, dict(catalog.target_types), collatable, derivation, layout, self.upper_day)
         for name, value in derivation.settings if derivation else ():
             self.src.execute("SELECT set_config(%s, %s, false)", (name, value))
-        bounds = sample_bounds(self.tgt, plan.flow.target.table, plan.key[0], relations.collate, ROWS_PER_RANGE,
+        bounds = sample_bounds(self.tgt, plan.flow.target.table, plan.key[0], relations.collate,
                                f"sampling {plan.flow.target.table}")
         self.tgt.rollback()
         side = {"columns": relations.names, "key": plan.key, "lead": relations.lead_of("d"),

@@ -183,10 +183,12 @@ def sync_overview() -> dict[str, Any]:
                limits=((None, "red"), (1, "green")), mappings=UP_DOWN),
         single("Flows up", "Flows running as configured (CDC worker streaming; batch flow scheduled).",
                query(f"sum(civicsync_flow_up{{{F}}})", instant=True)),
-        single("Flows down", "Flows not running as configured. Runbook: CivicsyncFlowDown.",
+        single("Flows down", "Flows not running as configured (a CDC worker crashed, stalled or starting; a batch "
+               "flow not scheduled). Runbook: CivicsyncFlowDown.",
                query(f"sum(1 - civicsync_flow_up{{{F}}})", instant=True),
                limits=((None, "green"), (1, "red"))),
-        single("Dead letters waiting", "Pending dead letters, all flows. Details: the Data quality dashboard.",
+        single("Dead letters waiting", "Pending dead letters, all flows. New ones and details: the Data quality "
+               "dashboard.",
                query(f"sum(civicsync_dead_letters{{{F}}})", instant=True),
                limits=((None, "green"), (1, "orange"))),
         single("Worst replication lag", "Largest CDC lag in seconds (0 when caught up).",
@@ -195,7 +197,9 @@ def sync_overview() -> dict[str, Any]:
         single("Failed batch flows", "Batch flows whose most recent run failed. Runbook: CivicsyncBatchRunFailed.",
                query(f"sum(civicsync_batch_last_run_failed{{{F}}})", instant=True),
                limits=((None, "green"), (1, "red"))),
-        states("Flow up", "1 while the flow runs as configured, per flow.",
+        states("Flow up", "1 while the flow runs as configured, per flow. A CDC flow is DOWN while its worker "
+               "starts, restarts after a crash (see Worker restarts) or is stalled retrying a database "
+               "(`/api/v1/status` shows the phase and last error). Runbook: CivicsyncFlowDown.",
                query(f"max by (flow) (civicsync_flow_up{{{F}}})", "{{flow}}"), UP_DOWN,
                limits=((None, "red"), (1, "green"))),
     ]
@@ -263,21 +267,31 @@ def data_quality() -> dict[str, Any]:
     dead_letters = [
         single("Dead letters waiting", "Pending dead letters, all selected flows.",
                query(f"sum(civicsync_dead_letters{{{F}}})", instant=True),
-               limits=((None, "green"), (1, "orange")), width=6),
+               limits=((None, "green"), (1, "orange")), width=4),
+        single("New dead letters (1 h)", "Dead letters created in the last hour, all selected flows "
+               "(not lowered by replays).",
+               query(f"sum(increase(civicsync_dead_letters_created_total{{{F}}}[1h]))", instant=True),
+               limits=((None, "green"), (1, "orange")), width=4),
         single("Oldest dead letter", "Age of the oldest pending dead letter. Runbook: CivicsyncDeadLettersOld.",
                query(f"max(civicsync_dead_letter_oldest_age_seconds{{{F}}})", instant=True), unit="s",
-               limits=((None, "green"), (1, "orange"), (3600, "red")), width=6),
+               limits=((None, "green"), (1, "orange"), (3600, "red")), width=4),
         single("Reconciliation differences", "Keys the last reconciliations found different, all classes.",
                query(f"sum(civicsync_reconcile_differences{{{F}}})", instant=True),
                limits=((None, "green"), (1, "red")), width=6),
         single("Rows rejected (24 h)", "Rows batch runs rejected into the dead-letter store.",
                query(f'sum(increase(civicsync_batch_rows_total{{{F}, outcome="rejected"}}[1d]))', instant=True),
                limits=((None, "green"), (1, "orange")), width=6),
-        ts("Dead letters waiting by flow", "Pending dead letters. Runbook: CivicsyncDeadLettersGrowing.",
-           query(f"sum by (flow) (civicsync_dead_letters{{{F}}})", "{{flow}}")),
+        ts("New dead letters by flow (per 15 min)", "Dead letters created in the last 15 minutes: CDC events "
+           "that broke a rule or a constraint, rows batch runs rejected. A replay does not hide them. "
+           "Runbook: CivicsyncDeadLettersGrowing (new ones in every 15-minute window for 15 minutes, some "
+           "waiting).",
+           query(f"sum by (flow) (increase(civicsync_dead_letters_created_total{{{F}}}[15m]))", "{{flow}}"),
+           width=8),
+        ts("Dead letters waiting by flow", "Pending dead letters (replays and discards lower it).",
+           query(f"sum by (flow) (civicsync_dead_letters{{{F}}})", "{{flow}}"), width=8),
         ts("Oldest dead letter age by flow", "Runbook: CivicsyncDeadLettersOld (alerts over 1 h).",
            query(f"max by (flow) (civicsync_dead_letter_oldest_age_seconds{{{F}}})", "{{flow}}"),
-           unit="s", limits=((None, "green"), (3600, "red"))),
+           unit="s", limits=((None, "green"), (3600, "red")), width=8),
     ]
     conflicts = [
         ts("Conflicts decided per hour", "Field conflicts the ownership policies decided "
@@ -289,12 +303,15 @@ def data_quality() -> dict[str, Any]:
            "last reconciliation. Runbook: CivicsyncReconcileDifferences.",
            query(f"sum by (flow, class) (civicsync_reconcile_differences{{{F}}})", "{{flow}} {{class}}"),
            limits=((None, "green"), (1, "red")), width=8),
-        ts("Keys repaired per day", "Keys `civicsync reconcile --repair` re-applied.",
+        ts("Keys repaired per day", "Keys repaired by reconciliations the service ran (flows with "
+           "`reconcile.repair`, e.g. F8 hourly). Repairs by `civicsync reconcile --repair` from the command line "
+           "are not counted here: see civicsync.reconcile_runs.",
            query(f"sum by (flow) (increase(civicsync_reconcile_repaired_total{{{F}}}[1d]))", "{{flow}}"), width=8),
-        ts("Time since last reconciliation", "Per flow.",
+        ts("Time since last reconciliation", "Per flow, from the stored results (runs by hand and before a "
+           "restart count too).",
            query(f"time() - max by (flow) (civicsync_reconcile_last_run_timestamp_seconds{{{F}}})", "{{flow}}"),
            unit="s", width=8),
-        ts("Reconciliation duration p95 (last day)", "Wall time of reconciliations.",
+        ts("Reconciliation duration p95 (last day)", "Wall time of reconciliations run by the service.",
            query("histogram_quantile(0.95, sum by (flow, le) "
                  f"(increase(civicsync_reconcile_duration_seconds_bucket{{{F}}}[1d])))", "{{flow}}"),
            unit="s", width=24, height=6),

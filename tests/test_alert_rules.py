@@ -82,20 +82,41 @@ def test_example_prometheus_config_is_valid_and_loads_the_rules() -> None:
     assert doc["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
 
 
-def test_a_broken_rule_fails_its_unit_test(tmp_path: Path) -> None:
-    """The unit tests are not vacuous: loosen one threshold and promtool test rules fails."""
+def _unit_tests_against(tmp_path: Path, old: str, new: str) -> subprocess.CompletedProcess[str]:
+    """promtool test rules with the shipped tests, against a copy of the rules where ``old`` is ``new``."""
     promtool = require_binary("promtool")
     text = RULES.read_text()
-    assert "civicsync_replication_lag_seconds > 60" in text
+    assert old in text
     (tmp_path / "rules").mkdir()
     (tmp_path / "tests").mkdir()
-    (tmp_path / "rules" / RULES.name).write_text(text.replace("civicsync_replication_lag_seconds > 60",
-                                                              "civicsync_replication_lag_seconds > 600"))
+    (tmp_path / "rules" / RULES.name).write_text(text.replace(old, new))
     for path in PROM_TESTS.glob("*.yml"):
         (tmp_path / "tests" / path.name).write_text(path.read_text())
-    res = _run([promtool, "test", "rules", *map(str, (tmp_path / "tests").glob("*.yml"))])
+    return _run([promtool, "test", "rules", *map(str, (tmp_path / "tests").glob("*.yml"))])
+
+
+def test_a_broken_rule_fails_its_unit_test(tmp_path: Path) -> None:
+    """The unit tests are not vacuous: loosen one threshold and promtool test rules fails."""
+    res = _unit_tests_against(tmp_path, "civicsync_replication_lag_seconds > 60",
+                              "civicsync_replication_lag_seconds > 600")
     assert res.returncode != 0
     assert "CivicsyncReplicationLagHigh" in res.stdout + res.stderr
+
+
+def test_the_old_pending_delta_rule_misses_an_arrival_a_replay_hides(tmp_path: Path) -> None:
+    """The rule on the pending gauge's delta (before civicsync_dead_letters_created_total) fails the tests:
+    one new dead letter a minute while one a minute is replayed leaves the pending count flat."""
+    rule = RULES.read_text()
+    start = rule.index("increase(civicsync_dead_letters_created_total[15m])")
+    expr = rule[start:rule.index("civicsync_dead_letters > 0", start) + len("civicsync_dead_letters > 0")]
+    res = _unit_tests_against(tmp_path, expr, "delta(civicsync_dead_letters[15m]) > 0 and civicsync_dead_letters > 0")
+    assert res.returncode != 0
+    out = res.stdout + res.stderr
+    assert "CivicsyncDeadLettersGrowing" in out
+    # what it got at 20m: the steady and the stopping flow, not the one whose arrivals a replay hid
+    got = out[out.index("time: 20m"):]
+    got = got[got.index("got:"):got.index("time:", 1) if "time:" in got[1:] else len(got)]
+    assert 'flow="application_submissions"' in got and 'flow="decision_updates"' not in got
 
 
 # --------------------------------------------------------------------------- every alert: test, labels, runbook
@@ -147,32 +168,88 @@ def test_no_orphan_runbooks_and_links_between_runbooks_resolve() -> None:
             assert (page.parent / target).resolve().exists(), f"{page.name}: broken link {target}"
 
 
-# Commands a runbook may name before they exist (another issue is building them). Remove an entry
-# once the command lands: the test fails while a listed command exists, so the list cannot go stale.
-PENDING_COMMANDS: set[tuple[str, ...]] = set()
-
-
 def _code(markdown: str) -> str:
     """The code in a markdown page: fenced blocks and inline spans (prose may say "civicsync engineers")."""
     return "\n".join(re.findall(r"```.*?```|`[^`\n]+`", markdown, flags=re.S))
 
 
-def test_runbook_commands_exist_in_the_cli() -> None:
+# A command line in a code block or span, up to the end of the command: a pipe, `;`, `&&`, a comment,
+# a closing backtick or the end of the line. In the index's table `\|` separates alternatives.
+_COMMAND_LINE = re.compile(r"\bcivicsync((?: +[^\s|;&#`'\"]+)*)")
+
+
+def _commands_in(markdown: str) -> list[list[str]]:
+    """The words after `civicsync` of every command line in the page's code."""
+    found: list[list[str]] = []
+    for line in _code(markdown).replace("\\|", " ").splitlines():
+        for match in _COMMAND_LINE.finditer(line):
+            words = [w.strip("[]") for w in match.group(1).split()]
+            if words and re.fullmatch(r"[a-z][a-z-]*", words[0]):
+                found.append(words)
+    return found
+
+
+def _command_problems(pages: dict[str, str]) -> tuple[set[tuple[str, ...]], list[str]]:
+    """(commands used, problems) of the civicsync command lines in ``pages`` (name -> markdown): each must
+    name a command of the CLI (down to a leaf) and only options that command has."""
     root = typer.main.get_command(app)
     used: set[tuple[str, ...]] = set()
-    for page in RUNBOOKS.glob("*.md"):
-        for words in re.findall(r"\bcivicsync ([a-z][a-z-]*(?: [a-z][a-z-]*)?)", _code(page.read_text())):
-            used.add(tuple(words.split()))
-    assert ("dlq", "replay") in used and ("status",) in used
-    for words in sorted(used):
-        top = root.commands.get(words[0])  # type: ignore[attr-defined]
-        if words[:1] in PENDING_COMMANDS:
-            assert top is None, f"`civicsync {words[0]}` exists now: remove it from PENDING_COMMANDS"
-            continue
-        assert top is not None, f"runbooks use `civicsync {words[0]}`, which is no command"
-        subcommands = getattr(top, "commands", None)
-        if subcommands is not None and len(words) > 1:
-            assert words[1] in subcommands, f"runbooks use `civicsync {' '.join(words)}`, which is no command"
+    problems: list[str] = []
+    for page, text in pages.items():
+        for words in _commands_in(text):
+            command: Any = root
+            path: list[str] = []
+            for word in words:
+                subcommands = getattr(command, "commands", None)
+                if subcommands is None or word.startswith("-"):
+                    break
+                if word not in subcommands:
+                    problems.append(f"{page}: `civicsync {' '.join([*path, word])}` is no command")
+                    command = None
+                    break
+                command = subcommands[word]
+                path.append(word)
+            if command is None:
+                continue
+            if getattr(command, "commands", None) is not None:
+                problems.append(f"{page}: `civicsync {' '.join(path)}` needs a subcommand")
+                continue
+            used.add(tuple(path))
+            options = {o for p in command.params for o in (*p.opts, *p.secondary_opts) if o.startswith("-")}
+            for word in words[len(path):]:
+                option = word.split("=", 1)[0]
+                if option.startswith("-") and option not in options | {"--help"}:
+                    problems.append(f"{page}: `civicsync {' '.join(path)}` has no option {option}")
+    return used, problems
+
+
+def test_runbook_commands_exist_in_the_cli() -> None:
+    """Every `civicsync ...` in a runbook's code is a command of the CLI, with options it has."""
+    used, problems = _command_problems({p.name: p.read_text() for p in sorted(RUNBOOKS.glob("*.md"))})
+    assert not problems, "\n".join(problems)
+    # the commands the runbooks are built on: each is used, so the check above covers it
+    assert {("status",), ("runs",), ("dlq", "list"), ("dlq", "replay"), ("dlq", "discard"), ("batch", "run"),
+            ("reconcile",), ("run",), ("validate",)} <= used, sorted(used)
+
+
+def test_the_runbook_command_check_catches_wrong_commands_and_options() -> None:
+    page = """
+```sh
+civicsync reconcile FLOW --repair --json | jq .   # fine
+civicsync run --config FILE --host H --port P --no-api
+civicsync reconcile FLOW --fix
+civicsync dlq purge --flow FLOW
+civicsync dlq
+```
+Prose names civicsync engineers; `civicsync.dead_letters` and `civicsync_flow_up` are no commands, and
+the index writes alternatives as `civicsync dlq replay DATABASE:ID\\|--flow F\\|--everything`.
+"""
+    used, problems = _command_problems({"page.md": page})
+    assert used == {("reconcile",), ("run",), ("dlq", "replay")}
+    assert problems == ["page.md: `civicsync reconcile` has no option --fix",
+                        "page.md: `civicsync dlq purge` is no command",
+                        "page.md: `civicsync dlq` needs a subcommand",
+                        "page.md: `civicsync dlq replay` has no option --everything"]
 
 
 # --------------------------------------------------------------------------- metric names

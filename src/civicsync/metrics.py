@@ -118,9 +118,18 @@ def observe_reconciliations(rows: Iterable[Mapping[str, Any]]) -> None:
     """Set the reconciliation gauges from the stored last run per flow (``reconcile.latest_results``),
     so that runs made by another process (``civicsync reconcile``) and before a restart show too."""
     for r in rows:
+        if r.get("status") not in ("equal", "different", "repaired"):
+            continue  # still running, or failed: its counts say nothing about the data
         flow = str(r["flow"])
         for kind in ("missing", "extra", "different"):
             RECONCILE_DIFFERENCES.labels(flow, kind).set(r.get(kind) or 0)
         finished = r.get("finished_at")
         if finished:
             RECONCILE_LAST_RUN.labels(flow).set(datetime.fromisoformat(str(finished)).timestamp())
+
+
+def declare_flows(flows: Iterable[str]) -> None:
+    """Create every per-flow counter at 0, so that the first event after a start is an increase."""
+    for flow in flows:
+        for counter in (CDC_CAPTURED, CDC_APPLIED, DEAD_LETTERS_CREATED, CONFLICTS, RECONCILE_REPAIRED):
+            counter.labels(flow)

@@ -76,7 +76,10 @@ function table(rows) {
   t.appendChild(head);
   rows.forEach(r => {
     const tr = el("tr");
-    keys.forEach(k => tr.appendChild(el("td", r[k] === null ? "" : (typeof r[k] === "object" ? JSON.stringify(r[k]) : r[k]))));
+    keys.forEach(k => {
+      const v = r[k];
+      tr.appendChild(el("td", v === null ? "" : (typeof v === "object" ? JSON.stringify(v) : v)));
+    });
     t.appendChild(tr);
   });
   return t;

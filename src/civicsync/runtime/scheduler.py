@@ -92,7 +92,8 @@ class BatchScheduler:
             assert schedule is not None
             self._scheduler.add_job(self.run_flow, cron_trigger(schedule), args=[name], id=name, name=name)
             metrics.BATCH_INTERVAL.labels(name).set(schedule_interval(schedule))
-            metrics.FLOW_UP.labels(name, model.flows[name].kind).set(1)
+            if not model.flows[name].streams:  # a hybrid flow is up when its worker streams (the supervisor says)
+                metrics.FLOW_UP.labels(name, model.flows[name].kind).set(1)
         self._scheduler.start()
         self._refresh_next_runs()
         for name in self.missed(last_success or {}):
@@ -130,7 +131,8 @@ class BatchScheduler:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=wait)
         for name in self.flows:
-            metrics.FLOW_UP.labels(name, self.config.model.flows[name].kind).set(0)
+            if not self.config.model.flows[name].streams:
+                metrics.FLOW_UP.labels(name, self.config.model.flows[name].kind).set(0)
 
     def run_flow(self, name: str) -> dict[str, Any] | None:
         """One scheduled run of ``name``: the batch job, then reconciliation if the flow asks for it."""

@@ -59,6 +59,7 @@ class Service:
         self.api: ApiServer | None = None
         self._sampler: threading.Thread | None = None
         metrics.BUILD.info({"version": __version__, "config": str(config.path)})
+        metrics.declare_flows(config.model.flows)
 
     @property
     def url(self) -> str | None:

@@ -184,9 +184,10 @@ class Comparison:
 
     def _split(self, r: Range, size: int, out: Outcome) -> list[tuple[Range, int]]:
         """Cut a big disagreeing range at its own quantiles and keep the parts that disagree."""
-        pieces = min(MAX_RANGES, math.ceil(size / ROWS_PER_RANGE))
+        # Parts small enough to compare key by key next time.
+        pieces = min(MAX_RANGES, math.ceil(size / LEAF_ROWS))
         bounds = self.target.quantiles(r, pieces) or self.source.quantiles(r, pieces)
-        if len(bounds) < 2:
+        if not bounds:
             self._compare_keys([r], out)  # one key value holds all of it: nothing to split on
             return []
         src, tgt = self._both(Side.checksums, bounds, r)

@@ -26,7 +26,7 @@ from psycopg import sql
 from civicsync.apply.sqlnames import table_ident
 from civicsync.db.errors import mapped_errors
 from civicsync.reconcile.plan import Key
-from civicsync.reconcile.relations import Range, Relations
+from civicsync.reconcile.relations import Range
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 T = TypeVar("T")
@@ -145,10 +145,9 @@ class Outcome:
 class Comparison:
     """Drives both sides through the phase; every step runs on both databases at once."""
 
-    def __init__(self, source: Side, target: Side, relations: Relations,
+    def __init__(self, source: Side, target: Side,
                  progress: Callable[[str, int, int | None], None] | None = None) -> None:
         self.source, self.target = source, target
-        self.relations = relations
         self.pool = ThreadPoolExecutor(2, thread_name_prefix="reconcile")
         self.progress = progress or (lambda phase, done, total: None)
 

@@ -91,6 +91,7 @@ class ReconcileResult:
 
     @property
     def status(self) -> str:
+        """failed, equal, repaired (everything found was repaired) or different."""
         if self.error is not None:
             return "failed"
         if self.found == 0:
@@ -98,6 +99,7 @@ class ReconcileResult:
         return "repaired" if self.remaining == 0 else "different"
 
     def key_dict(self, key: Key) -> dict[str, str | None]:
+        """A key as {column: value} (values as text)."""
         return dict(zip(self.key_columns, key, strict=True))
 
     def samples(self) -> dict[str, list[dict[str, Any]]]:
@@ -154,14 +156,24 @@ def reconcile_flow(config: LoadedConfig, flow: str, *, repair: bool = False, sam
             _Run(config, plan, result, progress or _silent).execute()
         except CivicsyncError as exc:
             result.error = str(exc)
-        result.seconds = time.monotonic() - started
-        with mapped_errors(f"recording reconciliation {result.run_id} of flow {plan.name}"):
-            store.finish(control, result.run_id, result.summary(), (
-                (d.kind, result.key_dict(d.key), list(d.columns), d.key in result.repaired_keys)
-                for d in result.differences))
+        except BaseException as exc:  # a bug or an interrupt: still close the record, then let it out
+            result.error = f"{type(exc).__name__}: {exc}"
+            _record(control, result)
+            raise
+        _record(control, result, started)
     store.observe(plan.name, result.counts, result.repaired, result.seconds)
     log.info("flow %s: reconciliation %s: %s", plan.name, result.run_id, result.summary())
     return result
+
+
+def _record(control: Conn, result: ReconcileResult, started: float | None = None) -> None:
+    if started is not None:
+        result.seconds = time.monotonic() - started
+    assert result.run_id is not None
+    with mapped_errors(f"recording reconciliation {result.run_id} of flow {result.flow}"):
+        store.finish(control, result.run_id, result.summary(), (
+            (d.kind, result.key_dict(d.key), list(d.columns), d.key in result.repaired_keys)
+            for d in result.differences))
 
 
 def _silent(phase: str, done: int, total: int | None) -> None:
@@ -240,15 +252,13 @@ class _Run:
         bounds = sample_bounds(self.tgt, plan.flow.target.table, plan.key[0], relations.collate,
                                f"sampling {plan.flow.target.table}")
         self.tgt.rollback()
-        side = {"columns": relations.names, "key": plan.key, "lead": relations.lead_of("d"),
-                "lead_type": relations.lead_type}
         with snapshot(self.src), snapshot(self.tgt):
-            source = Side(self.src, relations.source, what=f"flow {plan.name}: checksums on "
-                          f"{plan.flow.source.connection} (source)", **side)  # type: ignore[arg-type]
-            target = Side(self.tgt, relations.target, what=f"flow {plan.name}: checksums on "
-                          f"{plan.flow.target.connection} (target)", **side)  # type: ignore[arg-type]
+            source = Side(self.src, relations.source, relations.names, plan.key, relations.lead_of("d"),
+                          relations.lead_type, f"flow {plan.name}: checksums on {plan.flow.source.connection}")
+            target = Side(self.tgt, relations.target, relations.names, plan.key, relations.lead_of("d"),
+                          relations.lead_type, f"flow {plan.name}: checksums on {plan.flow.target.connection}")
             try:
-                outcome = Comparison(source, target, relations, self.progress).run(bounds)
+                outcome = Comparison(source, target, self.progress).run(bounds)
             except TooDifferent as exc:
                 self._full(str(exc))
                 return None

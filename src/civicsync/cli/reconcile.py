@@ -42,17 +42,16 @@ def reconcile(
 ) -> None:
     """Compare what a flow derives from its source with its target, by key; report counts and sample keys
     per class of difference (missing, extra, different, rejected); with --repair, fix them."""
-    from civicsync.reconcile import reconcile_flow
+    from civicsync.reconcile import UnknownFlowError, reconcile_flow
 
     _setup(verbose)
     with _user_errors():
         loaded = _load(config)
         try:
-            loaded.model.flow_name(flow)
-        except KeyError:
-            _fail(f"no flow called {flow!r}; known: {', '.join(loaded.model.flows)}", 2)
-        with _progress() as progress:
-            result = reconcile_flow(loaded, flow, repair=repair, progress=_phases(progress, flow))
+            with _progress() as progress:
+                result = reconcile_flow(loaded, flow, repair=repair, progress=_phases(progress, flow))
+        except UnknownFlowError as exc:
+            _fail(str(exc), 2)
     summary = result.as_dict()
     if as_json:
         out.print_json(json.dumps(summary, default=str))

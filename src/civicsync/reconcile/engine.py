@@ -7,12 +7,14 @@ does not derive, a forward-only lifecycle, several source rows per key, or so mu
 checking everything is cheaper): every source row goes through the chain and the verify phase
 compares it all in one pass in the target database, at about the cost of one batch run of the flow.
 
-A difference is reported only once it is *settled*: seen again, identically (same class, columns and
-derived row), by a re-check that reads both sides afresh. For event-path flows whose worker is
-running, each re-check first waits (``reconcile.settle_seconds`` at most) until the worker has applied
-everything the source had committed when it was read. So a row that changes while it is compared, or
-an event still in flight, is not reported; a key that keeps changing through every re-check is only
-counted in the notes.
+A difference is reported only once it is *settled*: a re-check reads both sides afresh and sees it
+again identically (same class and columns, same derived row, same target row), and the source rows of
+its key did not change (their row versions) between the re-check's read of the source and its read of
+the target. For event-path flows whose worker is running, a re-check also waits (at most
+``reconcile.settle_seconds``) between the two reads until the worker has applied everything the source
+had committed when it was read. So a row changing while it is compared, an event still in flight, or
+an event applied before the snapshot it is compared with could see it, is not reported; a key that
+keeps changing through every re-check (up to three) is only counted in the notes.
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ value). ``before`` holds only the key columns unless the table has REPLICA IDENT
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,7 +17,7 @@ import psycopg
 from psycopg.adapt import Transformer
 from psycopg.pq import Format
 
-from civicsync.capture.pgoutput import UNCHANGED, Relation, Value, format_lsn
+from civicsync.capture.pgoutput import UNCHANGED, Value, format_lsn
 from civicsync.capture.replication import RowChange, Transaction
 
 Op = Literal["c", "u", "d", "r"]
@@ -91,7 +90,8 @@ def _load(oid: int | None, value: Value) -> Any:
         return value
 
 
-def _image(names: list[str], values: tuple[Value, ...] | None, key_only: bool, key: list[str]) -> Image | None:
+def _image(names: tuple[str, ...], values: tuple[Value, ...] | None, key_only: bool,
+           key: tuple[str, ...]) -> Image | None:
     if values is None:
         return None
     image = dict(zip(names, values, strict=True))
@@ -103,26 +103,34 @@ def _image(names: list[str], values: tuple[Value, ...] | None, key_only: bool, k
 
 def events_of(txn: Transaction, db: str) -> list[ChangeEvent]:
     """The row changes of a transaction as change events, in commit order."""
-    return [event_of(change, txn, db) for change in txn.changes]
-
-
-@functools.lru_cache(maxsize=1024)
-def _relation_meta(rel: Relation) -> tuple[list[str], list[str], dict[str, int]]:
-    # Per relation, not per event: column names, key columns and type OIDs.
-    return ([c.name for c in rel.columns], [c.name for c in rel.columns if c.is_key],
-            {c.name: c.type_oid for c in rel.columns})
+    sources: dict[int, SourceInfo] = {}  # one per relation of the transaction, not one per event
+    events = []
+    for change in txn.changes:
+        rel = change.relation
+        source = sources.get(id(rel))
+        if source is None:
+            source = sources[id(rel)] = SourceInfo(db, rel.schema, rel.table, txn.commit_lsn, txn.xid,
+                                                   txn.commit_time)
+        events.append(_event(change, source))
+    return events
 
 
 def event_of(change: RowChange, txn: Transaction, db: str) -> ChangeEvent:
     rel = change.relation
-    names, key_cols, types = _relation_meta(rel)
+    return _event(change, SourceInfo(db, rel.schema, rel.table, txn.commit_lsn, txn.xid, txn.commit_time))
+
+
+def _event(change: RowChange, source: SourceInfo) -> ChangeEvent:
+    rel = change.relation
+    names, key_cols = rel.column_names, rel.key_names  # derived once per relation
     before = _image(names, change.before, change.before_is_key_only, key_cols)
     after = _image(names, change.after, False, key_cols)
-    keyed = after if after is not None else before
-    assert keyed is not None
-    key: dict[str, str | None] = {}
-    for k in key_cols:
-        value = keyed.get(k)
-        key[k] = value if isinstance(value, str) else None
-    source = SourceInfo(db, rel.schema, rel.table, txn.commit_lsn, txn.xid, txn.commit_time)
-    return ChangeEvent(change.op, before, after, source, key, types)
+    return ChangeEvent(change.op, before, after, source, key_of(change), rel.column_types)
+
+
+def key_of(change: RowChange) -> dict[str, str | None]:
+    """The source key of a row change (from the new row, or the old one of a delete)."""
+    values = change.after if change.after is not None else change.before
+    assert values is not None
+    position = change.relation.position
+    return {k: (v if isinstance(v := values[position[k]], str) else None) for k in change.relation.key_names}

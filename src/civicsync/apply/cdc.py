@@ -18,8 +18,9 @@ of the same source key, wait for a replay; other keys flow on.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import psycopg
@@ -27,13 +28,14 @@ from psycopg import sql
 
 from civicsync.apply.merge import MergeWriter
 from civicsync.apply.sqlnames import idents, table_ident
-from civicsync.capture.pgoutput import UNCHANGED, format_lsn
+from civicsync.capture.pgoutput import UNCHANGED, Relation, format_lsn
+from civicsync.capture.replication import RowChange, Transaction
 from civicsync.config import LoadedConfig
 from civicsync.config.models import Cdc, Flow, TableDecl
 from civicsync.config.references import template_fields
 from civicsync.db.catalog import column_types
 from civicsync.errors import RowRejectedError, SchemaMismatchError
-from civicsync.events import ChangeEvent
+from civicsync.events import ChangeEvent, key_of
 from civicsync.extract.source import stream_query
 from civicsync.transform.chain import build_transform
 
@@ -101,18 +103,13 @@ class CdcFlowApplier:
         routed = set(self.cdc.route_changes.fields) if self.cdc.route_changes else set()
         self.write_columns = [c for c in self.columns if c not in routed]
         self._ranks = self.cdc.lifecycle.ranks() if self.cdc.lifecycle else {}
+        self._lifecycle_idx = self.columns.index(self.cdc.lifecycle.column) if self.cdc.lifecycle else -1
+        self._top_n = self.cdc.top_n is not None
+        self._tuple_readers: dict[int, tuple[Relation, Callable[[Any], Sequence[Any]]]] = {}
         self._types: dict[str, str] | None = None
         self._source_types: dict[str, str] | None = None
 
     # ------------------------------------------------------------------ events → net effect per key
-
-    def _source_row(self, image: dict[str, Any], event: ChangeEvent) -> list[Any]:
-        try:
-            return [image[c] for c in self.transform.source_columns]
-        except KeyError as exc:
-            raise SchemaMismatchError(
-                f"flow {self.name}: {event.table} has no column {exc.args[0]!r} in the change stream; "
-                "the config declares it (was the column renamed or dropped?)") from None
 
     def _target_key_from_source_key(self, source_key: dict[str, str | None]) -> Key | None:
         key: list[str | None] = []
@@ -123,9 +120,7 @@ class CdcFlowApplier:
             key.append(source_key[spec.from_])
         return tuple(key)
 
-    def _transform(self, event: ChangeEvent) -> list[Any] | None:
-        assert event.after is not None
-        raw = self._source_row(event.after, event)
+    def _transform(self, raw: Sequence[Any]) -> list[Any] | None:
         # Unchanged TOAST values are rare: only pay for tracking them when one is there.
         unchanged = ({c for c, v in zip(self.transform.source_columns, raw, strict=True) if v is UNCHANGED}
                      if UNCHANGED in raw else set())
@@ -137,59 +132,101 @@ class CdcFlowApplier:
             for i, col in enumerate(self.transform.target_columns):
                 if self._depends[col] & unchanged:
                     row[i] = UNCHANGED
-        if self.cdc.top_n is not None:
+        if self._top_n:
             row.append(None)
         return row
 
     def _rank(self, row: list[Any]) -> int:
         assert self.cdc.lifecycle is not None
-        status = row[self.columns.index(self.cdc.lifecycle.column)]
+        status = row[self._lifecycle_idx]
         return self._ranks.get(status, 0) if isinstance(status, str) else 0
 
     def net_effect(self, events: Sequence[ChangeEvent], blocked: set[str],
                    outcome: FlowOutcome) -> dict[Key, _Upsert | _Delete]:
         """Collapse the batch to one action per target key, dead-lettering what breaks a rule."""
+        read = _reader(self.transform.source_columns)
+        return self._net(((e.op, e.after, read, e.key, e.source.lsn, e.table) for e in events), blocked, outcome)
+
+    def net_effect_of_changes(self, changes: Sequence[tuple[RowChange, Transaction]], blocked: set[str],
+                              outcome: FlowOutcome) -> dict[Key, _Upsert | _Delete]:
+        """:meth:`net_effect` straight from the stream's row changes (values in the relation's column
+        order), without building an envelope per change: the applier picks its source columns by
+        position, worked out once per relation."""
+        def items() -> Iterator[_Item]:
+            rel: Relation | None = None
+            read: Callable[[Any], Sequence[Any]] = _reader(())
+            for change, txn in changes:
+                if change.relation is not rel:
+                    rel = change.relation
+                    read = self._tuple_reader(rel)
+                yield change.op, change.after, read, key_of(change), txn.commit_lsn, rel.qualified_name
+        return self._net(items(), blocked, outcome)
+
+    def _tuple_reader(self, rel: Relation) -> Callable[[Any], Sequence[Any]]:
+        cached = self._tuple_readers.get(id(rel))
+        if cached is not None and cached[0] is rel:
+            return cached[1]
+        missing = [c for c in self.transform.source_columns if c not in rel.position]
+        read: Callable[[Any], Sequence[Any]]
+        if missing:
+            def read(values: Any, column: str = missing[0]) -> Sequence[Any]:
+                raise KeyError(column)
+        else:
+            read = _reader([rel.position[c] for c in self.transform.source_columns])
+        self._tuple_readers = {id(rel): (rel, read)}  # the current relation only (a schema change replaces it)
+        return read
+
+    def _net(self, items: Iterable[_Item], blocked: set[str], outcome: FlowOutcome) -> dict[Key, _Upsert | _Delete]:
         pending: dict[Key, _Upsert | _Delete] = {}
-        for event in events:
+        for op, after, read, key, lsn, table in items:
             outcome.events += 1
-            skey = json.dumps(event.key, sort_keys=True) if blocked else ""
+            skey = json.dumps(key, sort_keys=True) if blocked else ""
             if blocked and skey in blocked:
-                outcome.dead_letters.append(self._dead(event, "blocked", "waiting behind an earlier failure of "
-                                                                         "the same key"))
+                outcome.dead_letters.append(DeadLetter(self.name, key, op, lsn, "blocked",
+                                                       "waiting behind an earlier failure of the same key"))
                 continue
             try:
-                self._collapse(event, pending, outcome)
+                if op == "d" or after is None:
+                    row = None
+                else:
+                    try:
+                        raw = read(after)
+                    except KeyError as exc:
+                        raise SchemaMismatchError(
+                            f"flow {self.name}: {table} has no column {exc.args[0]!r} in the change stream; "
+                            "the config declares it (was the column renamed or dropped?)") from None
+                    row = self._transform(raw)
+                self._collapse(row, key, lsn, table, pending, outcome)
             except RowRejectedError as exc:
-                blocked.add(json.dumps(event.key, sort_keys=True))  # later events of this key wait too
-                outcome.dead_letters.append(self._dead(event, exc.kind, str(exc)))
+                blocked.add(json.dumps(key, sort_keys=True))  # later events of this key wait too
+                outcome.dead_letters.append(DeadLetter(self.name, key, op, lsn, exc.kind, str(exc)))
         return pending
 
-    def _dead(self, event: ChangeEvent, kind: str, error: str) -> DeadLetter:
-        return DeadLetter(self.name, event.key, event.op, event.source.lsn, kind, error)
-
-    def _collapse(self, event: ChangeEvent, pending: dict[Key, _Upsert | _Delete], outcome: FlowOutcome) -> None:
-        row = None if event.op == "d" else self._transform(event)
+    def _collapse(self, row: list[Any] | None, key: dict[str, str | None], lsn: int, table: str,
+                  pending: dict[Key, _Upsert | _Delete], outcome: FlowOutcome) -> None:
         if row is None:  # a delete, or a row the filters no longer keep
             if self.cdc.deletes == "ignore":
                 outcome.skipped += 1
                 return
-            tkey = self._target_key_from_source_key(event.key)
+            tkey = self._target_key_from_source_key(key)
             if tkey is None:
-                raise RowRejectedError("key", f"cannot derive the target key of {event.table} {event.key}")
-            pending[tkey] = _Delete(event.source.lsn, event.key)
+                raise RowRejectedError("key", f"cannot derive the target key of {table} {key}")
+            pending[tkey] = _Delete(lsn, key)
             return
         tkey = tuple(row[i] for i in self._key_idx)
         previous = pending.get(tkey)
+        logged = self.cdc.event_log is not None  # only an event log needs every transition
         if isinstance(previous, _Upsert):
             # Values the source did not resend (TOAST) keep what this batch already knew.
-            row = [prev if new is UNCHANGED else new for new, prev in zip(row, previous.row, strict=True)]
-            history = [*previous.history, (row, event.source.lsn)]
-            if self.cdc.lifecycle is not None and self._rank(previous.row) > self._rank(row):
+            if UNCHANGED in row:
+                row = [prev if new is UNCHANGED else new for new, prev in zip(row, previous.row, strict=True)]
+            history = [*previous.history, (row, lsn)] if logged else previous.history
+            if self._ranks and self._rank(previous.row) > self._rank(row):
                 pending[tkey] = _Upsert(previous.row, previous.lsn, previous.source_key, history)
                 return
-            pending[tkey] = _Upsert(row, event.source.lsn, event.key, history)
+            pending[tkey] = _Upsert(row, lsn, key, history)
         else:
-            pending[tkey] = _Upsert(row, event.source.lsn, event.key, [(row, event.source.lsn)])
+            pending[tkey] = _Upsert(row, lsn, key, [(row, lsn)] if logged else [])
 
     # ------------------------------------------------------------------ writing
 
@@ -399,6 +436,20 @@ class CdcFlowApplier:
                                         for k in self.target.key)))
         outcome.deleted += max(cur.rowcount, 0)
         outcome.written += writer.merge(None).written
+
+
+_Item = tuple[str, Any, Callable[[Any], Sequence[Any]], dict[str, str | None], int, str]
+"""(op, new image or tuple, reads the source columns out of it, source key, commit LSN, table)"""
+
+
+def _reader(fields: Sequence[Any]) -> Callable[[Any], Sequence[Any]]:
+    """Picks ``fields`` (names of an image, or positions of a tuple) out of a row, in that order."""
+    if len(fields) == 1:
+        (only,) = fields
+        return lambda values: (values[only],)
+    if not fields:
+        return lambda values: ()
+    return itemgetter(*fields)
 
 
 def _sources_of(flow: Flow, column: str) -> set[str]:

@@ -9,10 +9,11 @@ never as a value: applying it must leave the target column alone.
 from __future__ import annotations
 
 import enum
+import functools
 import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Final, Literal
 
 PG_EPOCH: Final = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -90,9 +91,27 @@ class Relation:
     replica_identity: str  # 'd' default (primary key), 'n' nothing, 'f' full, 'i' index
     columns: tuple[Column, ...]
 
-    @property
+    # Derived once per relation (not per row; hashing the dataclass would cost more than the row).
+    @functools.cached_property
     def qualified_name(self) -> str:
         return f"{self.schema}.{self.table}"
+
+    @functools.cached_property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    @functools.cached_property
+    def key_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns if c.is_key)
+
+    @functools.cached_property
+    def position(self) -> dict[str, int]:
+        """Column name → index in the relation's tuples."""
+        return {c.name: i for i, c in enumerate(self.columns)}
+
+    @functools.cached_property
+    def column_types(self) -> dict[str, int]:
+        return {c.name: c.type_oid for c in self.columns}
 
 
 @dataclass(frozen=True)
@@ -149,6 +168,7 @@ def pg_time(micros: int) -> datetime:
 _STRUCTS = {fmt: struct.Struct(fmt) for fmt in ("!b", "!B", "!h", "!i", "!I", "!q", "!Q")}
 _INT32 = _STRUCTS["!i"]
 _INT16 = _STRUCTS["!h"]
+_UINT32 = _STRUCTS["!I"]
 _N, _U, _T = ord("n"), ord("u"), ord("t")
 
 
@@ -209,36 +229,79 @@ class _Reader:
         return b
 
     def tuple_data(self) -> tuple[Value, ...]:
-        # The hot loop of capture (every column of every row): locals, no method calls per value.
-        buf, pos, end = self.buf, self.pos, len(self.buf)
-        if pos + 2 > end:
-            raise DecodeError(f"message truncated at byte {pos}")
+        values, self.pos = _tuple_data(self.buf, self.pos)
+        return values
+
+
+def _tuple_data(buf: bytes, pos: int) -> tuple[tuple[Value, ...], int]:
+    """TupleData at ``pos``: the values and the position after them.
+
+    The hot loop of capture (every column of every row): locals only, and the bounds are checked by
+    the struct and index operations themselves (a short buffer raises there), except a text value's
+    length, which is checked before its bytes are sliced."""
+    end = len(buf)
+    values: list[Value] = []
+    append = values.append
+    try:
         (count,) = _INT16.unpack_from(buf, pos)
         pos += 2
-        values: list[Value] = []
-        append = values.append
         for _ in range(count):
-            if pos >= end:
-                raise DecodeError(f"message truncated at byte {pos}")
             kind = buf[pos]
-            pos += 1
             if kind == _T:
-                if pos + 4 > end:
-                    raise DecodeError(f"message truncated at byte {pos}")
-                (size,) = _INT32.unpack_from(buf, pos)
-                pos += 4
+                (size,) = _INT32.unpack_from(buf, pos + 1)
+                pos += 5
                 if pos + size > end:
                     raise DecodeError(f"message truncated at byte {pos}")
                 append(buf[pos : pos + size].decode("utf-8"))
                 pos += size
             elif kind == _N:
                 append(None)
+                pos += 1
             elif kind == _U:
                 append(UNCHANGED)
+                pos += 1
             else:
                 raise DecodeError(f"unknown tuple value kind {bytes([kind])!r} (binary mode is not used)")
-        self.pos = pos
-        return tuple(values)
+    except (struct.error, IndexError):
+        raise DecodeError(f"message truncated at byte {pos}") from None
+    return tuple(values), pos
+
+
+_K, _O, _NEW = ord("K"), ord("O"), ord("N")
+RowData = tuple[Literal["c", "u", "d"], int, tuple[Value, ...] | None, bool, tuple[Value, ...] | None]
+
+
+def decode_row(payload: bytes) -> RowData | None:
+    """An Insert, Update or Delete message as ``(op, relation_id, old, old_is_key_only, new)`` with
+    op ``c``/``u``/``d``, without building message objects (the stream's fast path); None for any
+    other message type."""
+    kind = payload[:1]
+    try:
+        if kind == b"I":
+            (relation_id,) = _UINT32.unpack_from(payload, 1)
+            if payload[5] != _NEW:
+                raise DecodeError("insert without a new tuple")
+            return "c", relation_id, None, False, _tuple_data(payload, 6)[0]
+        if kind == b"U":
+            (relation_id,) = _UINT32.unpack_from(payload, 1)
+            tag, pos = payload[5], 6
+            old = None
+            if tag in (_K, _O):
+                old, pos = _tuple_data(payload, pos)
+                tag = payload[pos]
+                pos += 1
+            if tag != _NEW:
+                raise DecodeError(f"update without a new tuple (got {bytes([tag])!r})")
+            return "u", relation_id, old, old is not None and payload[5] == _K, _tuple_data(payload, pos)[0]
+        if kind == b"D":
+            (relation_id,) = _UINT32.unpack_from(payload, 1)
+            tag = payload[5]
+            if tag not in (_K, _O):
+                raise DecodeError(f"delete without an old tuple (got {bytes([tag])!r})")
+            return "d", relation_id, _tuple_data(payload, 6)[0], tag == _K, None
+    except (struct.error, IndexError):
+        raise DecodeError(f"message truncated at byte {len(payload)}") from None
+    return None
 
 
 def _relation(r: _Reader) -> Relation:
@@ -254,30 +317,19 @@ def _relation(r: _Reader) -> Relation:
     return Relation(relation_id, schema, table, identity, tuple(columns))
 
 
-def _update(r: _Reader) -> Update:
-    relation_id = r.uint32()
-    kind = r.byte()
-    old = None
-    key_only = False
-    if kind in (b"K", b"O"):
-        old = r.tuple_data()
-        key_only = kind == b"K"
-        kind = r.byte()
-    if kind != b"N":
-        raise DecodeError(f"update without a new tuple (got {kind!r})")
-    return Update(relation_id, old, key_only, r.tuple_data())
-
-
-def _delete(r: _Reader) -> Delete:
-    relation_id = r.uint32()
-    kind = r.byte()
-    if kind not in (b"K", b"O"):
-        raise DecodeError(f"delete without an old tuple (got {kind!r})")
-    return Delete(relation_id, r.tuple_data(), kind == b"K")
-
-
 def decode(payload: bytes) -> Message:
     """Decode one pgoutput message."""
+    row = decode_row(payload)
+    if row is not None:
+        op, relation_id, old, key_only, new = row
+        if op == "c":
+            assert new is not None
+            return Insert(relation_id, new)
+        if op == "u":
+            assert new is not None
+            return Update(relation_id, old, key_only, new)
+        assert old is not None
+        return Delete(relation_id, old, key_only)
     r = _Reader(payload)
     try:
         kind = MessageType(r.byte())
@@ -297,15 +349,6 @@ def decode(payload: bytes) -> Message:
             return _relation(r)
         case MessageType.TYPE:
             return TypeInfo(r.uint32(), r.string(), r.string())
-        case MessageType.INSERT:
-            relation_id = r.uint32()
-            if r.byte() != b"N":
-                raise DecodeError("insert without a new tuple")
-            return Insert(relation_id, r.tuple_data())
-        case MessageType.UPDATE:
-            return _update(r)
-        case MessageType.DELETE:
-            return _delete(r)
         case MessageType.TRUNCATE:
             n, options = r.int32(), r.int8()
             ids = tuple(r.uint32() for _ in range(n))

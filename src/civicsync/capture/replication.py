@@ -16,7 +16,7 @@ import select
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import psycopg2
 import psycopg2.extras
@@ -34,6 +34,7 @@ from civicsync.capture.pgoutput import (
     Update,
     Value,
     decode,
+    decode_row,
     format_lsn,
 )
 from civicsync.config.models import Retry
@@ -44,9 +45,10 @@ log = logging.getLogger(__name__)
 HEARTBEAT_PREFIX = "civicsync.heartbeat"
 
 
-@dataclass(frozen=True)
-class RowChange:
-    """One row change inside a source transaction, values in the relation's column order."""
+class RowChange(NamedTuple):
+    """One row change inside a source transaction, values in the relation's column order.
+
+    A named tuple: one is made for every captured row, and it is the cheapest immutable record."""
 
     relation: Relation
     op: Literal["c", "u", "d"]
@@ -86,6 +88,14 @@ class _Assembler:
         self._current = None
 
     def feed(self, payload: bytes) -> Transaction | None:
+        row = decode_row(payload)  # row changes (nearly every message) skip the message objects
+        if row is not None:
+            txn = self._current
+            if txn is None:
+                raise RuntimeError("row change outside a transaction in the replication stream")
+            op, relation_id, old, key_only, new = row
+            txn.changes.append(RowChange(self.relations[relation_id], op, old, new, key_only))
+            return None
         msg = decode(payload)
         if isinstance(msg, Relation):
             self.relations[msg.relation_id] = msg
@@ -111,13 +121,8 @@ class _Assembler:
             raise RuntimeError(f"{type(msg).__name__} outside a transaction in the replication stream")
         if isinstance(msg, Origin):
             txn.origin = msg.name
-        elif isinstance(msg, Insert):
-            txn.changes.append(RowChange(self.relations[msg.relation_id], "c", None, msg.new, False))
-        elif isinstance(msg, Update):
-            txn.changes.append(
-                RowChange(self.relations[msg.relation_id], "u", msg.old, msg.new, msg.old_is_key_only))
-        elif isinstance(msg, Delete):
-            txn.changes.append(RowChange(self.relations[msg.relation_id], "d", msg.old, None, msg.old_is_key_only))
+        elif isinstance(msg, Insert | Update | Delete):
+            raise AssertionError("row changes are decoded by decode_row")  # pragma: no cover
         elif isinstance(msg, Truncate):
             txn.truncated.extend((self.relations[r], msg.cascade) for r in msg.relation_ids)
         else:

@@ -30,7 +30,7 @@ import psycopg
 from civicsync import metrics
 from civicsync.apply.cdc import CdcFlowApplier, DeadLetter, FlowOutcome
 from civicsync.capture.pgoutput import format_lsn
-from civicsync.capture.replication import ReplicationStream, Transaction, emit_heartbeat
+from civicsync.capture.replication import ReplicationStream, RowChange, Transaction, emit_heartbeat
 from civicsync.capture.slots import check_wal_level, drop_slot, ensure_publication, ensure_slot, slot_info
 from civicsync.capture.snapshot import begin_in_snapshot, slot_with_snapshot
 from civicsync.config import LoadedConfig
@@ -42,7 +42,7 @@ from civicsync.db.errors import classify
 from civicsync.db.origin import origin_for, setup_origin
 from civicsync.db.roles import MissingGrantError, cdc_tables, check_apply, check_capture
 from civicsync.errors import CivicsyncError, FatalError, TransientError
-from civicsync.events import ChangeEvent, Image, SourceInfo, events_of
+from civicsync.events import ChangeEvent, Image, SourceInfo, event_of
 from civicsync.extract.source import stream_rows
 from civicsync.jobs.retry import backoff_delays
 from civicsync.runtime.replay import DLQ_RETRY
@@ -298,16 +298,20 @@ class CdcWorker:
                 if relation.qualified_name in self.by_table:
                     # Everything before a TRUNCATE of the table is moot; what follows still applies.
                     work[relation.qualified_name] = _TableWork(truncated=True)
-            for event in events_of(txn, self._db):
-                if event.table in self.by_table:
-                    work.setdefault(event.table, _TableWork()).events.append(event)
+            for change in txn.changes:
+                table = change.relation.qualified_name
+                if table in self.by_table:
+                    table_work = work.get(table)
+                    if table_work is None:
+                        table_work = work[table] = _TableWork()
+                    table_work.changes.append((change, txn))
         for table, table_work in work.items():
             for applier in self.by_table[table]:
-                metrics.CDC_CAPTURED.labels(applier.name).inc(len(table_work.events))
+                metrics.CDC_CAPTURED.labels(applier.name).inc(table_work.size)
         last = fresh[-1]
         self._commit_with_retries(work, (last.end_lsn, last.commit_time), stream)
         self.stats.transactions += len(fresh)
-        self.stats.events += sum(len(w.events) for w in work.values())
+        self.stats.events += sum(w.size for w in work.values())
         self.stats.batches += 1
         self.stats.position = last.end_lsn
         self.stats.last_commit_time = last.commit_time
@@ -369,7 +373,7 @@ class CdcWorker:
                 for applier in self.by_table[table]:
                     if table_work.truncated and applier.cdc.truncate == "propagate":
                         applier.truncate_target(conn)
-                    outcome = self._apply_flow(conn, applier, table_work.events, isolate)
+                    outcome = self._apply_flow(conn, applier, table_work, isolate)
                     outcomes.append((applier.name, outcome))
                     letters += outcome.dead_letters
             self._store_dead_letters(conn, letters)
@@ -396,11 +400,12 @@ class CdcWorker:
             if outcome.conflicts:
                 metrics.CONFLICTS.labels(flow).inc(outcome.conflicts)
 
-    def _apply_flow(self, conn: Conn, applier: CdcFlowApplier, events: list[ChangeEvent],
+    def _apply_flow(self, conn: Conn, applier: CdcFlowApplier, table_work: _TableWork,
                     isolate: bool) -> FlowOutcome:
         outcome = FlowOutcome()
         blocked = {k for f, k in self._blocked if f == applier.name}
         if applier.cdc.top_n is not None:
+            events = table_work.events + [event_of(c, t, self._db) for c, t in table_work.changes]
             partitions = applier.partitions_of(events)
             outcome.events += len(events)
             # A partition that already waits in the dead letters keeps waiting (its replay recomputes it).
@@ -416,7 +421,9 @@ class CdcWorker:
 
                 self._guarded(conn, isolate, outcome, applier, _partition_key(applier, unit), work)
             return outcome
-        pending = applier.net_effect(events, blocked, outcome)
+        # A batch holds either the snapshot's rows or the stream's changes.
+        pending = (applier.net_effect_of_changes(table_work.changes, blocked, outcome) if table_work.changes
+                   else applier.net_effect(table_work.events, blocked, outcome))
         for letter in outcome.dead_letters:
             self._blocked.add((applier.name, json.dumps(letter.source_key, sort_keys=True)))
         items = [{k: v} for k, v in pending.items()] if isolate else [pending]
@@ -508,7 +515,12 @@ class _TableWork:
     """One source table's share of a batch."""
 
     truncated: bool = False
-    events: list[ChangeEvent] = field(default_factory=list)
+    events: list[ChangeEvent] = field(default_factory=list)  # the initial snapshot's rows
+    changes: list[tuple[RowChange, Transaction]] = field(default_factory=list)  # the stream's, as captured
+
+    @property
+    def size(self) -> int:
+        return len(self.events) + len(self.changes)
 
 
 class _NeedsIsolation(Exception):

@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import select
+import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
@@ -209,6 +211,10 @@ class ReplicationStream:
             if txn is not None and txn.end_lsn > self._acked:
                 return txn
 
+    def fileno(self) -> int | None:
+        """The replication connection's socket (None while disconnected)."""
+        return None if self._conn is None else int(self._conn.fileno())
+
     def acknowledge(self, lsn: int) -> None:
         """Tell the server everything up to ``lsn`` is durably applied (it may recycle that WAL)."""
         if lsn <= self._acked:
@@ -235,6 +241,115 @@ class ReplicationStream:
 
     def close(self) -> None:
         self._drop_connection()
+
+
+class PrefetchingStream:
+    """A :class:`ReplicationStream` read and decoded on a thread of its own, ahead of the consumer.
+
+    While the consumer applies a batch (most of that time waiting for its target database, with the
+    GIL released) the next transactions are read and decoded: capture and apply overlap. The
+    consumer's contract is unchanged: :meth:`poll` hands out whole transactions in commit order,
+    :meth:`acknowledge` is called by the consumer after its commit and only then tells the server.
+    Read-ahead is bounded (``max_changes``); the stream object is only touched under one lock.
+    """
+
+    def __init__(self, stream: ReplicationStream, *, max_changes: int) -> None:
+        self._stream = stream
+        self._max = max(1, max_changes)
+        self._cond = threading.Condition()
+        self._queue: deque[Transaction] = deque()
+        self._queued = 0
+        # The end of the last transaction queued: after a reconnect the server resends everything after
+        # the acknowledged position, and what was read ahead must not be handed out twice.
+        self._delivered = stream.acknowledged_lsn
+        self._paused = False
+        self._closing = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._read, name="civicsync-capture", daemon=True)
+        self._thread.start()
+
+    @property
+    def acknowledged_lsn(self) -> int:
+        return self._stream.acknowledged_lsn
+
+    @property
+    def reconnecting(self) -> bool:
+        return self._stream.reconnecting
+
+    @property
+    def reconnects(self) -> int:
+        return self._stream.reconnects
+
+    def _read(self) -> None:
+        stream, cond = self._stream, self._cond
+        try:
+            while True:
+                with cond:
+                    while not self._closing and (self._paused or self._queued >= self._max):
+                        cond.wait(0.5)
+                    if self._closing:
+                        return
+                    txn = stream.poll(0)  # only what has arrived: never waits under the lock
+                    if txn is not None and txn.end_lsn <= self._delivered:
+                        continue  # resent after a reconnect, and already queued or handed out
+                    if txn is not None:
+                        self._delivered = txn.end_lsn
+                        self._queue.append(txn)
+                        self._queued += len(txn.changes) + 1
+                        cond.notify_all()
+                    else:
+                        fd = stream.fileno()
+                if txn is not None:
+                    # Hand the GIL over between transactions: a consumer back from its database
+                    # must not wait a whole switch interval for it.
+                    time.sleep(0)
+                    continue
+                if fd is None:
+                    time.sleep(0.05)
+                    continue
+                with contextlib.suppress(OSError, ValueError):  # closed meanwhile by suspend()
+                    select.select([fd], [], [], 0.1)
+        except BaseException as exc:  # handed to the consumer by poll()
+            with cond:
+                self._error = exc
+                cond.notify_all()
+
+    def poll(self, timeout: float) -> Transaction | None:
+        """The next committed transaction, or None if none arrived within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            if self._paused:
+                self._paused = False  # the consumer reads again: so may the stream
+                self._cond.notify_all()
+            while not self._queue:
+                if self._error is not None:
+                    raise self._error
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+            txn = self._queue.popleft()
+            self._queued -= len(txn.changes) + 1
+            self._cond.notify_all()
+            return txn
+
+    def acknowledge(self, lsn: int) -> None:
+        with self._cond:
+            self._stream.acknowledge(lsn)
+
+    def suspend(self) -> None:
+        """Let go of the server until the consumer polls again (see :meth:`ReplicationStream.suspend`);
+        what was read ahead stays queued, and the stream does not hand it out twice."""
+        with self._cond:
+            self._paused = True
+            self._stream.suspend()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join()
+        self._stream.close()
 
 
 def emit_heartbeat(conn: Any) -> None:

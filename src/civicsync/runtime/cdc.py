@@ -30,7 +30,13 @@ import psycopg
 from civicsync import metrics
 from civicsync.apply.cdc import CdcFlowApplier, DeadLetter, FlowOutcome
 from civicsync.capture.pgoutput import format_lsn
-from civicsync.capture.replication import ReplicationStream, RowChange, Transaction, emit_heartbeat
+from civicsync.capture.replication import (
+    PrefetchingStream,
+    ReplicationStream,
+    RowChange,
+    Transaction,
+    emit_heartbeat,
+)
 from civicsync.capture.slots import check_wal_level, drop_slot, ensure_publication, ensure_slot, slot_info
 from civicsync.capture.snapshot import begin_in_snapshot, slot_with_snapshot
 from civicsync.config import LoadedConfig
@@ -50,6 +56,7 @@ from civicsync.runtime.replay import DLQ_RETRY
 log = logging.getLogger(__name__)
 Conn = psycopg.Connection[tuple[Any, ...]]
 ISOLATION_CHUNK = 200
+Stream = ReplicationStream | PrefetchingStream
 
 
 @dataclass
@@ -103,7 +110,7 @@ class CdcWorker:
         self._isolated = 0
         self._tgt: Conn | None = None
         self._src: Conn | None = None
-        self._stream: ReplicationStream | None = None
+        self._stream: Stream | None = None
         self._db = ""
 
     # ------------------------------------------------------------------ set-up
@@ -231,8 +238,11 @@ class CdcWorker:
             self.close()  # a failed start must not leave sessions (and their replication origin) open
             raise
         self.ready.set()
-        stream = ReplicationStream(self.config.dsn(self.source, "capture"), slot=self.slot,
-                                   publication=self.publication, start_lsn=self.stats.position)
+        # Read and decoded on a thread of its own, so the next batch is captured while this one commits.
+        stream = PrefetchingStream(
+            ReplicationStream(self.config.dsn(self.source, "capture"), slot=self.slot, publication=self.publication,
+                              start_lsn=self.stats.position),
+            max_changes=2 * self.capture.batch_max_changes)
         self._stream = stream
         next_beat = time.monotonic() + self.capture.heartbeat_seconds
         next_dlq = time.monotonic() + 1.0
@@ -255,7 +265,7 @@ class CdcWorker:
             stream.close()
             self.close()
 
-    def _collect(self, stream: ReplicationStream) -> list[Transaction]:
+    def _collect(self, stream: Stream) -> list[Transaction]:
         """Whole transactions for one batch: whatever the stream already holds (up to
         ``batch_max_changes``), waiting at most ``batch_max_wait_ms`` after the first for more. A
         backlog therefore makes big batches and a trickle makes immediate small ones."""
@@ -284,7 +294,7 @@ class CdcWorker:
 
     # ------------------------------------------------------------------ applying a batch
 
-    def _apply_batch(self, batch: list[Transaction], stream: ReplicationStream | None = None) -> None:
+    def _apply_batch(self, batch: list[Transaction], stream: Stream | None = None) -> None:
         fresh = [t for t in batch if t.end_lsn > self.stats.position]
         if not fresh:
             return
@@ -325,7 +335,7 @@ class CdcWorker:
             self.on_batch(fresh)
 
     def _commit_with_retries(self, work: dict[str, _TableWork], position: tuple[int, datetime | None] | None,
-                             stream: ReplicationStream | None) -> None:
+                             stream: Stream | None) -> None:
         delays = backoff_delays(Retry(attempts=30, initial_delay=0.2, max_delay=10.0))
         for delay in [*delays, None]:
             try:
@@ -343,7 +353,7 @@ class CdcWorker:
                 self._commit_events(work, position, isolate=True)
                 return
 
-    def _pause(self, seconds: float, stream: ReplicationStream | None) -> None:
+    def _pause(self, seconds: float, stream: Stream | None) -> None:
         # Let go of the source while we wait, so we never hold up its shutdown.
         if stream is not None:
             stream.suspend()

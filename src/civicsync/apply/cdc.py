@@ -396,16 +396,16 @@ class CdcFlowApplier:
             self._source_types = column_types(source, self.flow.source.table)
         types = [self._source_types[c] for c in top.partition_by]
         part_cols = sql.SQL(", ").join(sql.Identifier(c) for c in top.partition_by)
-        # Typed literals, so the partition columns' indexes serve the look-up.
-        wanted = sql.SQL(", ").join(
-            sql.SQL("({})").format(sql.SQL(", ").join(
-                sql.SQL("{}::{}").format(sql.Literal(v), sql.SQL(t)) for v, t in zip(p, types, strict=True)))
-            for p in sorted(partitions, key=lambda p: tuple(str(v) for v in p)))
+        # One typed array literal per partition column (COPY takes no parameters), not a literal per
+        # value: the partition columns' indexes still serve the look-up.
+        ordered = sorted(partitions, key=lambda p: tuple(str(v) for v in p))
+        wanted = sql.SQL("SELECT * FROM unnest({})").format(sql.SQL(", ").join(
+            sql.SQL("{}::{}[]").format(sql.Literal([p[i] for p in ordered]), sql.SQL(t)) for i, t in enumerate(types)))
         order = sql.SQL(", ").join(
             [*(sql.Identifier(c) for c in top.partition_by),
              *(sql.SQL("{} {}").format(sql.Identifier(o.column), sql.SQL("DESC" if o.desc else "ASC"))
                for o in top.order_by)])
-        query = sql.SQL("SELECT {cols} FROM {table} WHERE ({pcols}) IN (VALUES {wanted}) ORDER BY {order}").format(
+        query = sql.SQL("SELECT {cols} FROM {table} WHERE ({pcols}) IN ({wanted}) ORDER BY {order}").format(
             cols=idents(self.transform.source_columns), table=table_ident(self.flow.source.table),
             pcols=part_cols, wanted=wanted, order=order)
         pidx = [self.transform.source_columns.index(c) for c in top.partition_by]
@@ -429,7 +429,7 @@ class CdcFlowApplier:
         writer.stage_rows(ranked)
         tpart = sql.SQL(", ").join(sql.Identifier("t", c) for c in top.partition_by)
         cur = conn.execute(sql.SQL(
-            "DELETE FROM {table} t WHERE ({tpart}) IN (VALUES {wanted})"
+            "DELETE FROM {table} t WHERE ({tpart}) IN ({wanted})"
             " AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE {match})").format(
             table=table_ident(self.flow.target.table), tpart=tpart, wanted=wanted, stage=writer.stage,
             match=sql.SQL(" AND ").join(sql.SQL("s.{k} = t.{k}").format(k=sql.Identifier(k))

@@ -31,12 +31,10 @@ import argparse
 import json
 import os
 import secrets
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,12 +43,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from benchrun import log, run_on_private_server
 from civicsync.config import LoadedConfig
 from civicsync.config.loader import load_config, reference_config_path
 from civicsync.db.connect import connect
 from civicsync.db.provision import init_databases
 from civicsync.db.seed import seed
-from civicsync.localpg import LocalPostgres, free_port
+from civicsync.localpg import LocalPostgres
 from civicsync.transform.chain import build_transform
 
 HERE = Path(__file__).resolve().parent
@@ -65,10 +64,6 @@ RESET_SQL = ("TRUNCATE public.citizens CASCADE",
              "TRUNCATE civicsync.watermarks, civicsync.field_base, civicsync.conflicts, civicsync.dead_letters")
 
 _current_child: subprocess.Popen[bytes] | None = None
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -329,27 +324,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat < 1 or args.small < 1 or args.rows < args.small:
         parser.error("need --repeat >= 1 and 1 <= --small <= --rows")
     signal.signal(signal.SIGTERM, _terminate)
-    base = Path(tempfile.mkdtemp(prefix="civicsync-bench-"))
-    server = LocalPostgres(base / "pg", free_port(), durable=True)
-    try:
-        log(f"starting PostgreSQL in {base} on port {server.port}")
-        server.start()
-        report = measure(args, server)
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
-    finally:
-        if _current_child is not None and _current_child.poll() is None:
-            _current_child.kill()
-            _current_child.wait()
-        log("removing the server")
-        server.destroy()
-        shutil.rmtree(base, ignore_errors=True)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_table(report)
-    return 0
+    return run_on_private_server(lambda server: measure(args, server), print_table, as_json=args.json,
+                                 cleanup=_kill_child)
+
+
+def _kill_child() -> None:
+    if _current_child is not None and _current_child.poll() is None:
+        _current_child.kill()
+        _current_child.wait()
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import math
 import secrets
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -35,10 +34,6 @@ from civicsync.runtime.cdc import CdcWorker
 
 SETTINGS = ("server_version", "fsync", "synchronous_commit", "full_page_writes", "wal_level", "shared_buffers",
             "track_commit_timestamp", "max_wal_size", "checkpoint_timeout")
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def environ_for(server: LocalPostgres, suffix: str, key: str) -> dict[str, str]:
@@ -245,8 +240,3 @@ def cleanup(config: LoadedConfig, source: str, target: str) -> None:
         drop_publication(conn, publication_name(config.model, source))
     with psycopg.connect(config.dsn(target), autocommit=True) as conn, contextlib.suppress(psycopg.Error):
         conn.execute("SELECT pg_replication_origin_drop(%s)", (origin_for(config, f"cdc_{slot}"),))
-
-
-def start_server(server: LocalPostgres) -> None:
-    log(f"starting PostgreSQL in {server.datadir} on port {server.port}")
-    server.start()

@@ -33,39 +33,34 @@ What it does
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import secrets
-import shutil
 import signal
 import sys
-import tempfile
 import time
 from array import array
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import psycopg
 
+from benchrun import log, run_on_private_server
 from cdc_harness import (
     WorkerRun,
     backend_cpu,
     cleanup,
     environ_for,
-    log,
     percentile,
     run_config,
     server_settings,
     settings_line,
-    start_server,
 )
 from civicsync.capture.replication import Transaction
 from civicsync.config.loader import load_config, reference_config_path
 from civicsync.config.models import slot_name
 from civicsync.db.provision import init_databases
-from civicsync.localpg import LocalPostgres, free_port
+from civicsync.localpg import LocalPostgres
 
 FLOW = "F7"
 TARGET_P99_MS = 50.0
@@ -284,26 +279,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.rate <= 0 or args.seconds < 1 or args.warmup < 0:
         parser.error("need --rate > 0, --seconds >= 1 and --warmup >= 0")
     signal.signal(signal.SIGTERM, _terminate)
-    base = Path(tempfile.mkdtemp(prefix="civicsync-bench-"))
-    server = LocalPostgres(base / "pg", free_port(), durable=True)
-    try:
-        start_server(server)
-        report = measure(args, server)
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
-    finally:
-        if _current_writer is not None and _current_writer.is_alive():
-            _current_writer.kill()
-            _current_writer.join()
-        log("removing the server")
-        server.destroy()
-        shutil.rmtree(base, ignore_errors=True)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_table(report)
-    return 0
+    return run_on_private_server(lambda server: measure(args, server), print_table, as_json=args.json,
+                                 cleanup=_kill_writer)
+
+
+def _kill_writer() -> None:
+    if _current_writer is not None and _current_writer.is_alive():
+        _current_writer.kill()
+        _current_writer.join()
 
 
 if __name__ == "__main__":

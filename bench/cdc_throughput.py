@@ -54,35 +54,30 @@ What it does
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import secrets
-import shutil
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from benchrun import log, run_on_private_server
 from cdc_harness import (
     WorkerRun,
     backend_cpu,
     checkpoint,
     cleanup,
     environ_for,
-    log,
     run_config,
     server_settings,
     settings_line,
-    start_server,
 )
 from civicsync.apply.cdc import CdcFlowApplier, FlowOutcome
 from civicsync.config import LoadedConfig
@@ -91,7 +86,7 @@ from civicsync.config.models import slot_name
 from civicsync.db.connect import connect
 from civicsync.db.provision import init_databases
 from civicsync.db.seed import seed
-from civicsync.localpg import LocalPostgres, free_port
+from civicsync.localpg import LocalPostgres
 
 TARGET_RATIO = 0.5
 F4, F3 = "F4", "F3"
@@ -732,23 +727,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat < 1 or args.changes < 1 or args.txn_rows < 1:
         parser.error("need --repeat, --changes and --txn-rows >= 1")
     signal.signal(signal.SIGTERM, _terminate)
-    base = Path(tempfile.mkdtemp(prefix="civicsync-bench-"))
-    server = LocalPostgres(base / "pg", free_port(), durable=True)
-    try:
-        start_server(server)
-        report = measure(args, server)
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
-    finally:
-        log("removing the server")
-        server.destroy()
-        shutil.rmtree(base, ignore_errors=True)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_table(report)
-    return 0
+    return run_on_private_server(lambda server: measure(args, server), print_table, as_json=args.json)
 
 
 if __name__ == "__main__":

@@ -40,19 +40,17 @@ import argparse
 import json
 import os
 import secrets
-import shutil
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from benchrun import log, run_on_private_server
 from civicsync.config import LoadedConfig
 from civicsync.config.loader import load_config, reference_config_path
 from civicsync.db.connect import connect
@@ -60,16 +58,12 @@ from civicsync.db.provision import init_databases
 from civicsync.db.seed import seed
 from civicsync.extract.source import stream_query
 from civicsync.jobs.batch import run_batch
-from civicsync.localpg import LocalPostgres, free_port
+from civicsync.localpg import LocalPostgres
 from civicsync.reconcile import build_plan, reconcile_flow
 from civicsync.transform.chain import build_transform
 
 TARGET_RATIO = 3.0
 Planted = dict[str, set[tuple[str, ...]]]
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def make_config(server: LocalPostgres, tag: str) -> LoadedConfig:
@@ -279,27 +273,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat < 1 or args.rows < 1000 or not set(flows) <= {"F7", "F2"}:
         parser.error("need --repeat >= 1, --rows >= 1000 and --flows of F7, F2")
     signal.signal(signal.SIGTERM, _terminate)
-    base = Path(tempfile.mkdtemp(prefix="civicsync-bench-reconcile-"))
-    server = LocalPostgres(base / "pg", free_port(), durable=False)
-    try:
-        log(f"starting PostgreSQL in {base} on port {server.port}")
-        server.start()
+
+    def measure(server: LocalPostgres) -> dict[str, Any]:
         with psycopg.connect(server.dsn(), autocommit=True) as conn:
             version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
-        report: dict[str, Any] = {"server_version": version, "cores": os.cpu_count(), "repeat": args.repeat,
-                                  "flows": [measure_flow(server, f, args.rows, args.repeat) for f in flows]}
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
-    finally:
-        log("removing the server")
-        server.destroy()
-        shutil.rmtree(base, ignore_errors=True)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_report(report)
-    return 0
+        return {"server_version": version, "cores": os.cpu_count(), "repeat": args.repeat,
+                "flows": [measure_flow(server, f, args.rows, args.repeat) for f in flows]}
+
+    return run_on_private_server(measure, print_report, as_json=args.json, durable=False,
+                                 prefix="civicsync-bench-reconcile-")
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from benchrun import log
 from civicsync.capture.slots import drop_slot, ensure_publication, ensure_slot
 from civicsync.localpg import SUPERUSER, LocalPostgres, free_port
 
@@ -106,10 +107,6 @@ END $$;
 """
 
 _children: list[subprocess.Popen[bytes]] = []
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- prerequisites

@@ -579,6 +579,11 @@ class Config(Model):
                 return flow
         raise KeyError(name)
 
+    def streaming_flows(self, source: str, only: list[str] | None = None) -> list[str]:
+        """Names of the event-path flows reading from connection ``source`` (among ``only``: names or ids)."""
+        return [n for n, f in self.flows.items() if f.streams and f.source.connection == source
+                and (only is None or n in only or f.id in only)]
+
     def flow_name(self, name: str) -> str:
         """The config name of the flow called ``name`` (by config name or spec id)."""
         if name in self.flows:

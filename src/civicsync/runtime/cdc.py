@@ -84,8 +84,7 @@ class CdcWorker:
         self.config = config
         self.source = source
         model = config.model
-        names = [n for n, f in model.flows.items() if f.streams and f.source.connection == source
-                 and (flows is None or n in flows or f.id in flows)]
+        names = model.streaming_flows(source, flows)
         if not names:
             raise FatalError(f"no CDC flow reads from connection {source!r}")
         targets = {model.flows[n].target.connection for n in names}

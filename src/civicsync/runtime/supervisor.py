@@ -41,8 +41,7 @@ class Supervisor:
         self._threads: list[threading.Thread] = []
         model = config.model
         for source in self.sources:
-            names = [n for n, f in model.flows.items() if f.streams and f.source.connection == source
-                     and (flows is None or n in flows or f.id in flows)]
+            names = model.streaming_flows(source, flows)
             state.workers[source] = WorkerState(name=source, flows=names)
             for name in names:
                 metrics.FLOW_UP.labels(name, model.flows[name].kind).set(0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -150,3 +151,48 @@ def test_cli_validate_lists_all_three_mistakes_without_traceback(tmp_path: Path)
 
 def test_reference_config_path_is_packaged() -> None:
     assert reference_config_path().is_file()
+
+
+def test_validate_without_secrets_needs_no_environment_but_checks_everything_else(tmp_path: Path) -> None:
+    """Issue 11 item 13: a department's CI validates its config without DSNs or secrets."""
+    ok = run_cli("validate", "--no-secrets", env={})
+    assert ok.returncode == 0, ok.stderr
+    assert "OK" in ok.stdout and "environment not checked" in ok.stdout
+    raw = reference_raw()
+    raw["flows"]["scheme_master"]["target"]["table"] = "public.nowhere"
+    raw["service"] = {"api": {"connection": "portal"}}
+    path = tmp_path / "civicsync.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    bad = run_cli("validate", "--no-secrets", str(path), env={})
+    text = " ".join(bad.stderr.split())
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "flows.scheme_master.target.table" in text and "service.api.connection" in text
+    assert "environment variable" not in text  # the environment is not asked for
+    as_json = run_cli("validate", "--no-secrets", "--json", str(path), env={})
+    assert as_json.returncode == 2
+    assert {p["path"] for p in json.loads(as_json.stdout)["problems"]} == {
+        "flows.scheme_master.target.table", "service.api.connection"}
+
+
+def test_binary_config_file_is_a_config_error(tmp_path: Path) -> None:
+    """Issue 11 item 5: not a UnicodeDecodeError traceback."""
+    path = tmp_path / "civicsync.yaml"
+    path.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ConfigError, match="not a UTF-8 text file"):
+        load_config(path, environ=ENV)
+
+
+@pytest.mark.parametrize("dsn", ["host=== secret-pw", "nonsense", "postgresql://u:pw@h:notaport/x", "foo=bar"])
+def test_malformed_dsn_is_a_config_error_that_never_echoes_it(dsn: str) -> None:
+    problems = problems_of(reference_raw(), {**ENV, "CIVICSYNC_WAREHOUSE_DSN": dsn})
+    assert len(problems) == 1 and "connections.warehouse.dsn_env" in problems[0]
+    assert "not a valid PostgreSQL DSN" in problems[0]
+    assert "secret-pw" not in problems[0] and ":pw@" not in problems[0]
+
+
+def test_api_connection_must_be_declared() -> None:
+    """Issue 11 item 2: otherwise `apikey create` crashed with KeyError and calls answered 500."""
+    raw = reference_raw()
+    raw["service"] = {"api": {"connection": "citizens"}}
+    assert problems_of(raw) == ["conf.yaml: service.api.connection: connection 'citizens' is not declared "
+                                "(declared: warehouse, citizen)"]

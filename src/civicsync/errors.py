@@ -88,3 +88,8 @@ class RowRejectedError(CivicsyncError):
     def __init__(self, kind: str, message: str) -> None:
         self.kind = kind
         super().__init__(message)
+
+
+class UsageError(FatalError):
+    """The command asked for something that cannot be: an unknown flow, a flow of the wrong kind, a
+    bad key name or scope. The CLI exits 2 for it (bad input), like for a :class:`ConfigError`."""

@@ -21,7 +21,7 @@ import psycopg
 from civicsync.config import LoadedConfig
 from civicsync.db.connect import connect
 from civicsync.db.errors import mapped_errors
-from civicsync.errors import CivicsyncError
+from civicsync.errors import CivicsyncError, UsageError
 
 SCOPES = ("forecasts:write", "alerts:write", "admin:read", "admin:write")
 """Every scope a key may carry."""
@@ -33,8 +33,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 
-class ApiKeyError(CivicsyncError):
-    """A key operation the operator asked for cannot be done (bad name, unknown key, ...)."""
+class ApiKeyError(UsageError):
+    """A key operation the operator asked for cannot be done (bad name or scope, unknown key, ...): bad input."""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from civicsync.config import LoadedConfig, default_config_path, load_config
-from civicsync.errors import CivicsyncError, ConfigError
+from civicsync.errors import CivicsyncError, ConfigError, UsageError
 
 app = typer.Typer(help="civicsync: keep smart_warehouse and smart_citizen in step.", no_args_is_help=True,
                   add_completion=False)
@@ -49,12 +49,27 @@ def _user_errors() -> Iterator[None]:
         for problem in exc.problems:
             err.print(f"  {problem}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+    except UsageError as exc:
+        _fail(str(exc), 2)
     except CivicsyncError as exc:
         _fail(str(exc))
 
 
 def _load(config: Path | None) -> LoadedConfig:
     return load_config(config)
+
+
+def flow_name(loaded: LoadedConfig, flow: str, *, batch: bool = False) -> str:
+    """The config name of the flow called ``flow`` (name or id); a :class:`UsageError` (exit 2) for an
+    unknown flow, or, with ``batch``, for one that has no batch path."""
+    try:
+        name = loaded.model.flow_name(flow)
+    except KeyError:
+        raise UsageError(f"no flow called {flow!r}; known: {', '.join(loaded.model.flows)}") from None
+    if batch and not loaded.model.flows[name].batches:
+        raise UsageError(f"flow {name} is a {loaded.model.flows[name].kind} flow; it has no batch run "
+                         "(its events are applied by `civicsync cdc run` / `civicsync run`)")
+    return name
 
 
 def _setup(verbose: bool) -> None:
@@ -71,11 +86,14 @@ def validate(
     config_file: Annotated[Path | None, typer.Argument(help="Config file to check.", show_default=False)] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
+    no_secrets: Annotated[bool, typer.Option(
+        "--no-secrets", help="Check everything but the environment: no DSN or secret variable is needed "
+                             "(for a department's CI).")] = False,
 ) -> None:
     """Load and check a config: exit 0 with a summary, or exit 2 listing every problem."""
     path = config_file or config or default_config_path()
     try:
-        loaded = load_config(path)
+        loaded = load_config(path, resolve_env=not no_secrets)
     except ConfigError as exc:
         if as_json:
             out.print_json(data={"ok": False, "file": str(path), "problems": [
@@ -89,8 +107,8 @@ def validate(
         out.print_json(data={"ok": True, "file": str(path), "connections": list(model.connections),
                              "flows": {n: f.id for n, f in model.flows.items()}})
         return
-    out.print(f"{path}: OK — {len(model.connections)} connections, {len(model.flows)} flows ({ids})",
-              highlight=False)
+    out.print(f"{path}: OK — {len(model.connections)} connections, {len(model.flows)} flows ({ids})"
+              + (" (environment not checked: --no-secrets)" if no_secrets else ""), highlight=False)
 
 
 @app.command()
@@ -200,10 +218,7 @@ def batch_run(
     _setup(verbose)
     with _user_errors():
         loaded = _load(config)
-        try:
-            loaded.model.flow_name(flow)
-        except KeyError:
-            _fail(f"no flow called {flow!r}; known: {', '.join(loaded.model.flows)}", 2)
+        flow_name(loaded, flow, batch=True)
         with _progress() as progress:
             result = run_batch(loaded, flow, progress=_progress_callback(progress, f"{flow}: rows read"))
     summary = result.as_dict()
@@ -230,7 +245,7 @@ def runs(
 
     with _user_errors():
         loaded = _load(config)
-        name = loaded.model.flow_name(flow) if flow else None
+        name = flow_name(loaded, flow) if flow else None
         records = []
         targets = {f.target.connection for f in loaded.model.flows.values()}
         for conn_name in sorted(targets):

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from civicsync.cli.app import ConfigOpt, VerboseOpt, _fail, _load, _setup, _user_errors, err
+from civicsync.cli.app import ConfigOpt, VerboseOpt, _fail, _load, _setup, _user_errors, err, flow_name
 from civicsync.cli.cdc import FlowsOpt
 
 
@@ -32,7 +32,10 @@ def run(config: ConfigOpt = None, verbose: VerboseOpt = False, flows: FlowsOpt =
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     with _user_errors():
-        service = Service(_load(config), ServiceOptions(host=host, port=port, flows=flows, api=not no_api,
+        loaded = _load(config)
+        for flow in flows or []:
+            flow_name(loaded, flow)  # an unknown flow is bad input (exit 2), not a service with nothing to do
+        service = Service(loaded, ServiceOptions(host=host, port=port, flows=flows, api=not no_api,
                                                         workers=not no_workers, scheduler=not no_scheduler))
         if not (service.supervisor or service.scheduler or not no_api):
             _fail("nothing to run", 2)

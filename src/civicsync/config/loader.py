@@ -13,11 +13,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import yaml
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import ValidationError
 
 from civicsync.config.models import Config
 from civicsync.config.references import check_references
+from civicsync.config.service_checks import check_service
 from civicsync.errors import ConfigError, ConfigProblem
 
 REFERENCE_CONFIG_NAME = "civicsync.yaml"
@@ -70,26 +73,44 @@ def _pydantic_problems(file: str, exc: ValidationError) -> list[ConfigProblem]:
     return list(dict.fromkeys(problems))
 
 
+def _dsn(value: str, timeout: int) -> tuple[str | None, str | None]:
+    """``(DSN with the connection's connect timeout, None)``, or ``(None, why it is not a DSN)``.
+
+    The timeout goes into the DSN itself so every driver that opens it (psycopg 3, and psycopg2 for
+    replication) gives up on a silent server alike; a DSN that sets ``connect_timeout`` keeps its own.
+    """
+    try:
+        params = conninfo_to_dict(value)
+    except psycopg.ProgrammingError as exc:
+        # libpq's message may quote a piece of the DSN (a password, even): name only an unknown option.
+        detail = str(exc).strip() if str(exc).startswith("invalid connection option") else "cannot be parsed"
+        return None, f"is not a valid PostgreSQL DSN ({detail}); use key=value pairs or a postgresql:// URI"
+    if not all(p.strip().isdigit() for p in str(params.get("port", "5432")).split(",")):
+        return None, "is not a valid PostgreSQL DSN (the port is not a number)"
+    if "connect_timeout" in params:
+        return value, None
+    return make_conninfo(value, connect_timeout=timeout), None
+
+
 def _resolve_env(file: str, model: Config, environ: Mapping[str, str]) -> tuple[
     dict[str, str], dict[str, bytes], list[ConfigProblem]
 ]:
     problems: list[ConfigProblem] = []
     dsns: dict[str, str] = {}
     for name, conn in model.connections.items():
-        value = environ.get(conn.dsn_env)
-        if not value:
-            problems.append(ConfigProblem(
-                file, f"connections.{name}.dsn_env", f"environment variable {conn.dsn_env} is not set"))
-        else:
-            dsns[name] = value
-        for role, var in (("capture", conn.capture_dsn_env), ("apply", conn.apply_dsn_env)):
+        for role, var in (("admin", conn.dsn_env), ("capture", conn.capture_dsn_env), ("apply", conn.apply_dsn_env)):
             if var is None:
                 continue
-            if not environ.get(var):
-                problems.append(ConfigProblem(
-                    file, f"connections.{name}.{role}_dsn_env", f"environment variable {var} is not set"))
+            where = f"connections.{name}.{'dsn_env' if role == 'admin' else f'{role}_dsn_env'}"
+            value = environ.get(var)
+            if not value:
+                problems.append(ConfigProblem(file, where, f"environment variable {var} is not set"))
+                continue
+            dsn, problem = _dsn(value, conn.connect_timeout_seconds)
+            if dsn is None:
+                problems.append(ConfigProblem(file, where, f"environment variable {var} {problem}"))
             else:
-                dsns[f"{name}:{role}"] = environ[var]
+                dsns[name if role == "admin" else f"{name}:{role}"] = dsn
     secrets: dict[str, bytes] = {}
     for name, ref in model.secrets.items():
         value = environ.get(ref.env)
@@ -105,8 +126,13 @@ def _resolve_env(file: str, model: Config, environ: Mapping[str, str]) -> tuple[
     return dsns, secrets, problems
 
 
-def parse_config(raw: Any, file: str, environ: Mapping[str, str] | None = None) -> LoadedConfig:
-    """Validate an already-parsed YAML document. Raises ConfigError listing every problem."""
+def parse_config(raw: Any, file: str, environ: Mapping[str, str] | None = None, *,
+                 resolve_env: bool = True) -> LoadedConfig:
+    """Validate an already-parsed YAML document. Raises ConfigError listing every problem.
+
+    ``resolve_env=False`` checks everything but the environment (no DSN or secret is read; a
+    department's CI can validate a config without them): the result then holds no DSNs or secrets.
+    """
     environ = os.environ if environ is None else environ
     if not isinstance(raw, dict):
         raise ConfigError([ConfigProblem(file, "(top level)", "the file must hold a mapping of keys")])
@@ -115,11 +141,15 @@ def parse_config(raw: Any, file: str, environ: Mapping[str, str] | None = None) 
     except ValidationError as exc:
         problems = _pydantic_problems(file, exc)
         # Still report missing environment variables we can find, so one run lists everything.
-        problems += _env_problems_from_raw(file, raw, environ)
+        if resolve_env:
+            problems += _env_problems_from_raw(file, raw, environ)
         raise ConfigError(problems) from None
-    problems = [ConfigProblem(file, path, msg) for path, msg in check_references(model)]
-    dsns, secrets, env_problems = _resolve_env(file, model, environ)
-    problems += env_problems
+    problems = [ConfigProblem(file, path, msg) for path, msg in check_references(model) + check_service(model)]
+    dsns: dict[str, str] = {}
+    secrets: dict[str, bytes] = {}
+    if resolve_env:
+        dsns, secrets, env_problems = _resolve_env(file, model, environ)
+        problems += env_problems
     if problems:
         raise ConfigError(problems)
     return LoadedConfig(path=Path(file), model=model, dsns=dsns, secrets=secrets)
@@ -139,14 +169,19 @@ def _env_problems_from_raw(file: str, raw: dict[str, Any], environ: Mapping[str,
     return problems
 
 
-def load_config(path: Path | str | None = None, environ: Mapping[str, str] | None = None) -> LoadedConfig:
-    """Read and validate a config file (default: ``$CIVICSYNC_CONFIG`` or the reference config)."""
+def load_config(path: Path | str | None = None, environ: Mapping[str, str] | None = None, *,
+                resolve_env: bool = True) -> LoadedConfig:
+    """Read and validate a config file (default: ``$CIVICSYNC_CONFIG`` or the reference config);
+    ``resolve_env=False``: see :func:`parse_config`."""
     path = Path(path) if path is not None else default_config_path()
     file = str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([ConfigProblem(file, "(file)", f"cannot read: {exc.strerror or exc}")]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([ConfigProblem(file, "(file)", f"not a UTF-8 text file (byte {exc.start}: "
+                                                         f"{exc.reason}); is it the right file?")]) from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -154,4 +189,4 @@ def load_config(path: Path | str | None = None, environ: Mapping[str, str] | Non
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([ConfigProblem(file, where, f"not valid YAML: {problem}")]) from None
-    return parse_config(raw, file, environ)
+    return parse_config(raw, file, environ, resolve_env=resolve_env)

@@ -68,6 +68,9 @@ class Connection(Model):
     apply_dsn_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$",
                                       description="DSN of the apply role (CDC writes); default: dsn_env")
     capture: Capture = Field(default_factory=Capture)
+    connect_timeout_seconds: int = Field(
+        default=10, ge=2, le=600,
+        description="give up on a server that does not answer within this (libpq's minimum is 2 s)")
     migrations: str | None = Field(
         default=None,
         description="'reference:NAME' for a bundled schema, or a folder of NNNN_*.sql relative to the config",

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from civicsync.db.errors import mapped_errors
 
 APPLICATION_NAME = "civicsync"
+DEFAULT_CONNECT_TIMEOUT = 10
 
 
 def describe(dsn: str) -> str:
@@ -21,6 +25,35 @@ def describe(dsn: str) -> str:
     return f"{params.get('dbname', '?')}@{host}:{params.get('port', 5432)}"
 
 
+def _params(dsn: str) -> dict[str, object]:
+    try:
+        return dict(conninfo_to_dict(dsn))
+    except psycopg.ProgrammingError:
+        return {}
+
+
+def _timeout(dsn: str) -> int:
+    try:
+        return int(float(str(_params(dsn).get("connect_timeout", DEFAULT_CONNECT_TIMEOUT))))
+    except ValueError:
+        return DEFAULT_CONNECT_TIMEOUT
+
+
+@contextmanager
+def _timeout_explained(dsn: str, label: str | None) -> Iterator[None]:
+    """Say what a connect timeout means (psycopg only says "connection timeout expired")."""
+    try:
+        yield
+    except psycopg.OperationalError as exc:
+        if "timeout expired" not in str(exc):
+            raise
+        seconds = max(2, _timeout(dsn))  # libpq's minimum
+        setting = f"connections.{label}.connect_timeout_seconds" if label else "connect_timeout"
+        raise psycopg.OperationalError(
+            f"no answer from the server within {seconds} s (a server or proxy that accepts connections but does "
+            f"not respond?); the limit is {setting}") from exc
+
+
 def with_dbname(dsn: str, dbname: str) -> str:
     """The same server, another database (e.g. 'postgres' to create databases)."""
     return make_conninfo(dsn, dbname=dbname)
@@ -32,12 +65,13 @@ def connect(
     """Open a connection; a failure becomes DatabaseUnavailableError/DatabaseError naming the
     database (``label`` is the config's connection name, e.g. 'warehouse')."""
     where = f"{label} database {describe(dsn)}" if label else describe(dsn)
-    with mapped_errors(f"cannot connect to {where} ({purpose})"):
+    with mapped_errors(f"cannot connect to {where} ({purpose})"), _timeout_explained(dsn, label):
         return psycopg.connect(
             dsn,
             autocommit=autocommit,
             application_name=f"{APPLICATION_NAME}:{purpose}"[:63],
-            connect_timeout=10,
+            # The config puts the connection's connect_timeout_seconds into the DSN; 10 s otherwise.
+            connect_timeout=_timeout(dsn),
             # Values travel as PostgreSQL text; fix the session formats so both sides agree.
             options="-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=postgres",
         )

@@ -107,13 +107,13 @@ def test_apikey_cli_create_list_revoke(api: RunningApi) -> None:
     assert record["key"] not in civicsync("apikey", "list", env=env).stdout
 
     twice = civicsync("apikey", "create", "cli-ml", "--scope", "alerts:write", env=env)
-    assert twice.returncode == 1 and "in force already" in twice.stderr
+    assert twice.returncode == 2 and "in force already" in twice.stderr  # bad input (issue 11.7)
     bad_scope = civicsync("apikey", "create", "x", "--scope", "alerts:delete", env=env)
-    assert bad_scope.returncode == 1 and "alerts:delete" in bad_scope.stderr
+    assert bad_scope.returncode == 2 and "alerts:delete" in bad_scope.stderr
 
     revoked = civicsync("apikey", "revoke", record["key_id"], "--json", env=env)
     assert revoked.returncode == 0 and json.loads(revoked.stdout)["revoked_at"] is not None
     with api.client(None, headers={"X-API-Key": record["key"]}) as client:
         assert client.post("/api/v1/alerts", json={**ALERT, "alert_id": "cli-2"}).status_code == 401
     again = civicsync("apikey", "revoke", "cli-ml", env=env)
-    assert again.returncode == 1 and "no key in force" in again.stderr
+    assert again.returncode == 2 and "no key in force" in again.stderr  # an unknown key is bad input

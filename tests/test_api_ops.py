@@ -92,7 +92,7 @@ def test_openapi_documents_security_and_errors(api: RunningApi) -> None:
     assert {"bearerKey": []} in post["security"]
     assert {"401", "403", "409", "413", "422", "503"} <= set(post["responses"])
     assert "Retry-After" in post["responses"]["503"]["headers"]
-    assert "security" not in doc["paths"]["/api/v1/status"]["get"]  # status_public (the default)
+    assert {} in doc["paths"]["/api/v1/status"]["get"]["security"]  # status_public (the default): a key is optional
     batch = doc["components"]["schemas"]["ForecastBatch"]["properties"]["items"]
     assert batch["maxItems"] == api.config.model.service.api.max_items
 

@@ -43,12 +43,13 @@ def create_app(config: LoadedConfig, state: ServiceState | None = None) -> FastA
     add_process_collectors()
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics)  # added last: outermost, so it also counts 413s and errors
-    _document_limits(app, settings.max_items)
+    _document_limits(app, settings.max_items, settings.status_public)
     return app
 
 
-def _document_limits(app: FastAPI, max_items: int) -> None:
-    """Put the configured batch limit into the OpenAPI document (the models cannot know it)."""
+def _document_limits(app: FastAPI, max_items: int, status_public: bool) -> None:
+    """Put the configured batch limit and the status API's optional key into the OpenAPI document
+    (the models and routes cannot know them)."""
     default = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -56,6 +57,9 @@ def _document_limits(app: FastAPI, max_items: int) -> None:
             schema = default()
             for name in ("ForecastBatch", "AlertBatch"):
                 schema["components"]["schemas"][name]["properties"]["items"]["maxItems"] = max_items
+            status = schema["paths"]["/api/v1/status"]["get"]
+            if status_public:  # a key is optional there: it only adds the reconciliation's sample keys
+                status["security"] = [{}, *status.get("security", [])]
             app.openapi_schema = schema
         return app.openapi_schema
 

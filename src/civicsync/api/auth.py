@@ -29,20 +29,36 @@ def _unauthorized(message: str, invalid: bool) -> ApiError:
     return ApiError(401, message, headers={"WWW-Authenticate": challenge})
 
 
+def _principal(request: Request, ctx: ApiContext, credentials: HTTPAuthorizationCredentials | None,
+               header_key: str | None) -> Principal | None:
+    """The key's principal; None without a key; 401 for a malformed, unknown or revoked key."""
+    key = credentials.credentials if credentials is not None else header_key
+    if not key:
+        return None
+    with ctx.database("auth") as conn:
+        principal = authenticate(conn, key.strip())
+    if principal is None:
+        raise _unauthorized("the API key is not valid (unknown, malformed or revoked)", invalid=True)
+    request.state.key_id = principal.key_id  # for the access log; never the key itself
+    return principal
+
+
+def optional_principal(request: Request, ctx: Annotated[ApiContext, Depends(context)],
+                       credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
+                       header_key: Annotated[str | None, Security(header_scheme)]) -> Principal | None:
+    """For routes open to all that show more to some keys: the principal, or None without a key."""
+    return _principal(request, ctx, credentials, header_key)
+
+
 def require_scope(scope: str) -> Callable[..., Principal]:
     """A dependency admitting requests whose key carries ``scope``; it returns the key's principal."""
 
     def check(request: Request, ctx: Annotated[ApiContext, Depends(context)],
               credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
               header_key: Annotated[str | None, Security(header_scheme)]) -> Principal:
-        key = credentials.credentials if credentials is not None else header_key
-        if not key:
-            raise _unauthorized("an API key is required (Authorization: Bearer KEY, or X-API-Key)", invalid=False)
-        with ctx.database("auth") as conn:
-            principal = authenticate(conn, key.strip())
+        principal = _principal(request, ctx, credentials, header_key)
         if principal is None:
-            raise _unauthorized("the API key is not valid (unknown, malformed or revoked)", invalid=True)
-        request.state.key_id = principal.key_id  # for the access log; never the key itself
+            raise _unauthorized("an API key is required (Authorization: Bearer KEY, or X-API-Key)", invalid=False)
         if scope not in principal.scopes:
             raise ApiError(403, f"this key lacks the scope {scope}")
         return principal

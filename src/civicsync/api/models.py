@@ -7,7 +7,7 @@ control characters (or, in messages, NUL) that the database could not store.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -49,6 +49,16 @@ def _storable(value: str) -> str:
     return value
 
 
+def _in_utc(value: datetime) -> datetime:
+    """The instant in UTC. An offset can move a date-time out of the years 1-9999 (``0001-01-01T00:00
+    +05:30`` is in year 0 in UTC): PostgreSQL would store it, but it could never be read back (every
+    resend would fail), so it is refused here, naming the field."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range: in UTC the instant must fall within the years 1 to 9999") from None
+
+
 def _scale(places: int) -> AfterValidator:
     quantum = Decimal(1).scaleb(-places)
     return AfterValidator(lambda d: d.quantize(quantum, rounding=ROUND_HALF_EVEN))
@@ -62,7 +72,7 @@ Text = Annotated[str, StringConstraints(min_length=1, max_length=2000, pattern=r
                  AfterValidator(_storable)]
 # Strict bodies, but these arrive as JSON strings: parse the string, refuse anything else.
 IsoDate = Annotated[date, Strict(False), BeforeValidator(_iso_string)]
-IsoDateTime = Annotated[AwareDatetime, Strict(False), BeforeValidator(_iso_string)]
+IsoDateTime = Annotated[AwareDatetime, Strict(False), BeforeValidator(_iso_string), AfterValidator(_in_utc)]
 Uuid = Annotated[UUID, Strict(False), BeforeValidator(_iso_string)]
 
 

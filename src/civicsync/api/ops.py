@@ -11,9 +11,10 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, PlatformCollector, ProcessCollector, generate_latest
 from pydantic import BaseModel
 
-from civicsync.api.auth import require_scope
+from civicsync.api.auth import optional_principal, require_scope
 from civicsync.api.context import ApiContext, context
 from civicsync.api.errors import responses
+from civicsync.api.keys import Principal
 from civicsync.api.status import StatusReport, build_report, not_ready
 from civicsync.metrics import REGISTRY
 
@@ -66,12 +67,14 @@ def ops_router(status_public: bool) -> APIRouter:
     guard = [] if status_public else [Security(require_scope("admin:read"))]
 
     @router.get("/api/v1/status", response_model=StatusReport, dependencies=guard,
-                responses=responses(*((500, 503) if status_public else (401, 403, 500, 503))),
+                responses=responses(401, *((500, 503) if status_public else (403, 500, 503))),
                 summary="Every flow: state, lag, last runs, dead letters, verdict; service state; reconciliation")
-    def status(ctx: Annotated[ApiContext, Depends(context)]) -> StatusReport:
+    def status(ctx: Annotated[ApiContext, Depends(context)],
+               principal: Annotated[Principal | None, Depends(optional_principal)]) -> StatusReport:
         """What `civicsync status` shows, with a verdict per flow, the service's workers and jobs, and the
-        latest reconciliation results. No personal data (dead letters, which hold keys, are elsewhere)."""
-        return build_report(ctx)
+        latest reconciliation results. Counts, never keys of people: the reconciliation's sample keys
+        (row keys such as citizen ids) are shown only to a key with ``admin:read``."""
+        return build_report(ctx, with_keys=principal is not None and "admin:read" in principal.scopes)
 
     @router.get("/metrics", response_class=Response, summary="Prometheus metrics (text exposition format)",
                 responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},

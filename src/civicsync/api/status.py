@@ -101,8 +101,9 @@ def _assess(row: dict[str, Any], worker: dict[str, Any] | None) -> tuple[Health,
     return ("error" if errors else "warning" if warnings else "ok"), errors + warnings
 
 
-def build_report(ctx: ApiContext) -> StatusReport:
-    """The status report now (reads both databases; raises DatabaseUnavailableError if one is down)."""
+def build_report(ctx: ApiContext, with_keys: bool = False) -> StatusReport:
+    """The status report now (reads both databases; raises DatabaseUnavailableError if one is down).
+    Without ``with_keys`` the reconciliation results carry counts of sample keys, never the keys."""
     rows = flow_status(ctx.config)
     service = ctx.state.snapshot() if ctx.state is not None else None
     workers = {f: w for w in (service or {}).get("workers", []) for f in w["flows"]}
@@ -116,15 +117,26 @@ def build_report(ctx: ApiContext) -> StatusReport:
         flows.append(FlowReport(**jsonable_encoder(row), health=health, problems=problems,
                                 worker=worker, job=jsonable_encoder(jobs.get(row["flow"]))))
     return StatusReport(generated_at=datetime.now(UTC), healthy=all(f.health != "error" for f in flows),
-                        flows=flows, service=service, reconciliation=reconciliation(ctx.config))
+                        flows=flows, service=service, reconciliation=reconciliation(ctx.config, with_keys))
 
 
-def reconciliation(config: LoadedConfig) -> list[dict[str, Any]]:
-    """The latest reconciliation results, or [] until civicsync.reconcile provides them."""
+def reconciliation(config: LoadedConfig, with_keys: bool = False) -> list[dict[str, Any]]:
+    """The latest reconciliation results, or [] until civicsync.reconcile provides them; the sample
+    keys (personal data: a citizen id is a key) only ``with_keys``, else how many there are per class."""
     if _latest_reconciliation is None:
         return []
     results = jsonable_encoder(_latest_reconciliation(config) or [])
-    return [r if isinstance(r, dict) else {"result": r} for r in results]
+    return [_without_keys(r) if not with_keys else r if isinstance(r, dict) else {"result": r} for r in results]
+
+
+def _without_keys(result: Any) -> dict[str, Any]:
+    if not isinstance(result, dict):
+        return {"result": "(hidden: needs admin:read)"}
+    samples = result.get("samples")
+    shown = {k: v for k, v in result.items() if k != "samples"}
+    if isinstance(samples, dict):
+        shown["sample_counts"] = {c: len(keys) if isinstance(keys, list) else 0 for c, keys in samples.items()}
+    return shown
 
 
 def not_ready(ctx: ApiContext) -> list[str]:

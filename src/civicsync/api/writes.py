@@ -39,6 +39,13 @@ def require_references(conn: Conn, table: str, column: str, sql_type: str,
         sql.Placeholder(), sql.SQL(sql_type), table_ident(table), sql.Identifier(column)), (values,)).fetchall()
     missing = {r[0] for r in rows}
     if missing:
-        fields = [FieldError(field=path, message=f"no {what} with this id: {value}", type="unknown_reference")
+        fields = [FieldError(field=path, message=f"no {what} with this id: {shorten(value)}", type="unknown_reference")
                   for path, value in refs if value in missing]
-        raise ApiError(422, f"unknown {what} id(s): {', '.join(sorted(str(m) for m in missing))}", fields)
+        raise ApiError(422, f"unknown {what} id(s) at {', '.join(f.field for f in fields)}", fields)
+
+
+def shorten(value: Any) -> str:
+    """An id as error messages may show it: its first 4 characters and an ellipsis (``5b0c…``), enough
+    for the caller to find the item it sent, too little to identify a person in a log (issue 10.5)."""
+    text = str(value)
+    return text if len(text) <= 4 else f"{text[:4]}…"

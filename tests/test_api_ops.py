@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+from civicsync.config import load_config
 from civicsync.runtime.state import ServiceState, WorkerState
 from fix_api import RunningApi, serve
+from fix_db import q
 
 FORECAST = {"scheme_id": 101, "district": "North", "horizon_date": "2031-01-01", "model_version": "v1"}
 
@@ -158,3 +161,45 @@ def test_chunked_body_within_the_limit_is_accepted(api: RunningApi) -> None:
                                content=iter([body[:10], body[10:]]))
     assert response.status_code == 200, response.text
     assert response.json()["outcome"] == "created"
+
+
+def test_ready_is_false_while_the_api_cannot_write(api: RunningApi) -> None:
+    """Issue 11 item 2: /ready said ready while every authenticated call answered 500."""
+    state = ServiceState()  # a service whose workers all run: only the API's database can be at fault
+    flows = streaming_flows(api)
+    state.workers = {"all": WorkerState("all", flows, phase="running")}
+    server = serve(api.config, state)
+    dep = api.dep
+    role = f"ro_{dep.citizen_db}"
+    try:
+        with api.client(None, base_url=server.url) as client:
+            assert client.get("/ready").json() == {"ready": True, "reasons": []}
+            with psycopg.connect(dep.server.dsn(), autocommit=True) as admin:  # from outside the database
+                admin.execute(f"ALTER DATABASE {dep.citizen_db} SET default_transaction_read_only = on")
+                try:
+                    down = client.get("/ready")
+                finally:
+                    admin.execute(f"ALTER DATABASE {dep.citizen_db} RESET default_transaction_read_only")
+            assert down.status_code == 503
+            assert down.json()["reasons"] == ["the API's database is read-only: callbacks cannot be stored"]
+            q(dep, "citizen", "ALTER TABLE citizen_alerts RENAME TO citizen_alerts_moved")
+            try:
+                moved = client.get("/ready").json()["reasons"]
+            finally:
+                q(dep, "citizen", "ALTER TABLE citizen_alerts_moved RENAME TO citizen_alerts")
+            assert moved == ["table public.citizen_alerts does not exist (run civicsync db init)"]
+        # A role that may log in and read, but not write the callbacks' tables.
+        q(dep, "citizen", f"CREATE ROLE {role} LOGIN; GRANT USAGE ON SCHEMA civicsync TO {role};"
+                          f" GRANT SELECT ON ALL TABLES IN SCHEMA public, civicsync TO {role}")
+        env = {**dep.environ, "CIVICSYNC_CITIZEN_DSN": dep.citizen_dsn + f" user={role}"}
+        reader = serve(load_config(environ=env), state)
+        try:
+            with api.client(None, base_url=reader.url) as client:
+                reasons = client.get("/ready").json()["reasons"]
+        finally:
+            reader.stop()
+        assert reasons == ["the API's role lacks INSERT, UPDATE on public.scheme_forecasts",
+                           "the API's role lacks INSERT on public.citizen_alerts"]
+    finally:
+        server.stop()
+        q(dep, "citizen", f"DROP OWNED BY {role}; DROP ROLE IF EXISTS {role}")

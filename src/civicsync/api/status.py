@@ -16,7 +16,7 @@ from typing import Any, Literal, cast
 from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, ConfigDict, Field
 
-from civicsync.api.context import ApiContext
+from civicsync.api.context import ApiContext, Conn
 from civicsync.config import LoadedConfig
 from civicsync.errors import CivicsyncError
 from civicsync.status import flow_status
@@ -147,6 +147,8 @@ def not_ready(ctx: ApiContext) -> list[str]:
         try:
             with ctx.database("ready", name) as conn:
                 conn.execute("SELECT 1")
+                if name == ctx.settings.connection:
+                    reasons += cannot_write(conn, ctx.settings.privileges())
         except CivicsyncError as exc:
             reasons.append(f"database {name} unreachable: {exc}")
     if reasons:
@@ -157,3 +159,25 @@ def not_ready(ctx: ApiContext) -> list[str]:
     else:
         down = [r["flow"] for r in flow_status(ctx.config) if r.get("slot") and r["state"] != "streaming"]
     return [f"flow {n} is not running" for n in down]
+
+
+def cannot_write(conn: Conn, privileges: dict[str, str]) -> list[str]:
+    """Why the API's callbacks could not be stored in its database now (empty when they could): a
+    standby or read-only session, a table missing (``db init`` not run), a privilege missing."""
+    problems = []
+    row = conn.execute("SELECT pg_is_in_recovery(), current_setting('transaction_read_only')").fetchone()
+    if row is not None and (row[0] or row[1] == "on"):
+        what = "is a standby" if row[0] else "is read-only"
+        problems.append(f"the API's database {what}: callbacks cannot be stored")
+    for table, wanted in privileges.items():
+        # has_table_privilege is true if ANY of a list is held: ask for each one.
+        found = conn.execute(
+            "SELECT p FROM unnest(%s::text[]) p WHERE CASE WHEN to_regclass(%s) IS NULL THEN true"
+            " ELSE NOT has_table_privilege(to_regclass(%s), p) END",
+            ([p.strip() for p in wanted.split(",")], table, table)).fetchall()
+        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+        if not (exists and exists[0]):
+            problems.append(f"table {table} does not exist (run civicsync db init)")
+        elif found:
+            problems.append(f"the API's role lacks {', '.join(str(r[0]) for r in found)} on {table}")
+    return problems

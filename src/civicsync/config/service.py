@@ -36,6 +36,12 @@ class Api(_Model):
                                description="where a callback's scheme_id must exist")
 
 
+    def privileges(self) -> dict[str, str]:
+        """What the API must be allowed to do per table of its connection (for /ready and db init)."""
+        return {"civicsync.api_keys": "SELECT", self.forecasts_table: "SELECT, INSERT, UPDATE",
+                self.alerts_table: "SELECT, INSERT", self.citizens_table: "SELECT", self.schemes_table: "SELECT"}
+
+
 class Scheduler(_Model):
     """The embedded scheduler of batch flows."""
 

@@ -175,11 +175,16 @@ def test_ready_is_false_while_the_api_cannot_write(api: RunningApi) -> None:
         with api.client(None, base_url=server.url) as client:
             assert client.get("/ready").json() == {"ready": True, "reasons": []}
             with psycopg.connect(dep.server.dsn(), autocommit=True) as admin:  # from outside the database
+                # It applies to new sessions only: the DBA also ends the API's pooled ones (the pool replaces them).
+                kick = ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s"
+                        " AND application_name LIKE 'civicsync:api%%'")
                 admin.execute(f"ALTER DATABASE {dep.citizen_db} SET default_transaction_read_only = on")
+                admin.execute(kick, (dep.citizen_db,))
                 try:
                     down = client.get("/ready")
                 finally:
                     admin.execute(f"ALTER DATABASE {dep.citizen_db} RESET default_transaction_read_only")
+                    admin.execute(kick, (dep.citizen_db,))
             assert down.status_code == 503
             assert down.json()["reasons"] == ["the API's database is read-only: callbacks cannot be stored"]
             q(dep, "citizen", "ALTER TABLE citizen_alerts RENAME TO citizen_alerts_moved")
@@ -202,4 +207,5 @@ def test_ready_is_false_while_the_api_cannot_write(api: RunningApi) -> None:
                            "the API's role lacks INSERT on public.citizen_alerts"]
     finally:
         server.stop()
-        q(dep, "citizen", f"DROP OWNED BY {role}; DROP ROLE IF EXISTS {role}")
+        if q(dep, "citizen", "SELECT 1 FROM pg_roles WHERE rolname = %s", role):
+            q(dep, "citizen", f"DROP OWNED BY {role}; DROP ROLE {role}")

@@ -74,7 +74,8 @@ def ops_router(status_public: bool) -> APIRouter:
         """What `civicsync status` shows, with a verdict per flow, the service's workers and jobs, and the
         latest reconciliation results. Counts, never keys of people: the reconciliation's sample keys
         (row keys such as citizen ids) are shown only to a key with ``admin:read``."""
-        return build_report(ctx, with_keys=principal is not None and "admin:read" in principal.scopes)
+        with_keys = principal is not None and "admin:read" in principal.scopes
+        return ctx.status_cache.get(with_keys, lambda: build_report(ctx, with_keys=with_keys))
 
     @router.get("/metrics", response_class=Response, summary="Prometheus metrics (text exposition format)",
                 responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},

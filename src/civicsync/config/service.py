@@ -2,13 +2,38 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 _TABLE = r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$"
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Pool(_Model):
+    """The API's pool of sessions on its own connection (keys, callbacks), shared by all requests."""
+
+    min_size: int = Field(default=2, ge=0, description="sessions kept open while idle")
+    max_size: int = Field(default=10, ge=1, description="at most this many sessions; more requests wait")
+    timeout_seconds: float = Field(default=5.0, gt=0,
+                                   description="a request waiting longer for a session gets 503")
+
+    @model_validator(mode="after")
+    def _sizes(self) -> Pool:
+        if self.min_size > self.max_size:
+            raise ValueError("min_size may not exceed max_size")
+        return self
+
+
+class Limits(_Model):
+    """What slow or too many clients may hold of the server (uvicorn's settings)."""
+
+    max_connections: int = Field(default=1000, ge=1,
+                                 description="open connections at once; beyond, new requests get 503 at once")
+    keep_alive_seconds: float = Field(default=5.0, gt=0, description="an idle keep-alive connection is closed after")
+    request_header_seconds: float = Field(
+        default=10.0, gt=0, description="a client must send its request headers within this (slow clients are cut)")
 
 
 class Api(_Model):
@@ -20,6 +45,10 @@ class Api(_Model):
                             description="database holding API keys and written by the callbacks (F9, F10)")
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="larger request bodies get 413")
     max_items: int = Field(default=1000, ge=1, description="items per batched callback payload")
+    pool: Pool = Field(default_factory=Pool)
+    limits: Limits = Field(default_factory=Limits)
+    status_cache_seconds: float = Field(
+        default=2.0, ge=0, description="GET /api/v1/status is rebuilt at most this often (0: every request)")
     retry_after_seconds: int = Field(default=5, ge=1,
                                      description="Retry-After of a 503 when a database is unavailable")
     status_public: bool = Field(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -66,12 +67,15 @@ def connect(
     database (``label`` is the config's connection name, e.g. 'warehouse')."""
     where = f"{label} database {describe(dsn)}" if label else describe(dsn)
     with mapped_errors(f"cannot connect to {where} ({purpose})"), _timeout_explained(dsn, label):
-        return psycopg.connect(
-            dsn,
-            autocommit=autocommit,
-            application_name=f"{APPLICATION_NAME}:{purpose}"[:63],
-            # The config puts the connection's connect_timeout_seconds into the DSN; 10 s otherwise.
-            connect_timeout=_timeout(dsn),
-            # Values travel as PostgreSQL text; fix the session formats so both sides agree.
-            options="-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=postgres",
-        )
+        return psycopg.connect(dsn, autocommit=autocommit, **session_kwargs(dsn, purpose))
+
+
+def session_kwargs(dsn: str, purpose: str) -> dict[str, Any]:
+    """What every civicsync session is opened with (also by the API's connection pool)."""
+    return {
+        "application_name": f"{APPLICATION_NAME}:{purpose}"[:63],
+        # The config puts the connection's connect_timeout_seconds into the DSN; 10 s otherwise.
+        "connect_timeout": _timeout(dsn),
+        # Values travel as PostgreSQL text; fix the session formats so both sides agree.
+        "options": "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=postgres",
+    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from civicsync import __version__
 from civicsync.api import admin, callbacks, page
@@ -30,10 +31,13 @@ def create_app(config: LoadedConfig, state: ServiceState | None = None) -> FastA
     """The API for ``config``. With ``state`` (the running service's), readiness and the status report
     use its workers and jobs; without it (the API alone) readiness reads the replication slots."""
     settings = config.model.service.api
-    app = FastAPI(title="civicsync", version=__version__, description=DESCRIPTION,
-                  openapi_tags=[{"name": "callbacks", "description": "F9 and F10, from the ML service"},
-                                {"name": "operations", "description": "health, readiness, status, metrics"},
-                                {"name": "admin", "description": "dead letters (admin scopes)"}])
+    # /docs and /redoc with their scripts and styles served from the fastapi-offline package, not a CDN:
+    # the pages work on a closed network.
+    app = FastAPIOffline(title="civicsync", version=__version__, description=DESCRIPTION,
+                         static_url="/docs-assets", docs_url="/docs", redoc_url="/redoc",
+                         openapi_tags=[{"name": "callbacks", "description": "F9 and F10, from the ML service"},
+                                       {"name": "operations", "description": "health, readiness, status, metrics"},
+                                       {"name": "admin", "description": "dead letters (admin scopes)"}])
     app.state.civicsync = ApiContext(config, state)
     install_error_handlers(app, settings.retry_after_seconds)
     app.include_router(callbacks.router)

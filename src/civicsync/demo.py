@@ -18,7 +18,6 @@ from typing import Any
 
 import psycopg
 from rich.console import Console
-from rich.table import Table
 
 from civicsync.config import LoadedConfig, load_config
 from civicsync.db.provision import init_databases
@@ -260,6 +259,7 @@ def run_demo(*, data_dir: Path, port: int, citizens: int, console: Console | Non
 
 def _print_report(console: Console, report: dict[str, Any], env_file: Path, citizen_dsn: str) -> None:
     from civicsync.cli import results_table
+    from civicsync.cli.tables import FitTable
 
     console.print(results_table(report["flows"], title="scheduled flows: one run each, now"))
     for r in report["flows"]:
@@ -271,7 +271,7 @@ def _print_report(console: Console, report: dict[str, Any], env_file: Path, citi
             console.print(f"{r['id']} reconciliation ({rec.get('method', '?')}): found {found}; repaired "
                           f"{rec.get('repaired', 0)}" + (f" — [red]{rec['error']}[/]" if rec.get("error") else ""),
                           highlight=False)
-    table = Table("flow", "change", "source commit → visible in target", title="real-time flows (CDC)")
+    table = FitTable(["flow", "change", "source commit → visible in target"], title="real-time flows (CDC)")
     for c in report["cdc"]["changes"]:
         latency = "[red]not seen in 10 s[/]" if c["latency_ms"] is None else f"{c['latency_ms']:.0f} ms"
         table.add_row(c["flow"], c["change"], latency)
@@ -279,7 +279,7 @@ def _print_report(console: Console, report: dict[str, Any], env_file: Path, citi
     for e in report["cdc"]["errors"]:
         console.print(f"[red]CDC worker error:[/] {e}", highlight=False)
     if report["samples"]:
-        table = Table("rule", "source holds", "target holds", title="masking at work")
+        table = FitTable(["rule", "source holds", "target holds"], title="masking at work")
         for sample in report["samples"]:
             table.add_row(*sample)
         console.print(table)

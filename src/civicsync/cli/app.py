@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from civicsync.cli.tables import FitTable
 from civicsync.config import LoadedConfig, default_config_path, load_config
 from civicsync.errors import CivicsyncError, ConfigError, UsageError
 
@@ -193,10 +194,11 @@ def _progress_callback(progress: Progress, description: str) -> Callable[[int], 
     return lambda rows: progress.update(task, completed=rows)
 
 
-def results_table(results: list[dict[str, Any]], title: str | None = None) -> Table:
-    """Per-flow run results as a table."""
-    table = Table("id", "flow", "outcome", "read", "written", "deleted", "rejected", "conflicts", "attempts",
-                  "seconds", title=title)
+def results_table(results: list[dict[str, Any]], title: str | None = None) -> FitTable:
+    """Per-flow run results as a table (one block per flow where the table would not fit)."""
+    table = FitTable(["id", "flow", "outcome", "read", "written", "deleted", "rejected", "conflicts", "attempts",
+                      "seconds"], title=title,
+                     justify_right=["read", "written", "deleted", "rejected", "conflicts", "attempts", "seconds"])
     for r in results:
         outcome = "[green]ok[/]" if r["ok"] else "[red]FAILED[/]"
         table.add_row(r["id"], r["flow"], outcome, f"{r['rows_read']:,}", f"{r['rows_written']:,}",

@@ -125,3 +125,32 @@ def test_an_idle_keep_alive_connection_is_closed(api: RunningApi) -> None:
             assert _closed_by_server(s)
         finally:
             s.close()
+
+
+def test_a_stale_status_is_served_while_one_caller_rebuilds_it() -> None:
+    """Callers do not queue behind a rebuild (that made the status p99 ~1 s at 50 clients)."""
+    import threading
+
+    from civicsync.api.context import TtlCache
+
+    cache = TtlCache(0.2)
+    builds: list[int] = []
+    release = threading.Event()
+
+    def slow_build() -> int:
+        builds.append(1)
+        release.wait(5)
+        return len(builds)
+
+    assert cache.get("k", lambda: 0) == 0
+    time.sleep(0.25)  # now stale
+    rebuilder = threading.Thread(target=lambda: cache.get("k", slow_build))
+    rebuilder.start()
+    while not builds:
+        time.sleep(0.01)
+    started = time.monotonic()
+    assert cache.get("k", slow_build) == 0  # the stale value, at once, and no second rebuild
+    assert time.monotonic() - started < 0.1 and len(builds) == 1
+    release.set()
+    rebuilder.join()
+    assert cache.get("k", slow_build) == 1

@@ -87,25 +87,39 @@ class ApiContext:
 
 
 class TtlCache:
-    """One value rebuilt at most every ``seconds`` per key; concurrent callers wait for one rebuild
-    instead of each doing it (the status report reads both databases: costly under load)."""
+    """One value per key, rebuilt at most every ``seconds``. While one caller rebuilds a stale value the
+    others get the stale one at once (it is at most one rebuild older) rather than queueing behind the
+    rebuild; only the very first build of a key is waited for. The status report reads both databases:
+    under load, rebuilding it per request (or making requests wait for it) is what made it slow."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self._lock = threading.Lock()
+        self._building = threading.Lock()
         self._values: dict[Hashable, tuple[float, Any]] = {}
 
+    def _fresh(self, key: Hashable) -> tuple[bool, tuple[float, Any] | None]:
+        found = self._values.get(key)
+        return found is not None and time.monotonic() - found[0] < self.seconds, found
+
     def get(self, key: Hashable, build: Callable[[], T]) -> T:
-        """The cached value of ``key`` if younger than ``seconds``, else ``build()`` (an error is not cached)."""
+        """The cached value of ``key`` (see the class); an error while building is raised, not cached."""
         if self.seconds <= 0:
             return build()
-        with self._lock:
-            found = self._values.get(key)
-            if found is not None and time.monotonic() - found[0] < self.seconds:
+        fresh, found = self._fresh(key)
+        if fresh and found is not None:
+            return cast(T, found[1])
+        if not self._building.acquire(blocking=found is None):
+            assert found is not None
+            return cast(T, found[1])  # someone is rebuilding it: the stale value now beats a wait
+        try:
+            fresh, found = self._fresh(key)
+            if fresh and found is not None:
                 return cast(T, found[1])
             value = build()
             self._values[key] = (time.monotonic(), value)
             return value
+        finally:
+            self._building.release()
 
 
 def context(request: Request) -> ApiContext:

@@ -18,10 +18,11 @@ from civicsync.api.context import ApiContext
 from civicsync.api.errors import ApiError, FieldError
 from civicsync.api.keys import Principal
 from civicsync.api.models import Alert, AlertResult
-from civicsync.api.writes import item_field, lock_keys, require_references
+from civicsync.api.writes import columns, item_field, lock_keys, require_references
 from civicsync.apply.sqlnames import table_ident
 
 _CONTENT = ("citizen_id", "scheme_id", "district", "severity", "alert_type", "message", "expires_at")
+"""What an alert says: a resend must repeat all of it (the target columns come from the config)."""
 
 
 def _content(alert: Alert) -> tuple[Any, ...]:
@@ -35,17 +36,18 @@ def _differences(a: tuple[Any, ...], b: tuple[Any, ...]) -> list[str]:
 def write_alerts(ctx: ApiContext, principal: Principal, items: list[Alert], batch: bool) -> list[AlertResult]:
     """Store the alerts in one transaction; returns one result per item, in order."""
     s = ctx.settings
-    table = table_ident(s.alerts_table)
+    c = s.alerts.columns
+    content = [c.content()[f] for f in _CONTENT]
+    table = table_ident(s.alerts.table)
     with ctx.database("alerts") as conn, conn.transaction():
-        require_references(conn, s.citizens_table, "citizen_id", "uuid[]",
-                           [(item_field(i, batch, "citizen_id"), a.citizen_id) for i, a in enumerate(items)],
-                           "citizen")
-        require_references(conn, s.schemes_table, "scheme_id", "bigint[]",
+        require_references(conn, s.citizen,
+                           [(item_field(i, batch, "citizen_id"), a.citizen_id) for i, a in enumerate(items)], "citizen")
+        require_references(conn, s.scheme,
                            [(item_field(i, batch, "scheme_id"), a.scheme_id) for i, a in enumerate(items)], "scheme")
-        lock_keys(conn, (f"{s.alerts_table}|{principal.client}|{a.alert_id}" for a in items))
-        rows = conn.execute(sql.SQL(
-            "SELECT source_alert_id, alert_id, {} FROM {} WHERE source = %s AND source_alert_id = ANY(%s)").format(
-            sql.SQL(", ").join(sql.Identifier(c) for c in _CONTENT), table),
+        lock_keys(conn, (f"{s.alerts.table}|{principal.client}|{a.alert_id}" for a in items))
+        rows = conn.execute(sql.SQL("SELECT {}, {}, {} FROM {} WHERE {} = %s AND {} = ANY(%s)").format(
+            sql.Identifier(c.alert_id), sql.Identifier(c.portal_id), columns(content), table,
+            sql.Identifier(c.client), sql.Identifier(c.alert_id)),
             (principal.client, [a.alert_id for a in items])).fetchall()
         known: dict[str, tuple[int | None, tuple[Any, ...]]] = {str(r[0]): (int(r[1]), tuple(r[2:])) for r in rows}
         new: list[Alert] = []
@@ -66,11 +68,10 @@ def write_alerts(ctx: ApiContext, principal: Principal, items: list[Alert], batc
         created: dict[str, int] = {}
         if new:
             with conn.cursor() as cur:
-                cur.executemany(sql.SQL(
-                    "INSERT INTO {} (source, source_alert_id, {}) VALUES (%s, %s, {})"
-                    " RETURNING source_alert_id, alert_id").format(
-                    table, sql.SQL(", ").join(sql.Identifier(c) for c in _CONTENT),
-                    sql.SQL(", ").join(sql.Placeholder() for _ in _CONTENT)),
+                cur.executemany(sql.SQL("INSERT INTO {} ({}, {}, {}) VALUES (%s, %s, {}) RETURNING {}, {}").format(
+                    table, sql.Identifier(c.client), sql.Identifier(c.alert_id), columns(content),
+                    sql.SQL(", ").join(sql.Placeholder() for _ in content), sql.Identifier(c.alert_id),
+                    sql.Identifier(c.portal_id)),
                     [(principal.client, a.alert_id, *_content(a)) for a in new], returning=True)
                 while True:
                     row = cur.fetchone()

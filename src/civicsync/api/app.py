@@ -40,7 +40,7 @@ def create_app(config: LoadedConfig, state: ServiceState | None = None) -> FastA
                                        {"name": "admin", "description": "dead letters (admin scopes)"}])
     app.state.civicsync = ApiContext(config, state)
     install_error_handlers(app, settings.retry_after_seconds)
-    app.include_router(callbacks.router)
+    app.include_router(callbacks.callbacks_router(settings))
     app.include_router(ops_router(settings.status_public))
     app.include_router(admin.router)
     app.include_router(page.router)

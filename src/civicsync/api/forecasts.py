@@ -22,16 +22,16 @@ from typing import Any
 
 from psycopg import sql
 
-from civicsync.api.context import ApiContext
+from civicsync.api.context import ApiContext, Conn
 from civicsync.api.errors import ApiError, FieldError
 from civicsync.api.models import Forecast, ForecastOutcome, ForecastResult
-from civicsync.api.writes import item_field, lock_keys, require_references
+from civicsync.api.writes import columns, item_field, lock_keys, plain, require_references
 from civicsync.apply.sqlnames import table_ident
+from civicsync.config.service import ForecastTarget
 
 _PART = re.compile(r"\d+|[A-Za-z]+")
-_COLUMNS = ("scheme_id", "district", "horizon_date", "expected_processing_days", "demand_index", "model_version")
 
-Key = tuple[int, str, Any]
+Key = tuple[Any, str, Any]  # scheme_id (of the configured type), district, horizon_date
 Stored = tuple[str, Decimal | None, Decimal | None]  # model_version, expected_processing_days, demand_index
 
 
@@ -52,16 +52,21 @@ def _decide(item: Forecast, stored: Stored | None) -> ForecastOutcome | None:
 
 def write_forecasts(ctx: ApiContext, items: list[Forecast], batch: bool) -> list[ForecastResult]:
     """Apply the forecasts in one transaction; returns one result per item, in order."""
-    table = ctx.settings.forecasts_table
+    target = ctx.settings.forecasts
+    c = target.columns
+    table = table_ident(target.table)
+    key_type = sql.SQL(ctx.settings.scheme.type)
     with ctx.database("forecasts") as conn, conn.transaction():
-        require_references(conn, ctx.settings.schemes_table, "scheme_id", "bigint[]",
+        require_references(conn, ctx.settings.scheme,
                            [(item_field(i, batch, "scheme_id"), f.scheme_id) for i, f in enumerate(items)], "scheme")
         keys: list[Key] = [(f.scheme_id, f.district, f.horizon_date) for f in items]
-        lock_keys(conn, (f"{table}|{k[0]}|{k[1]}|{k[2].isoformat()}" for k in keys))
+        lock_keys(conn, (f"{target.table}|{k[0]}|{k[1]}|{k[2].isoformat()}" for k in keys))
         rows = conn.execute(sql.SQL(
-            "SELECT t.scheme_id, t.district, t.horizon_date, t.model_version, t.expected_processing_days,"
-            " t.demand_index FROM {} t JOIN unnest(%s::bigint[], %s::text[], %s::date[]) AS k(s, d, h)"
-            " ON (t.scheme_id, t.district, t.horizon_date) = (k.s, k.d, k.h)").format(table_ident(table)),
+            "SELECT {} FROM {} t JOIN unnest(%s::{}[], %s::text[], %s::date[]) AS k(s, d, h)"
+            " ON (t.{}, t.{}, t.{}) = (k.s, k.d, k.h)").format(
+            sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(n)) for n in (
+                *target.key(), c.model_version, c.expected_processing_days, c.demand_index)),
+            table, key_type, *(sql.Identifier(n) for n in target.key())),
             ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])).fetchall()
         current: dict[Key, Stored] = {(r[0], r[1], r[2]): (r[3], r[4], r[5]) for r in rows}
         results: list[ForecastResult] = []
@@ -78,21 +83,27 @@ def write_forecasts(ctx: ApiContext, items: list[Forecast], batch: bool) -> list
             if outcome in ("created", "replaced"):
                 current[key] = (item.model_version, item.expected_processing_days, item.demand_index)
                 writes[key] = item
-            results.append(ForecastResult(scheme_id=item.scheme_id, district=item.district,
+            results.append(ForecastResult(scheme_id=plain(item.scheme_id), district=item.district,
                                           horizon_date=item.horizon_date, model_version=item.model_version,
                                           outcome=outcome, current_model_version=current[key][0]))
         if conflicts:
             raise ApiError(409, "forecast(s) conflict with what is stored under the same model version; "
                                 "nothing was written", conflicts)
         if writes:
-            with conn.cursor() as cur:
-                cur.executemany(sql.SQL(
-                    "INSERT INTO {} ({}, received_at) VALUES (%s, %s, %s, %s, %s, %s, clock_timestamp())"
-                    " ON CONFLICT (scheme_id, district, horizon_date) DO UPDATE SET"
-                    " expected_processing_days = excluded.expected_processing_days,"
-                    " demand_index = excluded.demand_index, model_version = excluded.model_version,"
-                    " received_at = excluded.received_at").format(
-                    table_ident(table), sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMNS)),
-                    [(f.scheme_id, f.district, f.horizon_date, f.expected_processing_days, f.demand_index,
-                      f.model_version) for f in writes.values()])
+            _upsert(conn, target, list(writes.values()))
     return results
+
+
+def _upsert(conn: Conn, target: ForecastTarget, forecasts: list[Forecast]) -> None:
+    """Insert or replace the forecasts (the caller decided which may be written)."""
+    c = target.columns
+    values = (c.scheme_id, c.district, c.horizon_date, c.expected_processing_days, c.demand_index, c.model_version)
+    replaced = (c.expected_processing_days, c.demand_index, c.model_version, c.received_at)
+    with conn.cursor() as cur:
+        cur.executemany(sql.SQL(
+            "INSERT INTO {} ({}, {}) VALUES (%s, %s, %s, %s, %s, %s, clock_timestamp())"
+            " ON CONFLICT ({}) DO UPDATE SET {}").format(
+            table_ident(target.table), columns(values), sql.Identifier(c.received_at), columns(target.key()),
+            sql.SQL(", ").join(sql.SQL("{0} = excluded.{0}").format(sql.Identifier(n)) for n in replaced)),
+            [(f.scheme_id, f.district, f.horizon_date, f.expected_processing_days, f.demand_index,
+              f.model_version) for f in forecasts])

@@ -7,6 +7,7 @@ control characters (or, in messages, NUL) that the database could not store.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Annotated, Any, Literal
@@ -23,6 +24,7 @@ from pydantic import (
     Strict,
     StringConstraints,
     Tag,
+    create_model,
     model_validator,
 )
 
@@ -122,7 +124,7 @@ ForecastOutcome = Literal["created", "replaced", "unchanged", "superseded"]
 class ForecastResult(BaseModel):
     """What happened to one forecast."""
 
-    scheme_id: int
+    scheme_id: int | str
     district: str
     horizon_date: date
     model_version: str
@@ -183,6 +185,56 @@ class AlertResults(BaseModel):
     items: list[AlertResult]
 
 
+# --------------------------------------------------------------------------- ids typed by the config
+
+_ID_TYPES: dict[str, Any] = {
+    "bigint": Id,
+    "integer": Annotated[int, Field(strict=True, ge=1, le=2**31 - 1)],
+    "text": Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$"),
+                      AfterValidator(_storable)],
+    "uuid": Uuid,
+}
+
+
+@dataclass(frozen=True)
+class CallbackModels:
+    """The request bodies of one app, their ids typed as its config declares (``service.api.scheme.type``,
+    ``service.api.citizen.type``): a JSON integer for bigint/integer ids, a string for text and uuid ones."""
+
+    forecast: type[Forecast]
+    forecast_batch: type[ForecastBatch]
+    forecast_request: Any
+    alert: type[Alert]
+    alert_batch: type[AlertBatch]
+    alert_request: Any
+
+
+def callback_models(scheme_type: str, citizen_type: str) -> CallbackModels:
+    """The callback bodies with ``scheme_id`` and ``citizen_id`` of these SQL types (the reference's
+    bigint and uuid give exactly the module's own models)."""
+    scheme, citizen = _ID_TYPES[scheme_type], _ID_TYPES[citizen_type]
+    forecast = create_model("Forecast", __base__=Forecast, __doc__=Forecast.__doc__,
+                            scheme_id=(scheme, Field(description="must exist in the portal's schemes")))
+    forecast_batch = create_model("ForecastBatch", __base__=ForecastBatch, __doc__=ForecastBatch.__doc__,
+                                  items=(list[forecast], Field(
+                                      min_length=1, description="at most service.api.max_items")))
+    alert = create_model("Alert", __base__=Alert, __doc__=Alert.__doc__,
+                         citizen_id=(citizen | None, Field(
+                             default=None, description="the citizen to alert; absent for a broadcast")),
+                         scheme_id=(scheme | None, Field(
+                             default=None, description="the scheme it concerns (must exist)")))
+    alert_batch = create_model("AlertBatch", __base__=AlertBatch, __doc__=AlertBatch.__doc__,
+                               items=(list[alert], Field(
+                                   min_length=1, description="at most service.api.max_items")))
+    return CallbackModels(
+        forecast, forecast_batch,
+        Annotated[Annotated[forecast, Tag("item")] | Annotated[forecast_batch, Tag("batch")],
+                  Discriminator(_shape)],
+        alert, alert_batch,
+        Annotated[Annotated[alert, Tag("item")] | Annotated[alert_batch, Tag("batch")],
+                  Discriminator(_shape)])
+
+
 def items_of(body: Forecast | ForecastBatch | Alert | AlertBatch) -> tuple[list[Any], bool]:
     """The request's items and whether it was a batch."""
     if isinstance(body, ForecastBatch | AlertBatch):
@@ -190,5 +242,18 @@ def items_of(body: Forecast | ForecastBatch | Alert | AlertBatch) -> tuple[list[
     return [body], False
 
 
-__all__ = ["Alert", "AlertBatch", "AlertRequest", "AlertResult", "AlertResults", "Forecast", "ForecastBatch",
-           "ForecastRequest", "ForecastResult", "ForecastResults", "items_of"]
+__all__ = [
+    "Alert",
+    "AlertBatch",
+    "AlertRequest",
+    "AlertResult",
+    "AlertResults",
+    "CallbackModels",
+    "Forecast",
+    "ForecastBatch",
+    "ForecastRequest",
+    "ForecastResult",
+    "ForecastResults",
+    "callback_models",
+    "items_of",
+]

@@ -11,6 +11,7 @@ from psycopg import sql
 from civicsync.api.context import Conn
 from civicsync.api.errors import ApiError, FieldError
 from civicsync.apply.sqlnames import table_ident
+from civicsync.config.service import IdRef
 
 
 def item_field(index: int, batch: bool, name: str = "") -> str:
@@ -28,15 +29,15 @@ def lock_keys(conn: Conn, keys: Iterable[str]) -> None:
                  (ids,))
 
 
-def require_references(conn: Conn, table: str, column: str, sql_type: str,
-                       refs: Sequence[tuple[str, Any]], what: str) -> None:
-    """422 naming every field whose value (``refs``: field path, value) is not in ``table.column``."""
+def require_references(conn: Conn, ref: IdRef, refs: Sequence[tuple[str, Any]], what: str) -> None:
+    """422 naming every field whose value (``refs``: field path, value) is not in ``ref``'s table.column."""
     values = sorted({v for _, v in refs if v is not None}, key=str)
     if not values:
         return
-    rows = conn.execute(sql.SQL("SELECT x FROM unnest({}::{}) AS x WHERE NOT EXISTS"
+    rows = conn.execute(sql.SQL("SELECT x FROM unnest({}::{}[]) AS x WHERE NOT EXISTS"
                                 " (SELECT 1 FROM {} t WHERE t.{} = x)").format(
-        sql.Placeholder(), sql.SQL(sql_type), table_ident(table), sql.Identifier(column)), (values,)).fetchall()
+        sql.Placeholder(), sql.SQL(ref.type), table_ident(ref.table), sql.Identifier(ref.column)),
+        (values,)).fetchall()
     missing = {r[0] for r in rows}
     if missing:
         fields = [FieldError(field=path, message=f"no {what} with this id: {shorten(value)}", type="unknown_reference")
@@ -49,3 +50,13 @@ def shorten(value: Any) -> str:
     for the caller to find the item it sent, too little to identify a person in a log (issue 10.5)."""
     text = str(value)
     return text if len(text) <= 4 else f"{text[:4]}…"
+
+
+def columns(names: Iterable[str]) -> sql.Composed:
+    """``a, b, c`` as quoted identifiers."""
+    return sql.SQL(", ").join(sql.Identifier(n) for n in names)
+
+
+def plain(value: Any) -> int | str:
+    """An id as a response shows it: a number stays a number, anything else (a UUID) becomes text."""
+    return value if isinstance(value, int | str) else str(value)

@@ -2,13 +2,88 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 _TABLE = r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$"
+_IDENT = r"^[a-z_][a-z0-9_]{0,62}$"
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+IdType = Literal["bigint", "integer", "text", "uuid"]
+"""SQL types an id sent by the ML service may have: a JSON integer for bigint/integer, a string else."""
+
+
+def _column(name: str) -> Any:
+    """A mapped column, by default the field's own name."""
+    return Field(default=name, pattern=_IDENT)
+
+
+class IdRef(_Model):
+    """Where an id the ML service sends must exist (its table and column), and the column's SQL type."""
+
+    table: str = Field(pattern=_TABLE)
+    column: str = Field(pattern=_IDENT)
+    type: IdType
+
+
+class _Mapped(_Model):
+    """The fields forecasts and alerts share, each mapped to a target column (default: its own name)."""
+
+    scheme_id: str = _column("scheme_id")
+    district: str = _column("district")
+
+
+class ForecastColumns(_Mapped):
+    """F9: the target column of each field of a forecast (default: the field's own name)."""
+
+    horizon_date: str = _column("horizon_date")
+    expected_processing_days: str = _column("expected_processing_days")
+    demand_index: str = _column("demand_index")
+    model_version: str = _column("model_version")
+    received_at: str = Field(default="received_at", pattern=_IDENT, description="set by civicsync on each write")
+
+
+class ForecastTarget(_Model):
+    """F9's target table: its key must be the columns of (scheme_id, district, horizon_date)."""
+
+    table: str = Field(default="public.scheme_forecasts", pattern=_TABLE)
+    columns: ForecastColumns = Field(default_factory=ForecastColumns)
+
+    def key(self) -> tuple[str, str, str]:
+        """The target columns of the forecast's identity (scheme_id, district, horizon_date)."""
+        return self.columns.scheme_id, self.columns.district, self.columns.horizon_date
+
+
+class AlertColumns(_Mapped):
+    """F10: the target column of each field of an alert, and of what civicsync adds."""
+
+    portal_id: str = Field(default="alert_id", pattern=_IDENT,
+                           description="the table's own generated key, answered as portal_alert_id")
+    client: str = Field(default="source", pattern=_IDENT, description="the API client that sent it")
+    alert_id: str = Field(default="source_alert_id", pattern=_IDENT,
+                          description="the client's alert_id (unique with client: a resend is not duplicated)")
+    citizen_id: str = _column("citizen_id")
+    severity: str = _column("severity")
+    alert_type: str = _column("alert_type")
+    message: str = _column("message")
+    expires_at: str = _column("expires_at")
+
+    def content(self) -> dict[str, str]:
+        """Field → column of what an alert says (what a resend must repeat exactly)."""
+        return {f: getattr(self, f) for f in ("citizen_id", "scheme_id", "district", "severity", "alert_type",
+                                              "message", "expires_at")}
+
+
+class AlertTarget(_Model):
+    """F10's target table: its key is the generated ``portal_id`` column."""
+
+    table: str = Field(default="public.citizen_alerts", pattern=_TABLE)
+    columns: AlertColumns = Field(default_factory=AlertColumns)
 
 
 class Pool(_Model):
@@ -55,20 +130,17 @@ class Api(_Model):
         default=True,
         description="GET /api/v1/status and the status page without a key (they hold no personal data); "
                     "false requires a key with admin:read")
-    forecasts_table: str = Field(default="public.scheme_forecasts", pattern=_TABLE,
-                                 description="F9 target: key (scheme_id, district, horizon_date)")
-    alerts_table: str = Field(default="public.citizen_alerts", pattern=_TABLE,
-                              description="F10 target: with source and source_alert_id columns (idempotency)")
-    citizens_table: str = Field(default="public.citizens", pattern=_TABLE,
-                                description="where a callback's citizen_id must exist")
-    schemes_table: str = Field(default="public.schemes", pattern=_TABLE,
-                               description="where a callback's scheme_id must exist")
-
+    forecasts: ForecastTarget = Field(default_factory=ForecastTarget, description="F9: where forecasts go")
+    alerts: AlertTarget = Field(default_factory=AlertTarget, description="F10: where alerts go")
+    citizen: IdRef = Field(default_factory=lambda: IdRef(table="public.citizens", column="citizen_id", type="uuid"),
+                           description="where a callback's citizen_id must exist, and its type")
+    scheme: IdRef = Field(default_factory=lambda: IdRef(table="public.schemes", column="scheme_id", type="bigint"),
+                          description="where a callback's scheme_id must exist, and its type")
 
     def privileges(self) -> dict[str, str]:
         """What the API must be allowed to do per table of its connection (for /ready and db init)."""
-        return {"civicsync.api_keys": "SELECT", self.forecasts_table: "SELECT, INSERT, UPDATE",
-                self.alerts_table: "SELECT, INSERT", self.citizens_table: "SELECT", self.schemes_table: "SELECT"}
+        return {"civicsync.api_keys": "SELECT", self.forecasts.table: "SELECT, INSERT, UPDATE",
+                self.alerts.table: "SELECT, INSERT", self.citizen.table: "SELECT", self.scheme.table: "SELECT"}
 
 
 class Scheduler(_Model):

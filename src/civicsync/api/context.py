@@ -66,7 +66,7 @@ class ApiContext:
         """The API connection's pool, opened on first use (so building the app connects nowhere)."""
         with self._pool_lock:
             if self._pool is None:
-                dsn = self.config.dsn(self.settings.connection)
+                dsn = self.config.dsn(self.settings.connection, "api")  # the API role's, where declared
                 sizes = self.settings.pool
                 self._pool = ConnectionPool(dsn, min_size=sizes.min_size, max_size=sizes.max_size,
                                             kwargs=session_kwargs(dsn, "api"), open=False, name="civicsync-api",

@@ -48,8 +48,9 @@ class LoadedConfig:
     secrets: Mapping[str, bytes] = field(repr=False)
 
     def dsn(self, connection: str, role: str = "admin") -> str:
-        """The DSN of a declared connection; ``role`` 'capture' or 'apply' picks the least-privilege
-        DSN the connection declares for that work (the main DSN when it declares none)."""
+        """The DSN of a declared connection; ``role`` ('capture', 'apply', 'batch', 'reconcile', 'api')
+        picks the least-privilege DSN the connection declares for that work (the main DSN when it
+        declares none)."""
         return self.dsns.get(f"{connection}:{role}", self.dsns[connection])
 
 
@@ -98,7 +99,9 @@ def _resolve_env(file: str, model: Config, environ: Mapping[str, str]) -> tuple[
     problems: list[ConfigProblem] = []
     dsns: dict[str, str] = {}
     for name, conn in model.connections.items():
-        for role, var in (("admin", conn.dsn_env), ("capture", conn.capture_dsn_env), ("apply", conn.apply_dsn_env)):
+        for role, var in (("admin", conn.dsn_env), ("capture", conn.capture_dsn_env), ("apply", conn.apply_dsn_env),
+                          ("batch", conn.batch_dsn_env), ("reconcile", conn.reconcile_dsn_env),
+                          ("api", conn.api_dsn_env)):
             if var is None:
                 continue
             where = f"connections.{name}.{'dsn_env' if role == 'admin' else f'{role}_dsn_env'}"

@@ -67,6 +67,12 @@ class Connection(Model):
                                         description="DSN of the capture role (CDC reads); default: dsn_env")
     apply_dsn_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$",
                                       description="DSN of the apply role (CDC writes); default: dsn_env")
+    batch_dsn_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$",
+                                      description="DSN of the batch role (batch runs); default: dsn_env")
+    reconcile_dsn_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$",
+                                          description="DSN of the reconcile role; default: dsn_env")
+    api_dsn_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$",
+                                    description="DSN of the API role (its pooled sessions); default: dsn_env")
     capture: Capture = Field(default_factory=Capture)
     connect_timeout_seconds: int = Field(
         default=10, ge=2, le=600,
@@ -555,10 +561,14 @@ class Flow(Model):
 
 
 class Roles(Model):
-    """The least-privilege roles `db init` creates and grants for CDC."""
+    """The least-privilege roles `db init` creates and grants: CDC capture and apply, batch runs,
+    reconciliation, the HTTP API (see civicsync.db.roles and civicsync.db.work_roles)."""
 
     capture: str = Field(default="civicsync_capture", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     apply: str = Field(default="civicsync_apply", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    batch: str = Field(default="civicsync_batch", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    reconcile: str = Field(default="civicsync_reconcile", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    api: str = Field(default="civicsync_api", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
 
 
 class Config(Model):

@@ -104,7 +104,7 @@ def run_batch(config: LoadedConfig, name: str, *, progress: ProgressFn | None = 
     conns = config.model.connections
     source = conns[flow.source.connection].tables[flow.source.table]
     target = conns[flow.target.connection].tables[flow.target.table]
-    target_dsn = config.dsn(flow.target.connection)
+    target_dsn = config.dsn(flow.target.connection, "batch")
     started = time.monotonic()
     run_id = _record_start(target_dsn, name)
     log.info("flow %s (%s): run %s started", name, flow.id, run_id)
@@ -190,8 +190,8 @@ def _lock_flow(conn: Conn, name: str, run_id: int | None) -> None:
 def _run_once(st: _Attempt) -> tuple[store.RunCounts, str | None]:
     flow = st.flow
     src_name, tgt_name = flow.source.connection, flow.target.connection
-    with connect(st.config.dsn(src_name), purpose=f"read:{st.name}", autocommit=True, label=src_name) as src, \
-            connect(st.config.dsn(tgt_name), purpose=f"write:{st.name}", label=tgt_name) as tgt:
+    with connect(st.config.dsn(src_name, "batch"), purpose=f"read:{st.name}", autocommit=True, label=src_name) as src, \
+            connect(st.config.dsn(tgt_name, "batch"), purpose=f"write:{st.name}", label=tgt_name) as tgt:
         with mapped_errors(f"flow {st.name}: {tgt_name} (target)"):
             # Mark our writes so CDC flows reading this database never send them back.
             setup_origin(tgt, origin_for(st.config, f"batch_{st.name}"))

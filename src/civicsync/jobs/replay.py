@@ -108,9 +108,9 @@ def replay_batch_dead_letters(config: LoadedConfig, name: str, ids: list[int] | 
     source = conns[flow.source.connection].tables[flow.source.table]
     target = conns[flow.target.connection].tables[flow.target.table]
     transform = build_transform(flow, source, config.secrets, datetime.now(UTC).isoformat())
-    with connect(config.dsn(flow.source.connection), purpose=f"replay:{name}", autocommit=True,
+    with connect(config.dsn(flow.source.connection, "batch"), purpose=f"replay:{name}", autocommit=True,
                  label=flow.source.connection) as src, \
-            connect(config.dsn(flow.target.connection), purpose=f"replay:{name}",
+            connect(config.dsn(flow.target.connection, "batch"), purpose=f"replay:{name}",
                     label=flow.target.connection) as tgt, mapped_errors(f"replaying flow {name}"):
         setup_origin(tgt, origin_for(config, f"batch_{name}"))
         letters: list[tuple[int, dict[str, Any]]] = [(int(str(i)), dict(k)) for i, k in tgt.execute(  # type: ignore[call-overload]

@@ -151,7 +151,8 @@ def reconcile_flow(config: LoadedConfig, flow: str, *, repair: bool = False, sam
                              key_columns=plan.key, sample=plan.flow.reconcile.sample if sample is None else sample)
     started = time.monotonic()
     target = plan.flow.target.connection
-    with connect(config.dsn(target), purpose=f"reconcile:{plan.name}", autocommit=True, label=target) as control:
+    with connect(config.dsn(target, "reconcile"), purpose=f"reconcile:{plan.name}", autocommit=True,
+                 label=target) as control:
         with mapped_errors(f"reconciling flow {plan.name}: {target} (target)"):
             result.run_id = store.start(control, plan.name, result.method, repair)
         try:
@@ -190,9 +191,9 @@ class _Run:
 
     def execute(self) -> None:
         flow = self.plan.flow
-        with connect(self.config.dsn(flow.source.connection), purpose=f"reconcile:{self.plan.name}",
+        with connect(self.config.dsn(flow.source.connection, "reconcile"), purpose=f"reconcile:{self.plan.name}",
                      autocommit=True, label=flow.source.connection) as src, \
-                connect(self.config.dsn(flow.target.connection), purpose=f"reconcile:{self.plan.name}",
+                connect(self.config.dsn(flow.target.connection, "reconcile"), purpose=f"reconcile:{self.plan.name}",
                         label=flow.target.connection) as tgt:
             self.src, self.tgt = src, tgt
             with mapped_errors(f"reconciling flow {self.plan.name}"):

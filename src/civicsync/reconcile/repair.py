@@ -72,9 +72,9 @@ def repair(config: LoadedConfig, plan: Plan, differences: Sequence[Difference], 
     if not todo:
         return outcome
     flow = plan.flow
-    with connect(config.dsn(flow.source.connection), purpose=f"reconcile-repair:{plan.name}", autocommit=True,
-                 label=flow.source.connection) as src, \
-            connect(config.dsn(flow.target.connection), purpose=f"reconcile-repair:{plan.name}",
+    with connect(config.dsn(flow.source.connection, "reconcile"), purpose=f"reconcile-repair:{plan.name}",
+                 autocommit=True, label=flow.source.connection) as src, \
+            connect(config.dsn(flow.target.connection, "reconcile"), purpose=f"reconcile-repair:{plan.name}",
                     label=flow.target.connection) as tgt, mapped_errors(f"repairing flow {plan.name}"):
         setup_origin(tgt, origin_for(config, f"reconcile_{plan.name}"))
         work = _Repair(config, plan, src, tgt, target_types, outcome)

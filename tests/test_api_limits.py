@@ -154,3 +154,20 @@ def test_a_stale_status_is_served_while_one_caller_rebuilds_it() -> None:
     release.set()
     rebuilder.join()
     assert cache.get("k", slow_build) == 1
+
+
+def test_a_body_that_never_arrives_is_408_and_the_connection_closed(api: RunningApi) -> None:
+    with api_with(api, limits={"request_body_seconds": 1}) as server:
+        s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        try:
+            s.sendall(b"POST /api/v1/alerts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 100\r\n\r\n{\"alert_id\": ")
+            started = time.monotonic()
+            answer = b""
+            while not answer.endswith(b"}") and time.monotonic() - started < 8:
+                answer += s.recv(65536)
+            waited = time.monotonic() - started
+        finally:
+            s.close()
+    assert answer.startswith(b"HTTP/1.1 408") and b'"request_timeout"' in answer, answer
+    assert 0.8 < waited < 5, waited

@@ -45,7 +45,8 @@ def create_app(config: LoadedConfig, state: ServiceState | None = None) -> FastA
     app.include_router(admin.router)
     app.include_router(page.router)
     add_process_collectors()
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
+                       body_seconds=settings.limits.request_body_seconds)
     app.add_middleware(RequestMetrics)  # added last: outermost, so it also counts 413s and errors
     _document_limits(app, settings.max_items, settings.status_public)
     return app

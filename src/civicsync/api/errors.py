@@ -24,8 +24,8 @@ from civicsync.errors import CivicsyncError, DatabaseUnavailableError
 log = logging.getLogger("civicsync.api")
 
 CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-         409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type", 422: "validation_failed",
-         500: "internal", 503: "unavailable"}
+         408: "request_timeout", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
+         422: "validation_failed", 500: "internal", 503: "unavailable"}
 # Union members of a body that is "one item or a batch" (see civicsync.api.models) are not fields.
 _UNION_TAGS = frozenset({"item", "batch"})
 

@@ -8,6 +8,7 @@ the caller's key, never the key or the query string.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -69,29 +70,33 @@ class RequestMetrics:
 
 
 class BodyLimit:
-    """413 for request bodies over ``max_bytes``: at once from Content-Length, or while reading a
-    chunked body (which is buffered, at most ``max_bytes``, before the app sees it)."""
+    """413 for request bodies over ``max_bytes``, at once from Content-Length or while reading a chunked
+    body; 408 for a body not received within ``body_seconds`` (a client that sends its headers and then
+    stalls). The body is buffered (at most ``max_bytes``) before the app sees it."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, body_seconds: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.body_seconds = body_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length")
-        if declared is not None:
-            if declared.isdigit() and int(declared) > self.max_bytes:
-                await self._too_large(send, int(declared))
-                return
-            await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._too_large(send, int(declared))
             return
         chunks: list[bytes] = []
         size = 0
+        deadline = time.monotonic() + self.body_seconds
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                await self._refuse(send, 408, "request_timeout", f"request body not received within "
+                                   f"{self.body_seconds:g} s", "body", "timeout")
+                return
             if message["type"] == "http.disconnect":
                 return
             chunk = message.get("body", b"")
@@ -115,12 +120,15 @@ class BodyLimit:
 
     async def _too_large(self, send: Send, declared: int | None) -> None:
         size = f"{declared} bytes" if declared is not None else "more than that"
-        body: dict[str, Any] = {"error": "payload_too_large",
-                                "message": f"request body too large: at most {self.max_bytes} bytes ({size} sent)",
-                                "fields": [{"field": "body", "message": f"at most {self.max_bytes} bytes",
-                                            "type": "too_large"}]}
+        await self._refuse(send, 413, "payload_too_large", f"request body too large: at most {self.max_bytes} bytes "
+                           f"({size} sent)", f"at most {self.max_bytes} bytes", "too_large")
+
+    @staticmethod
+    async def _refuse(send: Send, status: int, error: str, message: str, field_message: str, kind: str) -> None:
+        body: dict[str, Any] = {"error": error, "message": message,
+                                "fields": [{"field": "body", "message": field_message, "type": kind}]}
         data = json.dumps(body).encode()
-        await send({"type": "http.response.start", "status": 413,
+        await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
                                 (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": data})

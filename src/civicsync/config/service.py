@@ -109,6 +109,8 @@ class Limits(_Model):
     keep_alive_seconds: float = Field(default=5.0, gt=0, description="an idle keep-alive connection is closed after")
     request_header_seconds: float = Field(
         default=10.0, gt=0, description="a client must send its request headers within this (slow clients are cut)")
+    request_body_seconds: float = Field(
+        default=30.0, gt=0, description="a request's body must have arrived within this of its headers (else 408)")
 
 
 class Api(_Model):

@@ -70,3 +70,22 @@ def test_no_value_is_ever_cut(flow: str, n: int, width: int) -> None:
     _lines_fit(text, width)
     joined = "".join(text.split())  # a long value may be folded over lines, never cut
     assert flow in joined and f"{n:,}" in joined
+
+
+def test_flows_listing_is_whole_at_80_columns() -> None:
+    from typer.testing import CliRunner
+
+    from civicsync.cli.app import app, out
+
+    env = {"CIVICSYNC_WAREHOUSE_DSN": "dbname=w", "CIVICSYNC_CITIZEN_DSN": "dbname=c",
+           "CIVICSYNC_PSEUDONYM_KEY": "k" * 20, "CIVICSYNC_CONFIG": None}
+    saved = out.width
+    out.width = 80  # what rich picks when stdout is not a terminal
+    try:
+        result = CliRunner().invoke(app, ["flows"], env=env)
+    finally:
+        out.width = saved
+    assert result.exit_code == 0, result.output
+    _lines_fit(result.output)
+    assert "application_submissions" in result.output and "citizen:public.application_documents" in " ".join(
+        result.output.split())

@@ -123,7 +123,7 @@ def flows(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         out.print_json(data=rows)
         return
-    table = Table("id", "flow", "kind", "mode", "schedule (UTC)", "source", "target")
+    table = FitTable(["id", "flow", "kind", "mode", "schedule (UTC)", "source", "target"])
     for r in rows:
         table.add_row(r["id"], r["flow"], r["kind"], r["mode"], r["schedule"] or "-", r["source"], r["target"])
     out.print(table)
@@ -258,8 +258,8 @@ def runs(
     if as_json:
         out.print_json(json.dumps([vars(r) for r in records], default=str))
         return
-    table = Table("run", "flow", "started (UTC)", "status", "attempts", "read", "written", "rejected",
-                  "conflicts", "error")
+    table = FitTable(["run", "flow", "started (UTC)", "status", "attempts", "read", "written", "rejected",
+                      "conflicts", "error"])
     for r in records:
         table.add_row(str(r.run_id), r.flow, r.started_at.strftime("%Y-%m-%d %H:%M:%S"), r.status, str(r.attempts),
                       f"{r.rows_read:,}", f"{r.rows_written:,}", f"{r.rows_rejected:,}", f"{r.conflicts:,}",

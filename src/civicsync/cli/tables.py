@@ -25,9 +25,9 @@ class FitTable:
         self.justify_right = set(justify_right)
         self.rows: list[list[RenderableType]] = []
 
-    def add_row(self, *cells: RenderableType) -> None:
-        """Add one row (as many cells as headers; strings may hold rich markup)."""
-        self.rows.append(list(cells))
+    def add_row(self, *cells: RenderableType | None) -> None:
+        """Add one row (as many cells as headers; strings may hold rich markup; None shows empty)."""
+        self.rows.append(["" if c is None else c for c in cells])
 
     def table(self) -> Table:
         """The side-by-side form."""

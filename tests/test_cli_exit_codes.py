@@ -94,6 +94,11 @@ BAD_INPUTS: list[tuple[tuple[str, ...], str, str | None]] = [
     (("runs", "--limit", "0"), "--limit", None),
     (("batch", "run"), "Missing argument", None),
     (("no-such-command",), "No such command", None),
+    (("demo", "--citizens", "1"), "--citizens", None),
+    (("reconcile",), "Missing argument", None),
+    (("apikey", "revoke"), "Missing argument", None),
+    (("apikey", "create", "ml"), "Missing option", None),
+    (("validate", "--bogus"), "No such option", None),
 ]
 
 

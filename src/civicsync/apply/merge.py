@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 
 from civicsync.apply.conflicts import ConflictResolver
-from civicsync.apply.sqlnames import idents, table_ident
+from civicsync.apply.sqlnames import idents, table_ident, texts
 from civicsync.config.models import Flow, SetValues, TableDecl
 
 
@@ -233,11 +233,12 @@ class MergeWriter:
         compared = self._compared(updatable)
         query = sql.SQL(
             "UPDATE {table} t SET ({cols}) = ROW({vals}) FROM {stage} s WHERE {match} AND {guard}"
-            " AND ({old}) IS DISTINCT FROM ({new})").format(
+            " AND ROW({old}) IS DISTINCT FROM ROW({new})").format(
             table=self._table, cols=idents(updatable), vals=sql.SQL(", ").join(
                 self._new_value(c, "s") for c in updatable),
             stage=self._stage, match=self._key_match("t", "s"), guard=guard if guard is not None else sql.SQL("true"),
-            old=idents(compared, prefix="t"), new=sql.SQL(", ").join(self._new_value(c, "s") for c in compared))
+            old=texts(sql.Identifier("t", c) for c in compared),
+            new=texts(self._new_value(c, "s") for c in compared))
         return max(self._conn.execute(query).rowcount, 0)
 
     def _overlaps_target(self) -> bool:
@@ -264,12 +265,12 @@ class MergeWriter:
         else:
             compared = self._compared(updatable)
             query = insert + sql.SQL(
-                "ON CONFLICT ({key}) DO UPDATE SET ({cols}) = ROW({vals}) WHERE ({old}) IS DISTINCT FROM ({new})"
+                "ON CONFLICT ({key}) DO UPDATE SET ({cols}) = ROW({vals}) WHERE ROW({old}) IS DISTINCT FROM ROW({new})"
             ).format(
                 key=idents(self._key), cols=idents(updatable),
                 vals=sql.SQL(", ").join(self._new_value(c) for c in updatable),
-                old=idents(compared, prefix="t"),
-                new=sql.SQL(", ").join(self._new_value(c) for c in compared))
+                old=texts(sql.Identifier("t", c) for c in compared),
+                new=texts(self._new_value(c) for c in compared))
         cur = self._conn.execute(query)
         return max(cur.rowcount, 0)
 

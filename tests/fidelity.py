@@ -7,12 +7,51 @@ column, and tests compare every column's PostgreSQL text output, source against 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
+
 from civicsync.config import LoadedConfig
+from civicsync.localpg import LocalPostgres, free_port
 from fix_cdc import cdc_config
-from fix_db import Deployment
+from fix_db import Deployment, new_deployment
+
+# A server whose defaults shape text output differently from PostgreSQL's (issue 9 item 4).
+ODD_SETTINGS = {"DateStyle": "'SQL, DMY'", "IntervalStyle": "sql_standard", "extra_float_digits": "0",
+                "TimeZone": "'Pacific/Chatham'", "bytea_output": "escape"}
+# The tests' own comparison session: full float precision, whatever the server's defaults.
+COMPARE = ("SET extra_float_digits = 3; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = postgres;"
+           " SET TimeZone = 'UTC'; SET bytea_output = hex")
+
+
+@pytest.fixture(scope="module", name="odd_server")
+def odd_server_fixture() -> Iterator[LocalPostgres]:
+    """A second private PostgreSQL whose postgresql.conf sets :data:`ODD_SETTINGS`."""
+    base = Path(tempfile.mkdtemp(prefix="civicsync-test-oddpg-", dir=os.environ.get("CIVICSYNC_TEST_TMP")))
+    server = LocalPostgres(base, free_port(), durable=False)
+    server.init()
+    with (server.pgdata / "postgresql.conf").open("a") as fh:
+        fh.write("".join(f"{k} = {v}\n" for k, v in ODD_SETTINGS.items()))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture(params=["default", "odd"], name="any_deployment")
+def any_deployment_fixture(request: pytest.FixtureRequest, pg_server: LocalPostgres) -> Iterator[Deployment]:
+    """Fresh reference databases on the default server, then on the odd-settings one."""
+    server = pg_server if request.param == "default" else request.getfixturevalue("odd_server")
+    dep = new_deployment(server)
+    try:
+        yield dep
+    finally:
+        dep.drop()
 
 TYPES_SQL = [
     "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy')",
@@ -59,6 +98,7 @@ def texts(dep: Deployment, db: str, table: str, columns: list[str], order: str =
     """Every column's text output, in a fixed session format (the comparison's own settings)."""
     cols = ", ".join(f"{c}::text" for c in columns)
     with dep.connect(db) as conn:
+        conn.execute(COMPARE)
         return conn.execute(f"SELECT {cols} FROM {table} ORDER BY {order}").fetchall()
 
 

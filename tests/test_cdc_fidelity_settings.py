@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from civicsync.jobs.batch import run_batch
 from fidelity import any_deployment_fixture, create_pair, dead_letters, odd_server_fixture, pair_config, texts
-
-FIXTURES = (any_deployment_fixture, odd_server_fixture)  # used by name
 from fix_cdc import running, wait_for
 from fix_db import Deployment, q
+
+FIXTURES = (any_deployment_fixture, odd_server_fixture)  # used by name
 
 COLUMNS = {"id": "int PRIMARY KEY", "d": "date", "ts": "timestamp", "tz": "timestamptz", "iv": "interval",
            "f8": "float8", "f4": "real", "b": "bytea", "m": "money", "t": "timetz", "dr": "daterange",

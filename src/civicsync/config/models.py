@@ -10,6 +10,7 @@ Cross-references (a flow naming a table, a column or a secret) are checked by
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -414,11 +415,32 @@ class RouteChanges(Model):
 
     fields: list[str] = Field(min_length=1, description="target columns (mapped by this flow)")
     table: str
-    key_column: str = Field(description="request column receiving the row's key (single-column keys)")
+    key_column: str | None = Field(
+        default=None, description="request column receiving the row's key (single-column keys; or use key)")
+    key: dict[str, str] | None = Field(
+        default=None, min_length=1,
+        description="request column: target key column, one entry per target key column (composite keys)")
     field_column: str = "field"
     old_column: str = "old_value"
     new_column: str = "new_value"
     time_column: str = Field(description="request column receiving the change's version time")
+    status_column: str | None = Field(
+        default="status", description="request column telling open requests apart (null: the table has none)")
+    pending_value: str = Field(default="PENDING", description="status_column's value for an open request")
+
+    @model_validator(mode="after")
+    def _one_key_form(self) -> RouteChanges:
+        if (self.key_column is None) == (self.key is None):
+            raise ValueError("route_changes needs exactly one of key_column (a single-column key) and key "
+                             "(request column: target key column)")
+        return self
+
+    def key_mapping(self, target_key: Sequence[str]) -> dict[str, str]:
+        """Request column → target key column."""
+        if self.key is not None:
+            return dict(self.key)
+        assert self.key_column is not None
+        return {self.key_column: target_key[0]}
 
 
 class EventLog(Model):

@@ -9,6 +9,7 @@ decision sequences and batch splits, through the applier against the real target
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from itertools import pairwise
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -84,7 +85,7 @@ def test_any_batching_gives_the_sequential_result(deployment: Deployment, codes:
     applier = CdcFlowApplier(config, "decision_updates")
     events = [_event(applier, i + 1, c) for i, c in enumerate(codes)]
     edges = [0, *sorted(c for c in cuts if c < len(events)), len(events)]
-    split = [events[a:b] for a, b in zip(edges, edges[1:], strict=False)]
+    split = [events[a:b] for a, b in pairwise(edges)]
     one_by_one = _apply(dep, applier, [[e] for e in events])
     assert _apply(dep, applier, split) == one_by_one
     assert _apply(dep, applier, [events]) == one_by_one

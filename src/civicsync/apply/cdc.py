@@ -440,7 +440,7 @@ class CdcFlowApplier:
         writer = MergeWriter(conn, self.name, self.flow, self.target, self.columns)
         writer.create_stage()
         writer.stage_rows(ranked)
-        tpart = sql.SQL(", ").join(sql.Identifier("t", c) for c in top.partition_by)
+        tpart = sql.SQL(", ").join(sql.Identifier("t", c) for c in top.target_partition)
         cur = conn.execute(sql.SQL(
             "DELETE FROM {table} t WHERE ({tpart}) IN ({wanted})"
             " AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE {match})").format(

@@ -355,13 +355,23 @@ class Measure(Model):
     """An aggregate over the group."""
 
     fn: Literal["count", "count_distinct", "sum", "avg", "min", "max"]
-    column: str | None = None
+    column: str | list[str] | None = Field(
+        default=None, description="a column; count_distinct also takes a list (a composite key)")
 
     @model_validator(mode="after")
     def _column_needed(self) -> Measure:
-        if self.fn != "count" and self.column is None:
+        if self.fn != "count" and not self.column:
             raise ValueError(f"fn {self.fn} needs a column")
+        if isinstance(self.column, list) and self.fn != "count_distinct":
+            raise ValueError(f"fn {self.fn} takes one column; only count_distinct takes a list")
         return self
+
+    @property
+    def columns(self) -> list[str]:
+        """The measured columns (one, or a composite key's)."""
+        if self.column is None:
+            return []
+        return [self.column] if isinstance(self.column, str) else list(self.column)
 
 
 class Aggregate(Model):
@@ -403,10 +413,19 @@ class TopN(Model):
     """Keep the first ``n`` rows per partition (after filters), ranked by ``order_by``. Any change
     to a partition's source rows recomputes the whole partition in the target."""
 
-    partition_by: list[str] = Field(min_length=1, description="source columns, mapped to the same-named target columns")
+    partition_by: list[str] | dict[str, str] = Field(
+        min_length=1, description="source columns, mapped to the same-named target columns; or a mapping "
+        "source column: target column (the target column must be mapped from that source column)")
     order_by: list[OrderBy] = Field(min_length=1)
     n: int = Field(ge=1, le=1000)
     rank_column: str = Field(description="target column receiving 1..n")
+
+    @property
+    def target_partition(self) -> list[str]:
+        """The target columns holding the partition values, in partition_by's order."""
+        if isinstance(self.partition_by, dict):
+            return list(self.partition_by.values())
+        return list(self.partition_by)
 
 
 class RouteChanges(Model):

@@ -160,10 +160,11 @@ def _check_cdc(config: Config, where: str, flow: Flow, source: TableDecl, target
         problems.append((f"{where}.lifecycle.column", f"column {cdc.lifecycle.column!r} is not mapped by this flow"))
     if cdc.top_n is not None:
         top = cdc.top_n
-        for col in top.partition_by:
-            if col not in source.columns or col not in mapped:
-                problems.append((f"{where}.top_n.partition_by", f"column {col!r} must be a source column mapped "
-                                                                "to the same-named target column"))
+        for col, tcol in zip(top.partition_by, top.target_partition, strict=True):
+            copied = flow.columns.get(tcol)
+            if col not in source.columns or copied is None or copied.from_ != col or copied.map or copied.mask:
+                problems.append((f"{where}.top_n.partition_by", f"column {col!r} must be a source column copied "
+                                                                f"unchanged to target column {tcol!r}"))
         for i, order in enumerate(top.order_by):
             if order.column not in source.columns:
                 problems.append((f"{where}.top_n.order_by.{i}.column", f"column {order.column!r} is not declared in "
@@ -254,8 +255,8 @@ def _check_aggregate(
     for name, dim in agg.dimensions.items():
         need_column(f"{where}.dimensions.{name}.column", dim.column)
     for name, measure in agg.measures.items():
-        if measure.column is not None:
-            need_column(f"{where}.measures.{name}.column", measure.column)
+        for column in measure.columns:
+            need_column(f"{where}.measures.{name}.column", column)
     for key in target.key:
         if key not in {agg.time.target, *agg.dimensions}:
             problems.append((f"{where}", f"target key column {key!r} is neither the time bucket nor a dimension"))

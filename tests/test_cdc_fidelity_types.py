@@ -6,11 +6,13 @@ exactly the source's text output (compared column by column), and a re-run write
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from civicsync.jobs.batch import run_batch
-from fidelity import create_pair, dead_letters, pair_config, texts
-from fix_cdc import running, wait_for
+from fidelity import create_pair, dead_letters, declare_pair, pair_config, texts
+from fix_cdc import cdc_config, running, wait_for
 from fix_db import Deployment, q
 
 # Types with no btree equality operator (and containers of them): '=' does not exist for them.
@@ -69,3 +71,28 @@ def test_batch_updates_arrive_exactly_and_a_rerun_writes_nothing(fresh_deploymen
     assert run_batch(config, "FB").raise_for_error().counts.rows_written == 1
     assert _same(dep, "fid", names)
     assert run_batch(config, "FB").raise_for_error().counts.rows_written == 0  # idempotent: nothing to write
+
+
+def test_conflict_resolution_compares_types_without_equality(fresh_deployment: Deployment) -> None:
+    """The field-ownership guards (apply/conflicts.py) compare text forms too (newest_wins, batch and CDC)."""
+    dep = fresh_deployment
+    columns = {"id": "int PRIMARY KEY", "j": "json", "p": "point", "x": "xml", "v": "timestamptz"}
+    create_pair(dep, "own", columns, types=False)
+    names = list(columns)
+
+    def mutate(raw: dict[str, Any]) -> None:
+        declare_pair("own", names, ["id"])(raw)
+        for flow in ("own_stream", "own_batch"):
+            raw["flows"][flow]["conflicts"] = {"version": {"source": "v", "target": "v"}, "default": "newest_wins"}
+
+    config = cdc_config(dep, mutate)
+    q(dep, "citizen", "INSERT INTO own VALUES (1, '{\"a\": 1}', '(1,1)', '<a/>', now() - interval '1 hour')")
+    run_batch(config, "FB").raise_for_error()
+    q(dep, "citizen", "UPDATE own SET j = '{\"a\": 2}', p = '(2,2)', x = '<b/>', v = now()")
+    assert run_batch(config, "FB").raise_for_error().counts.rows_written == 1
+    assert _same(dep, "own", names)
+    assert run_batch(config, "FB").raise_for_error().counts.rows_written == 0
+    with running(config, "citizen", ["FX"]):
+        q(dep, "citizen", "UPDATE own SET j = '{\"a\": 3}', p = '(3,3)', v = now()")
+        wait_for(lambda: _same(dep, "own", names), what="the streamed update")
+    assert dead_letters(dep) == []

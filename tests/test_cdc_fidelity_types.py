@@ -9,7 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from civicsync.config import LoadedConfig
 from civicsync.jobs.batch import run_batch
 from fidelity import create_pair, dead_letters, declare_pair, pair_config, texts
 from fix_cdc import cdc_config, running, wait_for
@@ -96,3 +99,40 @@ def test_conflict_resolution_compares_types_without_equality(fresh_deployment: D
         q(dep, "citizen", "UPDATE own SET j = '{\"a\": 3}', p = '(3,3)', v = now()")
         wait_for(lambda: _same(dep, "own", names), what="the streamed update")
     assert dead_letters(dep) == []
+
+
+_REP_CONFIGS: dict[str, LoadedConfig] = {}
+REP_COLUMNS = {"id": "int PRIMARY KEY", "n": "numeric", "na": "numeric[]", "jb": "jsonb", "f": "float8"}
+
+
+@st.composite
+def _two_forms(draw: st.DrawFn) -> tuple[str, str, str, str]:
+    """A number written two ways that '=' calls equal (scale, sign of zero); returns the numeric
+    forms, then the float8 forms."""
+    value = draw(st.decimals(min_value=-10**12, max_value=10**12, allow_nan=False, places=draw(st.integers(0, 6))))
+    zeros_a, zeros_b = draw(st.integers(0, 4)), draw(st.integers(0, 4))
+    text = format(value, "f")
+    dotted = text if "." in text else text + "."
+    a, b = (dotted + "0" * zeros_a).rstrip("."), (dotted + "0" * zeros_b).rstrip(".")
+    fa, fb = draw(st.sampled_from([("0", "-0"), ("-0", "0"), (a, b), ("1e300", "1E+300")]))
+    return a, b, fa, fb
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(forms=_two_forms())
+def test_any_representation_change_reaches_the_target(deployment: Deployment,
+                                                     forms: tuple[str, str, str, str]) -> None:
+    dep = deployment
+    if dep.citizen_db not in _REP_CONFIGS:  # one table and config per module deployment
+        create_pair(dep, "rep", REP_COLUMNS, types=False)
+        _REP_CONFIGS[dep.citizen_db] = pair_config(dep, "rep", list(REP_COLUMNS), ["id"])
+    config = _REP_CONFIGS[dep.citizen_db]
+    a, b, fa, fb = forms
+    q(dep, "citizen", "DELETE FROM rep")
+    q(dep, "citizen", "INSERT INTO rep VALUES (1, %s::numeric, ARRAY[%s::numeric], %s::jsonb, %s::float8)", a, a, a, fa)
+    run_batch(config, "FB").raise_for_error()
+    q(dep, "citizen", "UPDATE rep SET n = %s::numeric, na = ARRAY[%s::numeric], jb = %s::jsonb, f = %s::float8",
+      b, b, b, fb)
+    run_batch(config, "FB").raise_for_error()
+    assert _same(dep, "rep", list(REP_COLUMNS))
+    assert run_batch(config, "FB").raise_for_error().counts.rows_written == 0

@@ -151,7 +151,8 @@ def test_transitions_across_batches_are_logged_once(fresh_deployment: Deployment
     assert events(dep, 7000003) == ["SUBMITTED", "UNDER_REVIEW", "SUBMITTED"]
 
 
-def test_identity_full_dead_letters_hold_only_the_primary_key(fresh_deployment: Deployment) -> None:
+def test_identity_full_dead_letters_hold_only_the_primary_key(fresh_deployment: Deployment,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
     dep = fresh_deployment
     portal_basics(dep)
     q(dep, "citizen", "ALTER TABLE applications REPLICA IDENTITY FULL")
@@ -170,3 +171,6 @@ def test_identity_full_dead_letters_hold_only_the_primary_key(fresh_deployment: 
                  == [(0,)], what="the delete under REPLICA IDENTITY FULL")
     keys: list[Any] = [r[0] for r in q(dep, "warehouse", "SELECT row_key FROM civicsync.dead_letters")]
     assert keys == [{"application_id": "100"}]
+    # Nor does the service log get the row: not the raw citizen id, not the form's national id.
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "dead-lettered" in logged and CIT not in logged and "234567890123" not in logged

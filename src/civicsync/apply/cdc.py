@@ -176,11 +176,14 @@ class CdcFlowApplier:
         def items() -> Iterator[_Item]:
             rel: Relation | None = None
             read: Callable[[Any], Sequence[Any]] = _reader(())
-            key = self.source.key
+            key: Sequence[str] = self.source.key
             for change, txn in changes:
                 if change.relation is not rel:
                     rel = change.relation
                     read = self._tuple_reader(rel)
+                    # A declared key column the stream lacks (renamed, dropped) is reported by the reader
+                    # as a schema mismatch; the key falls back to the identity's columns meanwhile.
+                    key = self.source.key if all(k in rel.position for k in self.source.key) else rel.key_names
                 old = old_key_of(change, key) if change.before is not None and change.op == "u" else None
                 yield (change.op, change.after, read, key_of(change, key), txn.commit_lsn, rel.qualified_name,
                        old)

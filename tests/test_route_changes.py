@@ -106,3 +106,25 @@ def test_validate_rejects_what_route_changes_cannot_do(change: dict[str, Any], e
     route = {k: v for k, v in {**ROUTE, **change}.items() if v != DROP}
     found = problems(route)
     assert any(expected in p for p in found), found
+
+
+def test_a_queue_without_a_status_column(fresh_deployment: Deployment) -> None:
+    """status_column: null — a request is open while it exists; the same edit is not queued twice."""
+    dep = fresh_deployment
+    q(dep, "citizen", f"CREATE TABLE people ({PEOPLE})")
+    q(dep, "warehouse", f"CREATE TABLE registry_people ({PEOPLE})")
+    q(dep, "warehouse", f"CREATE TABLE name_requests ({QUEUE.rsplit(', state', 1)[0]})")
+    for db, table in (("citizen", "people"), ("warehouse", "registry_people")):
+        q(dep, db, f"INSERT INTO {table} VALUES ('R1', 1, 'Rao', '900', now() - interval '1 day')")
+
+    def no_status(raw: dict[str, Any]) -> None:
+        declare(raw, {**{k: v for k, v in ROUTE.items() if k != "pending_value"}, "status_column": None})
+        raw["connections"]["warehouse"]["tables"]["public.name_requests"]["columns"].remove("state")
+
+    with running(cdc_config(dep, no_status), "citizen", ["R5"]):
+        q(dep, "citizen", "UPDATE people SET family_name = 'Rao-Menon', updated_at = now()")
+        wait_for(lambda: q(dep, "warehouse", "SELECT region, person_no, wants FROM name_requests")
+                 == [("R1", 1, "Rao-Menon")], what="the request")
+        q(dep, "citizen", "UPDATE people SET mobile = '999', updated_at = now()")
+        wait_for(lambda: q(dep, "warehouse", "SELECT mobile FROM registry_people") == [("999",)], what="the mobile")
+    assert q(dep, "warehouse", "SELECT count(*) FROM name_requests") == [(1,)]

@@ -13,8 +13,11 @@ from typing import Any
 import pytest
 
 from civicsync.jobs.batch import run_batch
+from fidelity import any_deployment_fixture, create_pair, dead_letters, odd_server_fixture, pair_config, texts
 from fix_cdc import cdc_config, running, wait_for
-from fix_db import Deployment
+from fix_db import Deployment, q
+
+FIXTURES = (any_deployment_fixture, odd_server_fixture)  # used by name
 
 COLUMNS = {
     "id": "int PRIMARY KEY",
@@ -114,3 +117,89 @@ def test_every_type_round_trips_exactly(fresh_deployment: Deployment, path: str)
     with dep.connect("warehouse") as conn:
         assert conn.execute("SELECT length(big_t), length(big_b) FROM torture_copy WHERE id = 1").fetchone() \
             == (300_000, 512_000)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Issue 9 item 5: the whole torture sequence, snapshot and streaming, on a default server and on one with odd
+# text-output defaults, under the default replica identity and REPLICA IDENTITY FULL.
+
+TORTURE = {
+    "id": "int PRIMARY KEY", "i2": "smallint", "i8": "bigint", "num": "numeric", "f4": "real", "f8": "float8",
+    "d": "date", "ts": "timestamp", "tz": "timestamptz", "t": "time", "ttz": "timetz", "iv": "interval",
+    "b": "bytea", "bits": "bit(8)", "vb": "varbit", "flag": "boolean", "ch": "char(3)", "vc": "varchar(10)",
+    "txt": "text", "j": "json", "jb": "jsonb", "x": "xml", "u": "uuid", "m": "money",
+    "ip": "inet", "cidr": "cidr", "mac": "macaddr", "mac8": "macaddr8",
+    "p": "point", "ln": "line", "ls": "lseg", "bx": "box", "pa": "path", "pg": "polygon", "c": "circle",
+    "tsv": "tsvector", "tsq": "tsquery", "arr": "int[]", "arr2": "numeric[]", "tarr": "text[]", "jarr": "json[]",
+    "r": "int4range", "dr": "daterange", "tsr": "tstzrange", "mr": "int4multirange", "nmr": "nummultirange",
+    "mood": "mood", "moods": "mood[]", "pr": "pair", "jd": "jdoc", "pi": "posint",
+    "big_t": "text", "big_b": "bytea", "big_j": "jsonb",
+}
+T_ROWS = [
+    "1, -32768, -9223372036854775808, 'NaN', '-Infinity', '-0', 'infinity', '-infinity', '4713-01-01 00:00:00+00 BC',"
+    " '24:00', '12:34:56.789+05:30', '-178000000 years', '\\x00ff', B'10101010', B'1', true, 'a', 'ünï',"
+    " E'tab\\t\\nnl \\\\ ''\"', '{\"b\": 1,  \"b\": 2}', '{\"a\": 1.50}', '<a b=\"1\">x &amp; y</a>',"
+    " 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '-92233720368547758.08', '192.168.0.1/24', '10.0.0.0/8',"
+    " '08:00:2b:01:02:03', '08:00:2b:01:02:03:04:05', '(1.5,-0)', '{1,-1,0}', '[(0,0),(1,1)]', '(1,1),(0,0)',"
+    " '[(0,0),(1,1),(2,0)]', '((0,0),(1,0),(1,1))', '<(0,0),1.5>', 'a:1A fat:2B cat', 'fat & (rat | !cat)',"
+    " '{1,NULL,3}', '{{1.50,2},{NaN,-0}}', '{\"a,b\",NULL,\"c\\\"d\",\"\"}', ARRAY['{}'::json, '[1]'], '[1,10)',"
+    " '[2024-02-29,infinity)', '(,)', '{[1,3),[5,7)}', '{}', 'ok', '{sad,happy}', ROW('{\"x\": [1]}', '(1,2)', 1.5),"
+    " '{\"d\": 1}', 7",
+    "2, 32767, 9223372036854775807, '1.5', 'NaN', '0', '0044-03-15 BC', '1999-12-31 23:59:59.999999',"
+    " '2024-02-29 12:00:00+05:30', '00:00', '00:00-12', '30 days', '\\x', B'00000000', B'', false, 'abc', '',"
+    " '', '[]', '1.0', '<r/>', '00000000-0000-0000-0000-000000000000', '0', '::1', '2001:db8::/32',"
+    " 'ff:ff:ff:ff:ff:ff', 'ff:ff:ff:ff:ff:ff:ff:ff', '(1e300,-1e-300)', '{0,1,0}', '[(1,1),(1,1)]',"
+    " '(0,0),(0,0)', '((0,0))', '((1,1))', '<(1,1),0>', '', '!a', '{}', '{1.5}', '{}', '{}', 'empty',"
+    " 'empty', '[2026-01-01 00:00:00+00,infinity)', '{}', '{[1.5,2.25]}', 'sad', '{}', ROW(NULL, NULL, NULL),"
+    " '[]', 1",
+    "3",  # every other column NULL
+]
+# An update of only the representation: '=' says equal, the text says otherwise.
+T_REPRESENTATION = ("num = 1.50, f8 = '-0', iv = '1 mon', jb = '1.00', arr2 = '{1.50}', p = '(1e300,-1e-300)',"
+                    " pr = ROW(NULL, NULL, NULL)")
+
+
+def _torture_big(dep: Deployment, ids: str) -> None:
+    q(dep, "citizen", f"UPDATE torture SET big_t = repeat('t', 300000) || id, big_b = decode(repeat('00ff', 100000),"
+                      f" 'hex'), big_j = jsonb_build_object('k', repeat('j', 300000)) WHERE id IN ({ids})")
+
+
+def _torture_same(dep: Deployment) -> bool:
+    cols = list(TORTURE)
+    return texts(dep, "citizen", "torture", cols) == texts(dep, "warehouse", "torture_copy", cols)
+
+
+@pytest.mark.parametrize("identity_full", [False, True], ids=["default_identity", "identity_full"])
+def test_torture_snapshot_and_stream(any_deployment: Deployment, identity_full: bool) -> None:
+    dep = any_deployment
+    create_pair(dep, "torture", TORTURE, identity_full=identity_full)
+    for db, table in (("citizen", "torture"), ("warehouse", "torture_copy")):
+        for col in ("big_t", "big_b", "big_j"):
+            q(dep, db, f"ALTER TABLE {table} ALTER COLUMN {col} SET STORAGE EXTERNAL")
+    for row in T_ROWS:
+        q(dep, "citizen", f"INSERT INTO torture VALUES ({row})")
+    _torture_big(dep, "1")
+    config = pair_config(dep, "torture", list(TORTURE), ["id"], cdc={"truncate": "propagate"})
+    with running(config, "citizen", ["FX"]):
+        wait_for(lambda: _torture_same(dep), what="the snapshot")
+        # Streamed inserts (with TOAST values), then every kind of update.
+        for new_id, like in ((4, 1), (5, 2), (6, 3)):
+            q(dep, "citizen", f"INSERT INTO torture SELECT {new_id}, " + ", ".join(list(TORTURE)[1:])
+              + f" FROM torture WHERE id = {like}")
+        _torture_big(dep, "4, 5")
+        wait_for(lambda: _torture_same(dep), what="the streamed inserts")
+        q(dep, "citizen", "UPDATE torture SET txt = 'small change' WHERE id = 4")                 # TOAST unchanged
+        q(dep, "citizen", f"UPDATE torture SET {T_REPRESENTATION} WHERE id = 5")                 # representation
+        q(dep, "citizen", "UPDATE torture SET id = 40 WHERE id = 4")                              # key, TOAST unsent
+        q(dep, "citizen", "UPDATE torture SET (" + ", ".join(list(TORTURE)[1:-3]) + ") = (SELECT "
+          + ", ".join(list(TORTURE)[1:-3]) + " FROM torture WHERE id = 1) WHERE id = 6")         # NULL -> value
+        q(dep, "citizen", "UPDATE torture SET " + ", ".join(f"{c} = NULL" for c in list(TORTURE)[1:-3])
+          + " WHERE id = 5")                                                                      # value -> NULL
+        wait_for(lambda: _torture_same(dep), what="the updates")
+        q(dep, "citizen", "DELETE FROM torture WHERE id IN (1, 40)")
+        wait_for(lambda: _torture_same(dep), what="the deletes")
+        q(dep, "citizen", "TRUNCATE torture")
+        q(dep, "citizen", f"INSERT INTO torture VALUES ({T_ROWS[1]})")
+        wait_for(lambda: _torture_same(dep), what="the truncate")
+    assert texts(dep, "warehouse", "torture_copy", ["id"]) == [("2",)]
+    assert dead_letters(dep) == []

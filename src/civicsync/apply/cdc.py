@@ -19,15 +19,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from operator import itemgetter
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from civicsync.apply.cdc_rules import History, lifecycle_guard, log_events, route_changes, supersedes
 from civicsync.apply.merge import MergeWriter
-from civicsync.apply.sqlnames import idents, table_ident
+from civicsync.apply.sqlnames import idents, table_ident, texts
 from civicsync.capture.pgoutput import UNCHANGED, Relation, format_lsn
 from civicsync.capture.replication import RowChange, Transaction
 from civicsync.config import LoadedConfig
@@ -35,7 +36,7 @@ from civicsync.config.models import Cdc, Flow, TableDecl
 from civicsync.config.references import template_fields
 from civicsync.db.catalog import column_types
 from civicsync.errors import RowRejectedError, SchemaMismatchError
-from civicsync.events import ChangeEvent, key_of
+from civicsync.events import ChangeEvent, key_of, old_key_of
 from civicsync.extract.source import stream_query
 from civicsync.transform.chain import build_transform
 
@@ -73,13 +74,15 @@ class _Upsert:
     row: list[Any]                     # target values; UNCHANGED where the source did not send one
     lsn: int
     source_key: dict[str, str | None]
-    history: list[tuple[list[Any], int]] = field(default_factory=list)  # every (row, lsn) seen, for event_log
+    history: History = field(default_factory=list)  # every (row, lsn) seen, for event_log
+    moved_from: Key | None = None      # the key changed: unchanged values come from the old key's target row
 
 
 @dataclass
 class _Delete:
     lsn: int
     source_key: dict[str, str | None]
+    history: History = field(default_factory=list)  # the key's transitions before it went (event_log)
 
 
 class CdcFlowApplier:
@@ -103,6 +106,7 @@ class CdcFlowApplier:
         routed = set(self.cdc.route_changes.fields) if self.cdc.route_changes else set()
         self.write_columns = [c for c in self.columns if c not in routed]
         self._ranks = self.cdc.lifecycle.ranks() if self.cdc.lifecycle else {}
+        self._logged = self.cdc.event_log is not None  # only an event log needs every transition
         self._lifecycle_idx = self.columns.index(self.cdc.lifecycle.column) if self.cdc.lifecycle else -1
         self._top_n = self.cdc.top_n is not None
         self._tuple_readers: dict[int, tuple[Relation, Callable[[Any], Sequence[Any]]]] = {}
@@ -136,16 +140,33 @@ class CdcFlowApplier:
             row.append(None)
         return row
 
-    def _rank(self, row: list[Any]) -> int:
-        assert self.cdc.lifecycle is not None
-        status = row[self._lifecycle_idx]
-        return self._ranks.get(status, 0) if isinstance(status, str) else 0
+    def _supersedes(self, old: list[Any], new: list[Any]) -> bool:
+        """May ``new`` replace ``old`` within a batch? Always, unless a lifecycle says no."""
+        lc = self.cdc.lifecycle
+        if lc is None:
+            return True
+        return supersedes(lc, self._ranks, old[self._lifecycle_idx], new[self._lifecycle_idx])
+
+    def _declared_key(self, image: dict[str, Any] | None, key: dict[str, str | None]) -> dict[str, str | None]:
+        """An event's key reduced to the source table's declared key (an event built from a REPLICA
+        IDENTITY FULL stream may carry the whole row as its key)."""
+        declared = self.source.key
+        if all(k in key for k in declared):
+            return key if len(key) == len(declared) else {k: key[k] for k in declared}
+        if image is not None and all(k in image for k in declared):
+            return {k: (v if isinstance(v := image[k], str) else None) for k in declared}
+        return key  # the replica identity's columns (the declared key is not in a key-only old row)
+
+    def _event_item(self, e: ChangeEvent, read: Callable[[Any], Sequence[Any]]) -> _Item:
+        key = self._declared_key(e.after if e.after is not None else e.before, e.key)
+        old = self._declared_key(e.before, {}) if e.op == "u" and e.before is not None else None
+        return e.op, e.after, read, key, e.source.lsn, e.table, old if old and old != key else None
 
     def net_effect(self, events: Sequence[ChangeEvent], blocked: set[str],
                    outcome: FlowOutcome) -> dict[Key, _Upsert | _Delete]:
         """Collapse the batch to one action per target key, dead-lettering what breaks a rule."""
         read = _reader(self.transform.source_columns)
-        return self._net(((e.op, e.after, read, e.key, e.source.lsn, e.table) for e in events), blocked, outcome)
+        return self._net((self._event_item(e, read) for e in events), blocked, outcome)
 
     def net_effect_of_changes(self, changes: Sequence[tuple[RowChange, Transaction]], blocked: set[str],
                               outcome: FlowOutcome) -> dict[Key, _Upsert | _Delete]:
@@ -155,11 +176,17 @@ class CdcFlowApplier:
         def items() -> Iterator[_Item]:
             rel: Relation | None = None
             read: Callable[[Any], Sequence[Any]] = _reader(())
+            key: Sequence[str] = self.source.key
             for change, txn in changes:
                 if change.relation is not rel:
                     rel = change.relation
                     read = self._tuple_reader(rel)
-                yield change.op, change.after, read, key_of(change), txn.commit_lsn, rel.qualified_name
+                    # A declared key column the stream lacks (renamed, dropped) is reported by the reader
+                    # as a schema mismatch; the key falls back to the identity's columns meanwhile.
+                    key = self.source.key if all(k in rel.position for k in self.source.key) else rel.key_names
+                old = old_key_of(change, key) if change.before is not None and change.op == "u" else None
+                yield (change.op, change.after, read, key_of(change, key), txn.commit_lsn, rel.qualified_name,
+                       old)
         return self._net(items(), blocked, outcome)
 
     def _tuple_reader(self, rel: Relation) -> Callable[[Any], Sequence[Any]]:
@@ -178,7 +205,7 @@ class CdcFlowApplier:
 
     def _net(self, items: Iterable[_Item], blocked: set[str], outcome: FlowOutcome) -> dict[Key, _Upsert | _Delete]:
         pending: dict[Key, _Upsert | _Delete] = {}
-        for op, after, read, key, lsn, table in items:
+        for op, after, read, key, lsn, table, old_key in items:
             outcome.events += 1
             skey = json.dumps(key, sort_keys=True) if blocked else ""
             if blocked and skey in blocked:
@@ -196,44 +223,83 @@ class CdcFlowApplier:
                             f"flow {self.name}: {table} has no column {exc.args[0]!r} in the change stream; "
                             "the config declares it (was the column renamed or dropped?)") from None
                     row = self._transform(raw)
-                self._collapse(row, key, lsn, table, pending, outcome)
+                self._collapse(row, key, lsn, table, pending, outcome, old_key)
             except RowRejectedError as exc:
                 blocked.add(json.dumps(key, sort_keys=True))  # later events of this key wait too
                 outcome.dead_letters.append(DeadLetter(self.name, key, op, lsn, exc.kind, str(exc)))
         return pending
 
     def _collapse(self, row: list[Any] | None, key: dict[str, str | None], lsn: int, table: str,
-                  pending: dict[Key, _Upsert | _Delete], outcome: FlowOutcome) -> None:
+                  pending: dict[Key, _Upsert | _Delete], outcome: FlowOutcome,
+                  old_key: dict[str, str | None] | None = None) -> None:
+        # A changed key moves the row (upsert flows): the old key goes, the new one is written.
+        moved_from = self._target_key_from_source_key(old_key) if old_key and self.cdc.write == "upsert" else None
         if row is None:  # a delete, or a row the filters no longer keep
             if self.cdc.deletes == "ignore":
                 outcome.skipped += 1
                 return
-            tkey = self._target_key_from_source_key(key)
-            if tkey is None:
-                raise RowRejectedError("key", f"cannot derive the target key of {table} {key}")
-            pending[tkey] = _Delete(lsn, key)
+            for source_key in (old_key, key) if moved_from is not None else (key,):
+                tkey = self._target_key_from_source_key(source_key or {})
+                if tkey is None:
+                    raise RowRejectedError("key", f"cannot derive the target key of {table} {source_key}")
+                self._remove(tkey, source_key or {}, lsn, pending)
             return
         tkey = tuple(row[i] for i in self._key_idx)
+        if moved_from is not None and moved_from != tkey:
+            self._move(row, key, lsn, tkey, moved_from, old_key or {}, pending)
+            return
         previous = pending.get(tkey)
-        logged = self.cdc.event_log is not None  # only an event log needs every transition
+        logged = self._logged
         if isinstance(previous, _Upsert):
             # Values the source did not resend (TOAST) keep what this batch already knew.
             if UNCHANGED in row:
                 row = [prev if new is UNCHANGED else new for new, prev in zip(row, previous.row, strict=True)]
             history = [*previous.history, (row, lsn)] if logged else previous.history
-            if self._ranks and self._rank(previous.row) > self._rank(row):
-                pending[tkey] = _Upsert(previous.row, previous.lsn, previous.source_key, history)
+            if not self._supersedes(previous.row, row):
+                pending[tkey] = replace(previous, history=history)
                 return
+            pending[tkey] = _Upsert(row, lsn, key, history, previous.moved_from if UNCHANGED in row else None)
+        else:  # new in this batch, or back after a delete in this batch (its history goes on)
+            history = [*(previous.history if previous else []), (row, lsn)] if logged else []
             pending[tkey] = _Upsert(row, lsn, key, history)
-        else:
-            pending[tkey] = _Upsert(row, lsn, key, [(row, lsn)] if logged else [])
+
+    def _remove(self, tkey: Key, key: dict[str, str | None], lsn: int, pending: dict[Key, _Upsert | _Delete]) -> None:
+        """The key's row goes; the transitions it went through in this batch still reach the event log."""
+        previous = pending.get(tkey)
+        history: History = [*(previous.history if previous else []), (None, lsn)] if self._logged else []
+        pending[tkey] = _Delete(lsn, key, history)
+
+    def _move(self, row: list[Any], key: dict[str, str | None], lsn: int, tkey: Key, moved_from: Key,
+              old_key: dict[str, str | None], pending: dict[Key, _Upsert | _Delete]) -> None:
+        old = pending.pop(moved_from, None)
+        if isinstance(old, _Upsert) and UNCHANGED in row:
+            row = [prev if new is UNCHANGED else new for new, prev in zip(row, old.row, strict=True)]
+        still = (old.moved_from if isinstance(old, _Upsert) and old.moved_from else moved_from)
+        previous = pending.get(tkey)
+        history = [*(previous.history if previous else []), (row, lsn)] if self._logged else []
+        # The new key before the old one's delete: isolated key by key, the row is filled first.
+        pending[tkey] = _Upsert(row, lsn, key, history, still if UNCHANGED in row else None)
+        if self.cdc.deletes == "apply":
+            old_history: History = [*(old.history if old else []), (None, lsn)] if self._logged else []
+            pending[moved_from] = _Delete(lsn, old_key, old_history)
+        elif old is not None:
+            pending[moved_from] = old
 
     # ------------------------------------------------------------------ writing
 
     def write(self, conn: Conn, pending: dict[Key, _Upsert | _Delete], outcome: FlowOutcome) -> None:
         """Write the net effect to the target (inside the caller's transaction)."""
-        deletes = [k for k, a in pending.items() if isinstance(a, _Delete)]
         upserts = [a for a in pending.values() if isinstance(a, _Upsert)]
+        moved = [u for u in upserts if u.moved_from is not None and UNCHANGED in u.row]
+        if moved:
+            upserts = [u for u in upserts if id(u) not in self._fill_moved(conn, moved, outcome)]
+        deletes = [(k, a) for k, a in pending.items() if isinstance(a, _Delete)]
+        if deletes:
+            if self.cdc.event_log is not None:
+                self._log_events(conn, [(k, d.history) for k, d in deletes])
+            # Deletes first: a moved row's old key goes before its new key is written.
+            writer = MergeWriter(conn, self.name, self.flow, self.target, self.columns)
+            outcome.deleted += writer.delete_keys([k for k, _ in deletes])
         whole = [u for u in upserts if UNCHANGED not in u.row]
         partial = [u for u in upserts if UNCHANGED in u.row]
         if whole:
@@ -245,9 +311,30 @@ class CdcFlowApplier:
             by_columns.setdefault(sent, []).append(u)
         for sent, group in by_columns.items():
             self._write_rows(conn, group, [c for c in self.write_columns if c in sent], outcome, only=sent)
-        if deletes:
-            writer = MergeWriter(conn, self.name, self.flow, self.target, self.columns)
-            outcome.deleted += writer.delete_keys(deletes)
+
+    def _fill_moved(self, conn: Conn, moved: list[_Upsert], outcome: FlowOutcome) -> set[int]:
+        """Take the unchanged (unsent) values of rows whose key changed from the old key's target row.
+        A row the target does not have waits in the dead letters (its replay re-reads the source);
+        returns the ids of those."""
+        types = self._target_types(conn)
+        waiting: set[int] = set()
+        for u in moved:
+            assert u.moved_from is not None
+            missing = [c for c, v in zip(self.columns, u.row, strict=True) if v is UNCHANGED]
+            found = conn.execute(sql.SQL("SELECT {} FROM {} t WHERE {}").format(
+                texts(sql.Identifier("t", c) for c in missing), table_ident(self.flow.target.table),
+                sql.SQL(" AND ").join(sql.SQL("t.{} = %s::{}").format(sql.Identifier(k), sql.SQL(types[k]))
+                                      for k in self.target.key)), u.moved_from).fetchone()
+            if found is None:
+                waiting.add(id(u))
+                outcome.dead_letters.append(DeadLetter(
+                    self.name, u.source_key, "u", u.lsn, "unchanged_unavailable",
+                    f"the key changed and the old row of {self.flow.target.table} is not there to give the "
+                    "values the source did not resend; will re-read the source"))
+                continue
+            values = dict(zip(missing, found, strict=True))
+            u.row = [values[c] if v is UNCHANGED else v for c, v in zip(self.columns, u.row, strict=True)]
+        return waiting
 
     def _write_rows(self, conn: Conn, rows: list[_Upsert], write_columns: list[str], outcome: FlowOutcome,
                     only: tuple[str, ...] | None = None) -> None:
@@ -259,9 +346,9 @@ class CdcFlowApplier:
         writer.create_stage()
         writer.stage_rows([*(u.row[i] for i in idx), *([format_lsn(u.lsn)] if extra else [])] for u in rows)
         if self.cdc.event_log is not None:
-            self._log_events(conn, rows)
+            self._log_events(conn, [(tuple(u.row[i] for i in self._key_idx), u.history) for u in rows])
         if self.cdc.route_changes is not None:
-            self._route_changes(conn, staged_columns, writer.stage)
+            route_changes(conn, self.flow, self.cdc.route_changes, self.target.key, staged_columns, writer.stage)
         update_only = self.cdc.write == "update_only" or only is not None
         if update_only:
             missing = writer.missing_in_target()
@@ -280,88 +367,17 @@ class CdcFlowApplier:
         outcome.conflicts += result.conflicts
 
     def _lifecycle_guard(self) -> sql.Composable | None:
-        lc = self.cdc.lifecycle
-        if lc is None:
-            return None
-        col = sql.Identifier(lc.column)
+        return lifecycle_guard(self.cdc.lifecycle) if self.cdc.lifecycle is not None else None
 
-        def rank(alias: str) -> sql.Composable:
-            cases = sql.SQL(" ").join(
-                sql.SQL("WHEN {} THEN {}").format(sql.Literal(k), sql.Literal(v)) for k, v in self._ranks.items())
-            return sql.SQL("(CASE {}.{} {} ELSE 0 END)").format(sql.Identifier(alias), col, cases)
-
-        final = sql.SQL(", ").join(sql.Literal(f) for f in lc.final) if lc.final else sql.SQL("NULL")
-        return sql.SQL("({new} > {old} AND coalesce(t.{col} NOT IN ({final}), true))").format(
-            new=rank("s"), old=rank("t"), col=col, final=final)
-
-    def _log_events(self, conn: Conn, rows: list[_Upsert]) -> None:
-        log = self.cdc.event_log
-        assert log is not None
-        # One staged transition per change of the watched value within the batch; the first one
-        # is checked against the target's current value in SQL.
-        watched = self.columns.index(log.on_change_of)
-        stage = sql.Identifier("civicsync_events")
-        cols = list(log.columns)
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(stage))
-        conn.execute(sql.SQL("CREATE TEMP TABLE {} (seq int, {} , {}) ON COMMIT DROP").format(
-            stage, sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(f"k_{k}")) for k in self.target.key),
-            sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(f"e_{c}")) for c in cols)))
-        with conn.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(stage)) as copy:
-            for u in rows:
-                last = object()
-                seq = 0
-                for row, lsn in u.history:
-                    if row[watched] == last:
-                        continue
-                    last = row[watched]
-                    seq += 1
-                    values = [format_lsn(lsn) if src == "$lsn" else row[self.columns.index(src)]
-                              for src in log.columns.values()]
-                    copy.write_row([seq, *(row[i] for i in self._key_idx), *values])
-        events_types = column_types(conn, log.table)
-        target_types = self._target_types(conn)
-        casts = sql.SQL(", ").join(
-            sql.SQL("e.{}::{}").format(sql.Identifier(f"e_{c}"), sql.SQL(events_types[c])) for c in cols)
-        match = sql.SQL(" AND ").join(
-            sql.SQL("t.{} = e.{}::{}").format(sql.Identifier(k), sql.Identifier(f"k_{k}"), sql.SQL(target_types[k]))
-            for k in self.target.key)
-        conn.execute(sql.SQL(
-            "INSERT INTO {events} ({cols}) SELECT {casts} FROM {stage} e LEFT JOIN {target} t ON {match}"
-            " WHERE e.seq > 1 OR t.{watched}::text IS DISTINCT FROM e.{ewatched} ON CONFLICT DO NOTHING").format(
-            events=table_ident(log.table), cols=sql.SQL(", ").join(sql.Identifier(c) for c in cols), casts=casts,
-            stage=stage, target=table_ident(self.flow.target.table), match=match,
-            watched=sql.Identifier(log.on_change_of),
-            ewatched=sql.Identifier(f"e_{_event_column_of(log.columns, log.on_change_of)}")))
+    def _log_events(self, conn: Conn, entries: Sequence[tuple[Sequence[Any], History]]) -> None:
+        assert self.cdc.event_log is not None
+        log_events(conn, self.flow, self.cdc.event_log, self.columns, self.target.key, entries,
+                   self._target_types(conn))
 
     def _target_types(self, conn: Conn) -> dict[str, str]:
         if self._types is None:
             self._types = column_types(conn, self.flow.target.table)
         return self._types
-
-    def _route_changes(self, conn: Conn, staged_columns: list[str], stage: sql.Identifier) -> None:
-        rc = self.cdc.route_changes
-        assert rc is not None
-        fields = [f for f in rc.fields if f in staged_columns]
-        if not fields:
-            return
-        version = self.flow.conflicts.version.target if self.flow.conflicts else None
-        when = sql.SQL("s.{}").format(sql.Identifier(version)) if version else sql.SQL("now()")
-        # Only an edit newer than the target's row is a request; an older copy is just stale.
-        newer = (sql.SQL("s.{v} > t.{v}").format(v=sql.Identifier(version)) if version else sql.SQL("true"))
-        values = sql.SQL(", ").join(
-            sql.SQL("({}, t.{}::text, s.{}::text)").format(sql.Literal(f), sql.Identifier(f), sql.Identifier(f))
-            for f in fields)
-        conn.execute(sql.SQL(
-            "INSERT INTO {req} ({kc}, {fc}, {oc}, {nc}, {tc})"
-            " SELECT s.{key}, f.field, f.old, f.new, {when} FROM {stage} s JOIN {target} t ON t.{key} = s.{key}"
-            " CROSS JOIN LATERAL (VALUES {values}) AS f(field, old, new)"
-            " WHERE f.old IS DISTINCT FROM f.new AND {newer}"
-            " AND NOT EXISTS (SELECT 1 FROM {req} r WHERE r.{kc} = s.{key}"
-            " AND r.{fc} = f.field AND r.{nc} IS NOT DISTINCT FROM f.new AND r.status = 'PENDING')").format(
-            req=table_ident(rc.table), kc=sql.Identifier(rc.key_column), fc=sql.Identifier(rc.field_column),
-            oc=sql.Identifier(rc.old_column), nc=sql.Identifier(rc.new_column), tc=sql.Identifier(rc.time_column),
-            key=sql.Identifier(self.target.key[0]), when=when, target=table_ident(self.flow.target.table),
-            values=values, newer=newer, stage=stage))
 
     def truncate_target(self, conn: Conn) -> None:
         """The source table was truncated and this flow propagates it: empty the target table."""
@@ -427,7 +443,7 @@ class CdcFlowApplier:
         writer = MergeWriter(conn, self.name, self.flow, self.target, self.columns)
         writer.create_stage()
         writer.stage_rows(ranked)
-        tpart = sql.SQL(", ").join(sql.Identifier("t", c) for c in top.partition_by)
+        tpart = sql.SQL(", ").join(sql.Identifier("t", c) for c in top.target_partition)
         cur = conn.execute(sql.SQL(
             "DELETE FROM {table} t WHERE ({tpart}) IN ({wanted})"
             " AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE {match})").format(
@@ -438,8 +454,10 @@ class CdcFlowApplier:
         outcome.written += writer.merge(None).written
 
 
-_Item = tuple[str, Any, Callable[[Any], Sequence[Any]], dict[str, str | None], int, str]
-"""(op, new image or tuple, reads the source columns out of it, source key, commit LSN, table)"""
+_Item = tuple[str, Any, Callable[[Any], Sequence[Any]], dict[str, str | None], int, str,
+              dict[str, str | None] | None]
+"""(op, new image or tuple, reads the source columns out of it, source key, commit LSN, table, the
+old source key of an update that changed it)"""
 
 
 def _reader(fields: Sequence[Any]) -> Callable[[Any], Sequence[Any]]:
@@ -459,10 +477,3 @@ def _sources_of(flow: Flow, column: str) -> set[str]:
     if spec.template is not None:
         return set(template_fields(spec.template))
     return set()
-
-
-def _event_column_of(columns: dict[str, str], target_column: str) -> str:
-    for event_col, source in columns.items():
-        if source == target_column:
-            return event_col
-    raise SchemaMismatchError(f"event_log.columns must include the watched column {target_column!r}")

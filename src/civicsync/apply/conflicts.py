@@ -83,7 +83,9 @@ class ConflictResolver:
         return sql.SQL("{} > {}").format(sql.Identifier("t", self._version), sql.Identifier("s", self._version))
 
     def _differs(self, column: str) -> sql.Composable:
-        return sql.SQL("{} IS DISTINCT FROM {}").format(sql.Identifier("t", column), sql.Identifier("s", column))
+        # Text forms: json/xml/point have no '=', and 1.5 vs 1.50 is a change to carry.
+        return sql.SQL("{}::text IS DISTINCT FROM {}::text").format(
+            sql.Identifier("t", column), sql.Identifier("s", column))
 
     def _has_base(self, column: str) -> sql.Composable:
         return sql.SQL("b.hashes IS NOT NULL")

@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 
 from civicsync.apply.conflicts import ConflictResolver
-from civicsync.apply.sqlnames import idents, table_ident
+from civicsync.apply.sqlnames import idents, table_ident, texts
 from civicsync.config.models import Flow, SetValues, TableDecl
 
 
@@ -150,16 +150,32 @@ class MergeWriter:
             if orphans:
                 failures.append(f"{orphans} rows have a {ref.column} missing from {ref.table}.{ref.ref_column}")
         if rules.max_missing_ratio is not None and self._flow.on_missing != "keep" and not self._direct:
-            total = self._scalar(sql.SQL("SELECT count(*) FROM {} t WHERE {}").format(
-                self._table, self._scope_sql(scope)))
-            missing = self._scalar(sql.SQL("SELECT count(*) FROM {} t WHERE {} AND {}").format(
-                self._table, self._missing_sql(), self._scope_sql(scope)))
-            if total and missing / total > rules.max_missing_ratio:
-                failures.append(
-                    f"{missing} of {total} target rows are no longer in the source "
-                    f"(more than {rules.max_missing_ratio:.0%} allowed)"
-                )
+            failures += self._vanishing(rules.max_missing_ratio, scope)
         return failures
+
+    def _vanishing(self, ratio: float, scope: Scope | None) -> list[str]:
+        """Refuse when more than ``ratio`` of the target rows still live would newly vanish. A row that
+        vanished in an earlier run (already in the on_missing state, e.g. CLOSED) is neither live nor
+        new: counting it again would make the limit a lifetime budget that, once spent, stops the flow
+        for good."""
+        gone = self._already_gone_sql()
+        live = self._scalar(sql.SQL("SELECT count(*) FROM {} t WHERE {} AND NOT ({} AND {})").format(
+            self._table, self._scope_sql(scope), self._missing_sql(), gone))
+        missing = self._scalar(sql.SQL("SELECT count(*) FROM {} t WHERE {} AND {} AND NOT {}").format(
+            self._table, self._missing_sql(), self._scope_sql(scope), gone))
+        if live and missing / live > ratio:
+            return [f"{missing} of {live} live target rows are no longer in the source "
+                    f"(newly vanishing in this run; more than {ratio:.0%} allowed)"]
+        return []
+
+    def _already_gone_sql(self) -> sql.Composable:
+        """Is the target row ``t`` already in the on_missing state? (Deleted rows are not there at all.)"""
+        on_missing = self._flow.on_missing
+        if not isinstance(on_missing, SetValues):
+            return sql.SQL("false")
+        return sql.SQL("ROW({}) IS NOT DISTINCT FROM ROW({})").format(
+            texts(sql.Identifier("t", c) for c in on_missing.set),
+            sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Literal(_text(v))) for v in on_missing.set.values()))
 
     def _scalar(self, query: sql.Composed) -> int:
         row = self._conn.execute(query).fetchone()
@@ -233,11 +249,12 @@ class MergeWriter:
         compared = self._compared(updatable)
         query = sql.SQL(
             "UPDATE {table} t SET ({cols}) = ROW({vals}) FROM {stage} s WHERE {match} AND {guard}"
-            " AND ({old}) IS DISTINCT FROM ({new})").format(
+            " AND ROW({old}) IS DISTINCT FROM ROW({new})").format(
             table=self._table, cols=idents(updatable), vals=sql.SQL(", ").join(
                 self._new_value(c, "s") for c in updatable),
             stage=self._stage, match=self._key_match("t", "s"), guard=guard if guard is not None else sql.SQL("true"),
-            old=idents(compared, prefix="t"), new=sql.SQL(", ").join(self._new_value(c, "s") for c in compared))
+            old=texts(sql.Identifier("t", c) for c in compared),
+            new=texts(self._new_value(c, "s") for c in compared))
         return max(self._conn.execute(query).rowcount, 0)
 
     def _overlaps_target(self) -> bool:
@@ -264,12 +281,12 @@ class MergeWriter:
         else:
             compared = self._compared(updatable)
             query = insert + sql.SQL(
-                "ON CONFLICT ({key}) DO UPDATE SET ({cols}) = ROW({vals}) WHERE ({old}) IS DISTINCT FROM ({new})"
+                "ON CONFLICT ({key}) DO UPDATE SET ({cols}) = ROW({vals}) WHERE ROW({old}) IS DISTINCT FROM ROW({new})"
             ).format(
                 key=idents(self._key), cols=idents(updatable),
                 vals=sql.SQL(", ").join(self._new_value(c) for c in updatable),
-                old=idents(compared, prefix="t"),
-                new=sql.SQL(", ").join(self._new_value(c) for c in compared))
+                old=texts(sql.Identifier("t", c) for c in compared),
+                new=texts(self._new_value(c) for c in compared))
         cur = self._conn.execute(query)
         return max(cur.rowcount, 0)
 
@@ -298,3 +315,10 @@ class MergeWriter:
             query = sql.SQL("UPDATE {} t SET ({}) = ROW({}) WHERE {} AND ({}) IS DISTINCT FROM ({})").format(
                 self._table, idents(cols), vals, where, idents(cols, prefix="t"), vals)
         return max(self._conn.execute(query).rowcount, 0)
+
+
+def _text(value: str | int | float | bool | None) -> str | None:
+    """A config constant as PostgreSQL writes it (true/false, not Python's True/False)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return None if value is None else str(value)

@@ -18,3 +18,12 @@ def idents(columns: Iterable[str], prefix: str | None = None) -> sql.Composed:
     return sql.SQL(", ").join(
         sql.Identifier(prefix, c) if prefix else sql.Identifier(c) for c in columns
     )
+
+
+def texts(columns: Iterable[sql.Composable]) -> sql.Composed:
+    """Column values as their text output, comma-separated.
+
+    Change guards compare these, never the values: not every type has an equality operator (json,
+    xml, point, ...), and ``=`` calls 1.5 and 1.50, 0 and -0, '30 days' and '1 mon' equal, while the
+    target must hold exactly the source's text."""
+    return sql.SQL(", ").join(sql.SQL("{}::text").format(c) for c in columns)

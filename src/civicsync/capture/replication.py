@@ -40,6 +40,7 @@ from civicsync.capture.pgoutput import (
     format_lsn,
 )
 from civicsync.config.models import Retry
+from civicsync.db.connect import SESSION_OPTIONS
 from civicsync.jobs.retry import backoff_delays
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ class ReplicationStream:
 
     def _connect(self) -> None:
         self._conn = psycopg2.connect(self._dsn, connection_factory=psycopg2.extras.LogicalReplicationConnection,
-                                      application_name="civicsync:capture")
+                                      application_name="civicsync:capture", options=SESSION_OPTIONS)
         self._cur = self._conn.cursor()
         self._cur.start_replication(
             slot_name=self._slot, decode=False, start_lsn=self._acked, status_interval=5,

@@ -19,13 +19,14 @@ from psycopg import sql
 
 from civicsync.capture.pgoutput import parse_lsn
 from civicsync.capture.slots import check_name
+from civicsync.db.connect import SESSION_OPTIONS
 
 
 @contextmanager
 def slot_with_snapshot(dsn: str, slot: str) -> Iterator[tuple[int, str]]:
     """Create ``slot`` and yield (consistent LSN, exported snapshot name) while the snapshot is valid."""
     conn = psycopg2.connect(dsn, connection_factory=psycopg2.extras.LogicalReplicationConnection,
-                            application_name="civicsync:snapshot")
+                            application_name="civicsync:snapshot", options=SESSION_OPTIONS)
     try:
         cur = conn.cursor()
         cur.execute(f"CREATE_REPLICATION_SLOT {check_name(slot, 'slot')} LOGICAL pgoutput EXPORT_SNAPSHOT")

@@ -10,6 +10,7 @@ Cross-references (a flow naming a table, a column or a secret) are checked by
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -363,13 +364,23 @@ class Measure(Model):
     """An aggregate over the group."""
 
     fn: Literal["count", "count_distinct", "sum", "avg", "min", "max"]
-    column: str | None = None
+    column: str | list[str] | None = Field(
+        default=None, description="a column; count_distinct also takes a list (a composite key)")
 
     @model_validator(mode="after")
     def _column_needed(self) -> Measure:
-        if self.fn != "count" and self.column is None:
+        if self.fn != "count" and not self.column:
             raise ValueError(f"fn {self.fn} needs a column")
+        if isinstance(self.column, list) and self.fn != "count_distinct":
+            raise ValueError(f"fn {self.fn} takes one column; only count_distinct takes a list")
         return self
+
+    @property
+    def columns(self) -> list[str]:
+        """The measured columns (one, or a composite key's)."""
+        if self.column is None:
+            return []
+        return [self.column] if isinstance(self.column, str) else list(self.column)
 
 
 class Aggregate(Model):
@@ -411,10 +422,19 @@ class TopN(Model):
     """Keep the first ``n`` rows per partition (after filters), ranked by ``order_by``. Any change
     to a partition's source rows recomputes the whole partition in the target."""
 
-    partition_by: list[str] = Field(min_length=1, description="source columns, mapped to the same-named target columns")
+    partition_by: list[str] | dict[str, str] = Field(
+        min_length=1, description="source columns, mapped to the same-named target columns; or a mapping "
+        "source column: target column (the target column must be mapped from that source column)")
     order_by: list[OrderBy] = Field(min_length=1)
     n: int = Field(ge=1, le=1000)
     rank_column: str = Field(description="target column receiving 1..n")
+
+    @property
+    def target_partition(self) -> list[str]:
+        """The target columns holding the partition values, in partition_by's order."""
+        if isinstance(self.partition_by, dict):
+            return list(self.partition_by.values())
+        return list(self.partition_by)
 
 
 class RouteChanges(Model):
@@ -423,11 +443,32 @@ class RouteChanges(Model):
 
     fields: list[str] = Field(min_length=1, description="target columns (mapped by this flow)")
     table: str
-    key_column: str = Field(description="request column receiving the row's key (single-column keys)")
+    key_column: str | None = Field(
+        default=None, description="request column receiving the row's key (single-column keys; or use key)")
+    key: dict[str, str] | None = Field(
+        default=None, min_length=1,
+        description="request column: target key column, one entry per target key column (composite keys)")
     field_column: str = "field"
     old_column: str = "old_value"
     new_column: str = "new_value"
     time_column: str = Field(description="request column receiving the change's version time")
+    status_column: str | None = Field(
+        default="status", description="request column telling open requests apart (null: the table has none)")
+    pending_value: str = Field(default="PENDING", description="status_column's value for an open request")
+
+    @model_validator(mode="after")
+    def _one_key_form(self) -> RouteChanges:
+        if (self.key_column is None) == (self.key is None):
+            raise ValueError("route_changes needs exactly one of key_column (a single-column key) and key "
+                             "(request column: target key column)")
+        return self
+
+    def key_mapping(self, target_key: Sequence[str]) -> dict[str, str]:
+        """Request column → target key column."""
+        if self.key is not None:
+            return dict(self.key)
+        assert self.key_column is not None
+        return {self.key_column: target_key[0]}
 
 
 class EventLog(Model):

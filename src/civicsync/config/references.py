@@ -16,6 +16,7 @@ from civicsync.config.models import (
     HmacMask,
     JsonMask,
     MaskSpec,
+    RouteChanges,
     SetValues,
     TableDecl,
 )
@@ -159,10 +160,11 @@ def _check_cdc(config: Config, where: str, flow: Flow, source: TableDecl, target
         problems.append((f"{where}.lifecycle.column", f"column {cdc.lifecycle.column!r} is not mapped by this flow"))
     if cdc.top_n is not None:
         top = cdc.top_n
-        for col in top.partition_by:
-            if col not in source.columns or col not in mapped:
-                problems.append((f"{where}.top_n.partition_by", f"column {col!r} must be a source column mapped "
-                                                                "to the same-named target column"))
+        for col, tcol in zip(top.partition_by, top.target_partition, strict=True):
+            copied = flow.columns.get(tcol)
+            if col not in source.columns or copied is None or copied.from_ != col or copied.map or copied.mask:
+                problems.append((f"{where}.top_n.partition_by", f"column {col!r} must be a source column copied "
+                                                                f"unchanged to target column {tcol!r}"))
         for i, order in enumerate(top.order_by):
             if order.column not in source.columns:
                 problems.append((f"{where}.top_n.order_by.{i}.column", f"column {order.column!r} is not declared in "
@@ -174,17 +176,7 @@ def _check_cdc(config: Config, where: str, flow: Flow, source: TableDecl, target
             problems.append((f"{where}.top_n.rank_column", f"column {top.rank_column!r} is filled by top_n; remove it "
                                                            "from columns"))
     if cdc.route_changes is not None:
-        rc = cdc.route_changes
-        for col in rc.fields:
-            if col not in mapped:
-                problems.append((f"{where}.route_changes.fields", f"column {col!r} is not mapped by this flow"))
-        table, more = _table(config, f"{where}.route_changes", flow.target.connection, rc.table)
-        problems += more
-        if table is not None:
-            for attr in ("key_column", "field_column", "old_column", "new_column", "time_column"):
-                if getattr(rc, attr) not in table.columns:
-                    problems.append((f"{where}.route_changes.{attr}",
-                                     f"column {getattr(rc, attr)!r} is not declared in {rc.table}"))
+        problems += _check_route_changes(config, f"{where}.route_changes", flow, cdc.route_changes, target)
     if cdc.event_log is not None:
         log = cdc.event_log
         table, more = _table(config, f"{where}.event_log", flow.target.connection, log.table)
@@ -198,6 +190,37 @@ def _check_cdc(config: Config, where: str, flow: Flow, source: TableDecl, target
                 problems.append((f"{where}.event_log.columns.{col}", f"column {col!r} is not declared in {log.table}"))
             if src != "$lsn" and src not in mapped:
                 problems.append((f"{where}.event_log.columns.{col}", f"{src!r} is neither a mapped column nor $lsn"))
+    return problems
+
+
+def _check_route_changes(config: Config, where: str, flow: Flow, rc: RouteChanges, target: TableDecl
+                         ) -> list[Problem]:
+    problems: list[Problem] = []
+    for col in rc.fields:
+        if col not in flow.columns:
+            problems.append((f"{where}.fields", f"column {col!r} is not mapped by this flow"))
+        elif col in target.key:
+            problems.append((f"{where}.fields", f"column {col!r} is part of the target's key; a key cannot be "
+                                                "routed to a change request"))
+    if rc.key_column is not None and len(target.key) > 1:
+        problems.append((f"{where}.key_column", f"{flow.target.table} has a composite key ({', '.join(target.key)}): "
+                                                "map every key column with key: {request column: key column}"))
+    if rc.key is not None and sorted(rc.key.values()) != sorted(target.key):
+        problems.append((f"{where}.key", f"must map each key column of {flow.target.table} "
+                                         f"({', '.join(target.key)}) exactly once"))
+    if rc.status_column is None and rc.pending_value != "PENDING":
+        problems.append((f"{where}.pending_value", "needs status_column (the column that holds it)"))
+    table, more = _table(config, where, flow.target.connection, rc.table)
+    problems += more
+    if table is None:
+        return problems
+    named = {"field_column": rc.field_column, "old_column": rc.old_column, "new_column": rc.new_column,
+             "time_column": rc.time_column, **({"key_column": rc.key_column} if rc.key_column else {}),
+             **({"status_column": rc.status_column} if rc.status_column else {}),
+             **{f"key.{c}": c for c in rc.key or {}}}
+    for attr, col in named.items():
+        if col not in table.columns:
+            problems.append((f"{where}.{attr}", f"column {col!r} is not declared in {rc.table}"))
     return problems
 
 
@@ -232,8 +255,8 @@ def _check_aggregate(
     for name, dim in agg.dimensions.items():
         need_column(f"{where}.dimensions.{name}.column", dim.column)
     for name, measure in agg.measures.items():
-        if measure.column is not None:
-            need_column(f"{where}.measures.{name}.column", measure.column)
+        for column in measure.columns:
+            need_column(f"{where}.measures.{name}.column", column)
     for key in target.key:
         if key not in {agg.time.target, *agg.dimensions}:
             problems.append((f"{where}", f"target key column {key!r} is neither the time bucket nor a dimension"))

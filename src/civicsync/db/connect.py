@@ -14,6 +14,15 @@ from civicsync.db.errors import mapped_errors
 APPLICATION_NAME = "civicsync"
 DEFAULT_CONNECT_TIMEOUT = 10
 
+# Every setting that shapes a value's text output, pinned on every session civicsync opens (apply,
+# snapshot, re-reads, and the replication connection, whose walsender formats the streamed values):
+# values travel as PostgreSQL text, so both ends must agree whatever the servers' defaults are.
+# lc_monetary 'C' exists on every server and gives money a locale-free '1234.56' on both sides.
+TEXT_SETTINGS = {"DateStyle": "ISO,YMD", "IntervalStyle": "postgres", "extra_float_digits": "3",
+                 "TimeZone": "UTC", "bytea_output": "hex", "lc_monetary": "C"}
+SESSION_OPTIONS = " ".join(f"-c {name}={value}" for name, value in TEXT_SETTINGS.items())
+"""The settings above as a libpq ``options`` value (for psycopg and psycopg2 alike)."""
+
 
 def describe(dsn: str) -> str:
     """A DSN with any password removed, for messages and logs."""
@@ -76,6 +85,5 @@ def session_kwargs(dsn: str, purpose: str) -> dict[str, Any]:
         "application_name": f"{APPLICATION_NAME}:{purpose}"[:63],
         # The config puts the connection's connect_timeout_seconds into the DSN; 10 s otherwise.
         "connect_timeout": _timeout(dsn),
-        # Values travel as PostgreSQL text; fix the session formats so both sides agree.
-        "options": "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=postgres",
+        "options": SESSION_OPTIONS,
     }

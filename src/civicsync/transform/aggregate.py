@@ -28,11 +28,14 @@ def _measure(agg: Aggregate, name: str) -> sql.Composable:
     m = agg.measures[name]
     if m.fn == "count":
         return sql.SQL("count(*)")
-    assert m.column is not None
-    col = _column(agg, m.column)
+    cols = [_column(agg, c) for c in m.columns]
+    if m.fn == "count_distinct" and len(cols) > 1:
+        # A composite key: distinct whole keys; like count(DISTINCT x), a key with a NULL part is no key.
+        return sql.SQL("count(DISTINCT ROW({})) FILTER (WHERE {})").format(
+            sql.SQL(", ").join(cols), sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(c) for c in cols))
     if m.fn == "count_distinct":
-        return sql.SQL("count(DISTINCT {})").format(col)
-    return sql.SQL("{}({})").format(sql.SQL(m.fn), col)
+        return sql.SQL("count(DISTINCT {})").format(cols[0])
+    return sql.SQL("{}({})").format(sql.SQL(m.fn), cols[0])
 
 
 def aggregate_query(flow: Flow, lower: str | None, upper: str) -> sql.Composable:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -71,24 +70,11 @@ def config_path() -> Path:
     return Path(value) if value else reference_config_path()
 
 
-class _AnyValue(Mapping[str, str]):
-    """An environment in which every variable is set: validates a config without its secrets."""
-
-    def __getitem__(self, key: str) -> str:
-        return "x" * 1024
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
-
-
 def read_model(path: Path) -> Config:
     """The config's flows, fully validated, without needing its DSNs and secrets (parse time)."""
     if not path.is_file():
         return load_config(path).model  # raises civicsync's ConfigError naming the file
-    return parse_config(yaml.safe_load(path.read_text(encoding="utf-8")), str(path), _AnyValue()).model
+    return parse_config(yaml.safe_load(path.read_text(encoding="utf-8")), str(path), resolve_env=False).model
 
 
 def batch_flows(model: Config) -> dict[str, Flow]:

@@ -196,3 +196,16 @@ def test_api_connection_must_be_declared() -> None:
     raw["service"] = {"api": {"connection": "citizens"}}
     assert problems_of(raw) == ["conf.yaml: service.api.connection: connection 'citizens' is not declared "
                                 "(declared: warehouse, citizen)"]
+
+
+def test_a_config_without_an_api_says_so_and_needs_none_of_its_tables() -> None:
+    """A department that runs no HTTP API (one connection, no callback tables) validates once it says
+    so, and `apikey create` then refuses with a clear message (exit 2) instead of a KeyError."""
+    raw = reference_raw()
+    del raw["connections"]["citizen"]
+    raw["flows"] = {}
+    raw["service"] = {"api": {"enabled": False}}
+    parse_config(raw, "conf.yaml", ENV)
+    raw["service"] = {}
+    assert problems_of(raw) == ["conf.yaml: service.api.connection: connection 'citizen' is not declared "
+                                "(declared: warehouse)"]

@@ -80,7 +80,8 @@ def config_for(dep: Deployment, columns: dict[str, Any] | None = None) -> Loaded
     for i, flt in enumerate(FILTERS if columns is None else []):
         flows[f"filter{i}"] = {"id": f"X{i}", "kind": "batch", **endpoints, "filters": [flt], "columns": {"id": "id"}}
     raw = {"version": 1, "connections": {"warehouse": {"dsn_env": "CIVICSYNC_WAREHOUSE_DSN", "tables": tables}},
-           "secrets": {"pseudonym_key": {"env": "CIVICSYNC_PSEUDONYM_KEY"}}, "flows": flows}
+           "secrets": {"pseudonym_key": {"env": "CIVICSYNC_PSEUDONYM_KEY"}}, "flows": flows,
+           "service": {"api": {"enabled": False}}}
     return parse_config(raw, "compile.yaml", {"CIVICSYNC_WAREHOUSE_DSN": dep.warehouse_dsn,
                                               "CIVICSYNC_PSEUDONYM_KEY": PSEUDONYM_KEY})
 

@@ -92,7 +92,10 @@ def _check_new(name: str, client: str, scopes: list[str]) -> None:
 
 
 def _api_dsn(config: LoadedConfig) -> tuple[str, str]:
-    name = config.model.service.api.connection
+    api = config.model.service.api
+    if not api.enabled:
+        raise ApiKeyError("this config has no HTTP API (service.api.enabled: false): API keys have nowhere to live")
+    name = api.connection
     return config.dsn(name), name
 
 

@@ -37,7 +37,7 @@ def run(config: ConfigOpt = None, verbose: VerboseOpt = False, flows: FlowsOpt =
             flow_name(loaded, flow)  # an unknown flow is bad input (exit 2), not a service with nothing to do
         service = Service(loaded, ServiceOptions(host=host, port=port, flows=flows, api=not no_api,
                                                         workers=not no_workers, scheduler=not no_scheduler))
-        if not (service.supervisor or service.scheduler or not no_api):
+        if not (service.supervisor or service.scheduler or service.serves_api):
             _fail("nothing to run", 2)
         service.start()
         parts = []

@@ -116,6 +116,10 @@ class Limits(_Model):
 class Api(_Model):
     """The HTTP API: callbacks from the ML service, status, admin endpoints, /metrics."""
 
+    enabled: bool = Field(
+        default=True,
+        description="serve the HTTP API in `civicsync run`; false: a config that has no API (its connection and "
+                    "callback tables need not be declared, and `apikey` commands refuse)")
     host: str = "127.0.0.1"
     port: int = Field(default=8787, ge=0, le=65535)
     connection: str = Field(default="citizen",

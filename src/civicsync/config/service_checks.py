@@ -20,6 +20,8 @@ def check_service(config: Config) -> list[Problem]:
     """Every problem of ``config.service`` that needs the rest of the config to see."""
     api = config.service.api
     where = "service.api"
+    if not api.enabled:
+        return []
     connection = config.connections.get(api.connection)
     if connection is None:
         return [(f"{where}.connection", f"connection {api.connection!r} is not declared "

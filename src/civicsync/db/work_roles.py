@@ -84,6 +84,8 @@ def work_needs(config: LoadedConfig) -> dict[tuple[str, str], Needs]:
         if flow.batches and flow.incremental is not None and flow.incremental.guard == "in_flight_transactions":
             at(roles.batch, src).read_all_stats = True
     api = config.model.service.api
+    if not api.enabled:
+        return needs
     for table, privileges in api.privileges().items():
         at(roles.api, api.connection).grant(table, privileges)
     at(roles.api, api.connection).sequences_of.append(api.alerts.table)

@@ -68,9 +68,14 @@ class Service:
             return None
         return f"http://{self.options.host or self.settings.api.host}:{self.api.port}"
 
+    @property
+    def serves_api(self) -> bool:
+        """Will :meth:`start` serve the HTTP API (asked for, and the config has one)?"""
+        return self.options.api and self.settings.api.enabled
+
     def start(self) -> None:
         """Start the API, the workers, the scheduler and the sampler."""
-        if self.options.api:
+        if self.serves_api:
             from civicsync.api.app import create_app
             from civicsync.api.server import ApiServer
 

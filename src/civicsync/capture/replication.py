@@ -40,6 +40,7 @@ from civicsync.capture.pgoutput import (
     format_lsn,
 )
 from civicsync.config.models import Retry
+from civicsync.db.errors import describe
 from civicsync.jobs.retry import backoff_delays
 
 log = logging.getLogger(__name__)
@@ -179,7 +180,7 @@ class ReplicationStream:
                 if attempt == len(delays):
                     raise
                 log.warning("replication slot %s: cannot connect (%s); retrying in %.1fs", self._slot,
-                            str(exc).strip(), delays[attempt])
+                            describe(exc), delays[attempt])
                 time.sleep(delays[attempt])
 
     def _drop_connection(self) -> None:
@@ -205,7 +206,7 @@ class ReplicationStream:
                 txn = self._assembler.feed(msg.payload)
             except (psycopg2.OperationalError, psycopg2.InterfaceError, psycopg2.DatabaseError) as exc:
                 log.warning("replication slot %s: connection lost (%s); reconnecting", self._slot,
-                            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+                            describe(exc))
                 self._drop_connection()
                 continue
             if txn is not None and txn.end_lsn > self._acked:
@@ -225,7 +226,7 @@ class ReplicationStream:
                 self._cur.send_feedback(write_lsn=lsn, flush_lsn=lsn, apply_lsn=lsn, force=True)
             except psycopg2.Error as exc:
                 # The next connection starts from this position anyway.
-                log.warning("replication slot %s: acknowledgement not sent (%s)", self._slot, exc)
+                log.warning("replication slot %s: acknowledgement not sent (%s)", self._slot, describe(exc))
                 self._drop_connection()
 
     def suspend(self) -> None:

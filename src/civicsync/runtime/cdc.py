@@ -44,7 +44,7 @@ from civicsync.config.models import Retry, publication_name, slot_name
 from civicsync.control import store
 from civicsync.db.catalog import replica_identity
 from civicsync.db.connect import connect
-from civicsync.db.errors import classify
+from civicsync.db.errors import classify, describe
 from civicsync.db.origin import origin_for, setup_origin
 from civicsync.db.roles import MissingGrantError, cdc_tables, check_apply, check_capture
 from civicsync.errors import CivicsyncError, FatalError, TransientError
@@ -288,7 +288,7 @@ class CdcWorker:
         try:
             emit_heartbeat(self.source_reader())
         except psycopg.Error as exc:
-            log.warning("slot %s: heartbeat not written (%s)", self.slot, exc)
+            log.warning("slot %s: heartbeat not written (%s)", self.slot, describe(exc))
             self._src = None
 
     # ------------------------------------------------------------------ applying a batch

@@ -20,6 +20,7 @@ from civicsync.apply.cdc import CdcFlowApplier, FlowOutcome
 from civicsync.apply.sqlnames import table_ident
 from civicsync.config.models import Retry
 from civicsync.db.catalog import column_types
+from civicsync.db.errors import describe
 from civicsync.errors import CivicsyncError, RowRejectedError
 from civicsync.events import ChangeEvent, Image, SourceInfo
 from civicsync.extract.source import stream_query
@@ -71,10 +72,8 @@ def replay_due(worker: CdcWorker, *, due_only: bool = True, ids: list[int] | Non
 
 
 def _message(exc: Exception) -> str:
-    if isinstance(exc, psycopg.Error):
-        # Only the primary message: details can quote row values (personal data).
-        return f"{exc.diag.message_primary or type(exc).__name__} (SQLSTATE {exc.sqlstate})"
-    return str(exc)
+    # Never the driver's text: it and its detail quote row values (personal data).
+    return describe(exc) if isinstance(exc, psycopg.Error) else str(exc)
 
 
 def _reapply(worker: CdcWorker, applier: CdcFlowApplier, key: dict[str, Any]) -> None:

@@ -13,9 +13,12 @@ import threading
 import time
 from datetime import UTC, datetime
 
+import psycopg
+
 from civicsync import metrics
 from civicsync.config import LoadedConfig
 from civicsync.config.service import Supervisor as SupervisorSettings
+from civicsync.db.errors import describe
 from civicsync.runtime.cdc import CdcWorker
 from civicsync.runtime.state import ServiceState, WorkerState
 from civicsync.status import cdc_sources
@@ -123,7 +126,7 @@ class Supervisor:
             worker.run()
         except Exception as exc:  # any crash: the supervisor's job is to restart it
             log.debug("CDC worker %s crashed", source, exc_info=True)
-            return f"{type(exc).__name__}: {exc}"
+            return f"{type(exc).__name__}: {describe(exc) if isinstance(exc, psycopg.Error) else exc}"
         finally:
             done.set()
             self._set_up(source, False)

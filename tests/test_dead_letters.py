@@ -1,0 +1,101 @@
+"""Dead letters and logs: no value from an error text, any key length, retries that destroy nothing,
+replay that reports failure (issue 9 items 11-13, 16, 17)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from civicsync.db.errors import classify, describe
+from civicsync.localpg import LocalPostgres
+from fix_cdc import cdc_config, running, wait_for
+from fix_db import Deployment, q
+from test_cdc_runtime import add_documents, make_applications
+
+MARK = "Zq7"  # every planted value carries it: it must never show up in a stored or logged error
+
+
+@pytest.fixture(scope="module")
+def scratch(pg_server: LocalPostgres) -> Iterator[psycopg.Connection[Any]]:
+    """A session with tables whose constraints and types the planted values break."""
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS errs; DROP TYPE IF EXISTS errs_mood")
+        conn.execute("CREATE TYPE errs_mood AS ENUM ('calm')")
+        conn.execute("CREATE TABLE errs (id int PRIMARY KEY, u text UNIQUE, c text CHECK (c = 'ok'), d date,"
+                     " n int, m errs_mood, v varchar(3), j jsonb, nn text NOT NULL DEFAULT 'x')")
+        conn.execute("INSERT INTO errs (id, u) VALUES (0, %s)", (f"{MARK}taken",))
+        yield conn
+        conn.execute("DROP TABLE errs; DROP TYPE errs_mood")
+
+
+STATEMENTS = {
+    "date": "INSERT INTO errs (id, d) VALUES (1, %s::text::date)",
+    "int": "INSERT INTO errs (id, n) VALUES (1, %s::text::int)",
+    "enum": "INSERT INTO errs (id, m) VALUES (1, %s::text::errs_mood)",
+    "check": "INSERT INTO errs (id, c) VALUES (1, %s)",
+    "json": "INSERT INTO errs (id, j) VALUES (1, %s::text::jsonb)",
+    "varchar": "INSERT INTO errs (id, v) VALUES (1, %s)",
+    "notnull": "INSERT INTO errs (id, nn, c) VALUES (1, NULL, 'ok' || %s)",
+    "bytes": "INSERT INTO errs (id, c) VALUES (1, convert_from(convert_to(%s, 'UTF8') || '\\xc328'::bytea, 'UTF8'))",
+}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from(sorted(STATEMENTS)),
+       tail=st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=30))
+def test_a_real_server_error_is_described_without_its_value(scratch: psycopg.Connection[Any], kind: str,
+                                                           tail: str) -> None:
+    value = f'{MARK}{tail}"({MARK})=({MARK})'
+    with pytest.raises(psycopg.Error) as caught:
+        scratch.execute(STATEMENTS[kind], (value,))
+    assert MARK in str(caught.value) or kind in ("notnull", "varchar", "bytes")  # the server did quote it
+    text = describe(caught.value)
+    assert MARK not in text and MARK not in str(classify(caught.value, "writing"))
+    assert f"SQLSTATE {caught.value.sqlstate}" in text
+    if kind == "check":
+        assert "constraint errs_c_check" in text and "table errs" in text
+
+
+def test_a_unique_violation_names_the_constraint_not_the_key(scratch: psycopg.Connection[Any]) -> None:
+    with pytest.raises(psycopg.errors.UniqueViolation) as caught:
+        scratch.execute("INSERT INTO errs (id, u) VALUES (2, %s)", (f"{MARK}taken",))
+    assert f"({MARK}taken)" in str(caught.value)  # the detail quotes the key
+    text = describe(caught.value)
+    assert MARK not in text and "constraint errs_u_key" in text and "SQLSTATE 23505" in text
+
+
+def test_names_in_a_schema_error_are_kept(scratch: psycopg.Connection[Any]) -> None:
+    with pytest.raises(psycopg.Error) as caught:
+        scratch.execute("SELECT no_such_column FROM errs")
+    assert 'column "no_such_column" does not exist' in describe(caught.value)
+
+
+def test_dead_letters_and_the_log_hold_no_value_of_a_type_or_constraint_error(
+        fresh_deployment: Deployment, caplog: pytest.LogCaptureFixture) -> None:
+    """Item 12: a streamed value the target's type refuses, and a row its CHECK refuses (whose detail
+    quotes the whole failing row): stored error and log keep SQLSTATE, constraint and column only."""
+    dep = fresh_deployment
+    make_applications(dep, 1)
+    q(dep, "warehouse", "ALTER TABLE application_documents ALTER COLUMN mime_type TYPE date USING NULL")
+    q(dep, "warehouse", "ALTER TABLE application_documents ADD CONSTRAINT small CHECK (size_bytes < 1000)")
+    config = cdc_config(dep)
+    caplog.set_level(logging.DEBUG)
+    with running(config, "citizen", ["F7"]):
+        add_documents(dep, range(1, 2))
+        q(dep, "citizen", "UPDATE application_documents SET mime_type = %s WHERE document_id = 1", f"{MARK}/pdf")
+        add_documents(dep, range(2, 3), size=7_654_321)
+        q(dep, "citizen", "UPDATE application_documents SET sha256 = %s WHERE document_id = 2", f"{MARK}sha")
+        rows = wait_for(lambda: (r := q(dep, "warehouse", "SELECT row_key->>'document_id', error_kind, error"
+                                                        " FROM civicsync.dead_letters ORDER BY 1")) and len(r) == 2
+                        and r, what="two dead letters")
+    (_, kind1, error1), (_, kind2, error2) = rows
+    assert kind1 == "sqlstate_22007" and "type date" in error1 and MARK not in error1
+    assert kind2 == "sqlstate_23514" and "constraint small" in error2
+    for text in (error1, error2, caplog.text):
+        assert MARK not in text and "7654321" not in text and "f.pdf" not in text

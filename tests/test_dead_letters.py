@@ -4,6 +4,7 @@ replay that reports failure (issue 9 items 11-13, 16, 17)."""
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -99,3 +100,43 @@ def test_dead_letters_and_the_log_hold_no_value_of_a_type_or_constraint_error(
     assert kind2 == "sqlstate_23514" and "constraint small" in error2
     for text in (error1, error2, caplog.text):
         assert MARK not in text and "7654321" not in text and "f.pdf" not in text
+
+
+# --------------------------------------------------------------------------- item 13: long keys
+
+
+def notes_flow(dep: Deployment, raw: dict[str, Any], *, cdc: dict[str, Any] | None = None) -> None:
+    """A CDC flow citizen public.notes → warehouse public.notes with a text primary key."""
+    for conn in ("citizen", "warehouse"):
+        raw["connections"][conn]["tables"]["public.notes"] = {"key": ["code"], "columns": ["code", "body"]}
+    raw["flows"]["notes"] = {"id": "F90", "kind": "cdc", "source": {"connection": "citizen", "table": "public.notes"},
+                             "target": {"connection": "warehouse", "table": "public.notes"},
+                             "columns": {"code": "code", "body": "body"}, "cdc": cdc or {}}
+
+
+def make_notes(dep: Deployment) -> None:
+    # A btree entry holds ~2.7 kB: the source keeps long keys unique through a hash; the target's
+    # plain primary key refuses them (program_limit_exceeded), so a long key is dead-lettered.
+    q(dep, "citizen", "CREATE TABLE public.notes (code text NOT NULL, body text)")
+    q(dep, "citizen", "CREATE UNIQUE INDEX notes_code ON public.notes (md5(code))")
+    q(dep, "citizen", "ALTER TABLE public.notes REPLICA IDENTITY FULL")
+    q(dep, "warehouse", "CREATE TABLE public.notes (code text PRIMARY KEY, body text)")
+
+
+def test_a_long_key_is_dead_lettered_and_the_worker_goes_on(fresh_deployment: Deployment) -> None:
+    """Item 13: a 3.2 kB key that fails goes to the dead letters and is retried there; the worker
+    keeps streaming."""
+    dep = fresh_deployment
+    make_notes(dep)
+    config = cdc_config(dep, lambda raw: notes_flow(dep, raw))
+    long_key = secrets.token_hex(1600)  # incompressible: TOAST compression would shrink a repeated one
+    with running(config, "citizen", ["notes"]) as handle:
+        q(dep, "citizen", "INSERT INTO notes VALUES (%s, 'a')", long_key)
+        wait_for(lambda: q(dep, "warehouse", "SELECT length(row_key->>'code') FROM civicsync.dead_letters")
+                 == [(3200,)], what="the long key's dead letter")
+        q(dep, "citizen", "INSERT INTO notes VALUES ('short', 'ok')")
+        wait_for(lambda: q(dep, "warehouse", "SELECT code FROM notes") == [("short",)], what="later rows")
+        wait_for(lambda: q(dep, "warehouse", "SELECT count(*), max(attempts) > 1, min(status)"
+                                             " FROM civicsync.dead_letters") == [(1, True, "pending")],
+                 what="a retry of the same entry")
+        assert handle.error is None and handle.thread.is_alive()

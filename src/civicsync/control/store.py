@@ -14,6 +14,9 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+# The unique index of civicsync.dead_letters (a hash of the key: a key of any length fits).
+ON_KEY = "ON CONFLICT (flow, sha256(jsonb_send(row_key)))"
+
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 
@@ -70,7 +73,7 @@ def add_dead_letters(conn: Conn, flow: str, rejects: list[tuple[dict[str, Any], 
     with conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO civicsync.dead_letters (flow, row_key, error_kind, error) VALUES (%s, %s, %s, %s)"
-            " ON CONFLICT (flow, row_key) DO UPDATE SET error_kind = excluded.error_kind, error = excluded.error,"
+            f" {ON_KEY} DO UPDATE SET error_kind = excluded.error_kind, error = excluded.error,"
             " attempts = civicsync.dead_letters.attempts + 1, last_seen = clock_timestamp(), status = 'pending'",
             [(flow, Jsonb(key), kind, error) for key, kind, error in rejects],
         )
@@ -131,7 +134,7 @@ def add_cdc_dead_letters(conn: Conn, letters: list[tuple[str, dict[str, Any], st
         cur.executemany(
             "INSERT INTO civicsync.dead_letters (flow, row_key, op, lsn, error_kind, error, next_attempt_at)"
             " VALUES (%s, %s, %s, %s, %s, %s, clock_timestamp() + make_interval(secs => %s))"
-            " ON CONFLICT (flow, row_key) DO UPDATE SET op = excluded.op,"
+            f" {ON_KEY} DO UPDATE SET op = excluded.op,"
             " lsn = CASE WHEN civicsync.dead_letters.status = 'pending' THEN civicsync.dead_letters.lsn"
             " ELSE excluded.lsn END,"
             " error_kind = CASE WHEN excluded.error_kind = 'blocked' AND civicsync.dead_letters.status = 'pending'"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +16,8 @@ from hypothesis import strategies as st
 
 from civicsync.db.errors import classify, describe
 from civicsync.localpg import LocalPostgres
-from fix_cdc import cdc_config, running, wait_for
+from civicsync.runtime.cdc import CdcWorker
+from fix_cdc import RunningWorker, cdc_config, running, wait_for
 from fix_db import Deployment, q
 from test_cdc_runtime import add_documents, make_applications
 
@@ -140,3 +142,80 @@ def test_a_long_key_is_dead_lettered_and_the_worker_goes_on(fresh_deployment: De
                                              " FROM civicsync.dead_letters") == [(1, True, "pending")],
                  what="a retry of the same entry")
         assert handle.error is None and handle.thread.is_alive()
+
+
+# --------------------------------------------------------------------------- item 16: timeouts are transient
+
+
+def documents_applied(dep: Deployment, n: int) -> None:
+    """Add documents 1..n at the source and wait until the worker has applied them."""
+    add_documents(dep, range(1, n + 1))
+    wait_for(lambda: q(dep, "warehouse", "SELECT count(*) FROM application_documents") == [(n,)],
+             what="the documents")
+
+
+@pytest.mark.parametrize("setting", ["lock_timeout", "statement_timeout"])
+def test_a_lock_or_statement_timeout_is_retried_never_dead_lettered(
+        fresh_deployment: Deployment, setting: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A real lock held on a target row makes the apply session time out (55P03 or 57014) while
+    another key of the same source transaction breaks a constraint: the broken key is dead-lettered,
+    the locked one is retried until the lock goes and then lands; the worker never stops."""
+    dep = fresh_deployment
+    make_applications(dep, 1)
+    q(dep, "warehouse", "ALTER TABLE application_documents ADD CONSTRAINT small CHECK (size_bytes < 1000)")
+    q(dep, "warehouse", f"ALTER DATABASE {dep.warehouse_db} SET {setting} = '150ms'")
+    config = cdc_config(dep)
+    caplog.set_level(logging.INFO)
+    with running(config, "citizen", ["F7"]) as handle:
+        documents_applied(dep, 2)
+        with dep.connect("warehouse") as holder:
+            holder.execute("BEGIN")
+            holder.execute("SELECT 1 FROM application_documents WHERE document_id = 2 FOR UPDATE")
+            with dep.connect("citizen") as conn, conn.transaction():
+                conn.execute("UPDATE application_documents SET size_bytes = 5000 WHERE document_id = 1")
+                conn.execute("UPDATE application_documents SET mime_type = 'x/y' WHERE document_id = 2")
+            code = "55P03" if setting == "lock_timeout" else "57014"
+            wait_for(lambda: caplog.text.count(f"SQLSTATE {code})); retrying") >= 3, what="timeouts retried")
+            assert handle.thread.is_alive() and handle.error is None
+            assert q(dep, "warehouse", "SELECT count(*) FROM civicsync.dead_letters"
+                                       " WHERE row_key->>'document_id' = '2'") == [(0,)]
+            holder.execute("COMMIT")
+        wait_for(lambda: q(dep, "warehouse", "SELECT mime_type FROM application_documents WHERE document_id = 2")
+                 == [("x/y",)], what="the locked key to land once the lock is gone")
+        wait_for(lambda: q(dep, "warehouse", "SELECT row_key->>'document_id' FROM civicsync.dead_letters")
+                 == [("1",)], what="only the broken key in the dead letters")
+
+
+def test_a_stop_during_a_target_outage_ends_without_waiting_out_the_backoff(fresh_deployment: Deployment,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """Item 17: the worker retrying a target it cannot write (a lock held for good, lock_timeout
+    set) is in a long backoff sleep when asked to stop: it stops at once, committing nothing half-way,
+    and the change arrives after the next start."""
+    dep = fresh_deployment
+    make_applications(dep, 1)
+    q(dep, "warehouse", f"ALTER DATABASE {dep.warehouse_db} SET lock_timeout = '100ms'")
+    config = cdc_config(dep)
+    caplog.set_level(logging.INFO)
+    worker = CdcWorker(config, "citizen", ["F7"])
+    worker.prepare()
+    handle = RunningWorker(worker).start()
+    try:
+        documents_applied(dep, 1)
+        with dep.connect("warehouse") as holder:
+            holder.execute("BEGIN")
+            holder.execute("LOCK TABLE application_documents IN ACCESS EXCLUSIVE MODE")
+            q(dep, "citizen", "UPDATE application_documents SET mime_type = 'x/y'")
+            wait_for(lambda: "retrying in 6.4s" in caplog.text, timeout=30, what="a long backoff")
+            started = time.monotonic()
+            handle.worker.stop_event.set()
+            handle.thread.join(10)
+            took = time.monotonic() - started
+            holder.execute("ROLLBACK")
+        assert not handle.thread.is_alive() and handle.error is None
+        assert took < 2.0, f"the stop took {took:.1f}s"  # not the 6.4 s backoff
+        with running(config, "citizen", ["F7"]):
+            wait_for(lambda: q(dep, "warehouse", "SELECT mime_type FROM application_documents") == [("x/y",)],
+                     what="the change after the next start")
+    finally:
+        handle.worker.stop_event.set()
+        handle.thread.join(10)

@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 HEARTBEAT_PREFIX = "civicsync.heartbeat"
 
 
+class Stopped(Exception):
+    """The stop event was set while waiting to retry: the caller ends without more work."""
+
+
 class RowChange(NamedTuple):
     """One row change inside a source transaction, values in the relation's column order.
 
@@ -136,12 +140,13 @@ class ReplicationStream:
     """Whole committed transactions from one slot, reconnecting when the connection breaks."""
 
     def __init__(self, dsn: str, *, slot: str, publication: str, start_lsn: int = 0,
-                 reconnect: Retry | None = None) -> None:
+                 reconnect: Retry | None = None, stop: threading.Event | None = None) -> None:
         self._dsn = dsn
         self._slot = slot
         self._publication = publication
         self._acked = start_lsn
         self._reconnect = reconnect or Retry(attempts=100, initial_delay=0.2, max_delay=5.0)
+        self._stop = stop or threading.Event()  # wakes the reconnect backoff: a stop never waits it out
         self._conn: Any = None
         self._cur: Any = None
         self._assembler = _Assembler()
@@ -181,7 +186,8 @@ class ReplicationStream:
                     raise
                 log.warning("replication slot %s: cannot connect (%s); retrying in %.1fs", self._slot,
                             describe(exc), delays[attempt])
-                time.sleep(delays[attempt])
+                if self._stop.wait(delays[attempt]):
+                    raise Stopped(f"replication slot {self._slot}: stopped while reconnecting") from None
 
     def _drop_connection(self) -> None:
         if self._conn is not None:

@@ -34,6 +34,7 @@ from civicsync.capture.replication import (
     PrefetchingStream,
     ReplicationStream,
     RowChange,
+    Stopped,
     Transaction,
     emit_heartbeat,
 )
@@ -233,6 +234,10 @@ class CdcWorker:
         """Stream until the stop event is set; then flush, commit and acknowledge what was read."""
         try:
             self.prepare()
+        except Stopped as stopped:
+            log.info("%s before streaming began", stopped)
+            self.close()
+            return
         except BaseException:
             self.close()  # a failed start must not leave sessions (and their replication origin) open
             raise
@@ -240,29 +245,34 @@ class CdcWorker:
         # Read and decoded on a thread of its own, so the next batch is captured while this one commits.
         stream = PrefetchingStream(
             ReplicationStream(self.config.dsn(self.source, "capture"), slot=self.slot, publication=self.publication,
-                              start_lsn=self.stats.position),
+                              start_lsn=self.stats.position, stop=self.stop_event),
             max_changes=2 * self.capture.batch_max_changes)
         self._stream = stream
-        next_beat = time.monotonic() + self.capture.heartbeat_seconds
-        next_dlq = time.monotonic() + 1.0
         try:
-            while not self.stop_event.is_set():
-                batch = self._collect(stream)
-                if batch:
-                    self.stats.waiting_since = batch[0].commit_time
-                    self._apply_batch(batch, stream)
-                    self.stats.waiting_since = None
-                    stream.acknowledge(self.stats.position)
-                now = time.monotonic()
-                if now >= next_beat:
-                    self._heartbeat()
-                    next_beat = now + self.capture.heartbeat_seconds
-                if now >= next_dlq:
-                    self.retry_dead_letters()
-                    next_dlq = now + 1.0
+            self._stream_until_stopped(stream)
+        except Stopped as stopped:
+            log.info("%s; what it held unapplied is received again after the next start", stopped)
         finally:
             stream.close()
             self.close()
+
+    def _stream_until_stopped(self, stream: Stream) -> None:
+        next_beat = time.monotonic() + self.capture.heartbeat_seconds
+        next_dlq = time.monotonic() + 1.0
+        while not self.stop_event.is_set():
+            batch = self._collect(stream)
+            if batch:
+                self.stats.waiting_since = batch[0].commit_time
+                self._apply_batch(batch, stream)
+                self.stats.waiting_since = None
+                stream.acknowledge(self.stats.position)
+            now = time.monotonic()
+            if now >= next_beat:
+                self._heartbeat()
+                next_beat = now + self.capture.heartbeat_seconds
+            if now >= next_dlq:
+                self.retry_dead_letters()
+                next_dlq = now + 1.0
 
     def _collect(self, stream: Stream) -> list[Transaction]:
         """Whole transactions for one batch: whatever the stream already holds (up to
@@ -335,13 +345,17 @@ class CdcWorker:
 
     def _commit_with_retries(self, work: dict[str, _TableWork], position: tuple[int, datetime | None] | None,
                              stream: Stream | None) -> None:
-        delays = backoff_delays(Retry(attempts=30, initial_delay=0.2, max_delay=10.0))
-        for delay in [*delays, None]:
+        """Commit the batch; retry transient errors (the target down, a lock or statement timeout) with
+        backoff, also while it is applied key by key: a timeout never dead-letters a key."""
+        delays = iter(backoff_delays(Retry(attempts=30, initial_delay=0.2, max_delay=10.0)))
+        isolate = False
+        while True:
             try:
-                self._commit_events(work, position, isolate=False)
+                self._commit_events(work, position, isolate=isolate)
                 self.stats.stalled = None
                 return
             except TransientError as exc:
+                delay = next(delays, None)
                 if delay is None:
                     raise
                 self.stats.stalled = f"{self.target} database unavailable: {exc}"
@@ -349,14 +363,16 @@ class CdcWorker:
                 self._pause(delay, stream)
                 self._reconnect_target()
             except _NeedsIsolation:
-                self._commit_events(work, position, isolate=True)
-                return
+                isolate = True
 
     def _pause(self, seconds: float, stream: Stream | None) -> None:
         # Let go of the source while we wait, so we never hold up its shutdown.
         if stream is not None:
             stream.suspend()
-        time.sleep(seconds)
+        if self.stop_event.wait(seconds):
+            # Asked to stop: this batch is not committed and its position not acknowledged, so the
+            # next start receives it again. Stop now rather than after the whole backoff.
+            raise WorkerStopped(f"slot {self.slot}: stopped while waiting for {self.target}")
 
     def _reconnect_target(self) -> None:
         if self._tgt is not None:
@@ -530,6 +546,10 @@ class _TableWork:
     @property
     def size(self) -> int:
         return len(self.events) + len(self.changes)
+
+
+class WorkerStopped(Stopped):
+    """The stop event was set while the worker waited to retry: it ends without committing the batch."""
 
 
 class _NeedsIsolation(Exception):

@@ -7,19 +7,23 @@ import logging
 import secrets
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from civicsync.api.keys import create_key
 from civicsync.db.errors import classify, describe
 from civicsync.localpg import LocalPostgres
 from civicsync.runtime.cdc import CdcWorker
+from fix_api import serve
 from fix_cdc import RunningWorker, cdc_config, running, wait_for
 from fix_db import Deployment, q
-from test_cdc_runtime import add_documents, make_applications
+from test_cdc_runtime import add_documents, civicsync, make_applications, small_documents
 
 MARK = "Zq7"  # every planted value carries it: it must never show up in a stored or logged error
 
@@ -219,3 +223,37 @@ def test_a_stop_during_a_target_outage_ends_without_waiting_out_the_backoff(fres
     finally:
         handle.worker.stop_event.set()
         handle.thread.join(10)
+
+
+# --------------------------------------------------------------------------- item 17: replay reports failure
+
+
+def test_a_failing_replay_is_a_failure_in_the_cli_and_the_api(fresh_deployment: Deployment, tmp_path: Path) -> None:
+    """`dlq replay` exits 1 and the API answers 409 while a key still fails; an unknown flow is exit 2
+    (`dlq replay`, `dlq list`, `runs`), not a traceback; after the fix the replay exits 0."""
+    dep = fresh_deployment
+    config, config_path = small_documents(dep, tmp_path)
+    with running(config, "citizen", ["F7"]):
+        add_documents(dep, range(1, 2), size=5000)
+        wait_for(lambda: q(dep, "warehouse", "SELECT count(*) FROM civicsync.dead_letters") == [(1,)],
+                 what="the dead letter")
+    for args in (("--flow", "F7"), ("--all",)):
+        failed = civicsync(dep, config_path, "dlq", "replay", *args)
+        assert failed.returncode == 1, failed.stdout + failed.stderr
+        assert "failed again 1" in failed.stdout and "still cannot be applied" in failed.stderr
+    for args in (("dlq", "replay", "--flow", "NOPE"), ("dlq", "list", "--flow", "NOPE"), ("runs", "--flow", "NOPE")):
+        unknown = civicsync(dep, config_path, *args)
+        assert unknown.returncode == 2 and "no flow called 'NOPE'" in unknown.stderr, args
+        assert "Traceback" not in unknown.stderr
+    server = serve(config)
+    try:
+        key = create_key(config, "replayer", ["admin:write", "admin:read"])[0]
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
+            answer = client.post("/api/v1/dead-letters/replay", json={"flow": "F7"})
+            assert answer.status_code == 409 and "still cannot be applied" in answer.text
+            q(dep, "warehouse", "ALTER TABLE application_documents DROP CONSTRAINT small")
+            answer = client.post("/api/v1/dead-letters/replay", json={"flow": "F7"})
+            assert answer.status_code == 200 and answer.json() == {"replayed": 1, "still_pending": 0}
+    finally:
+        server.stop()
+    assert q(dep, "warehouse", "SELECT size_bytes FROM application_documents") == [(5000,)]

@@ -230,7 +230,10 @@ def runs(
 
     with _user_errors():
         loaded = _load(config)
-        name = loaded.model.flow_name(flow) if flow else None
+        try:
+            name = loaded.model.flow_name(flow) if flow else None
+        except KeyError:
+            _fail(f"no flow called {flow!r}; known: {', '.join(loaded.model.flows)}", 2)
         records = []
         targets = {f.target.connection for f in loaded.model.flows.values()}
         for conn_name in sorted(targets):

@@ -122,7 +122,7 @@ def dlq_list(flow: Annotated[str | None, typer.Option(help="Only this flow.")] =
     """List dead letters (pending ones unless --all)."""
     with _user_errors():
         loaded = _load(config)
-        name = loaded.model.flow_name(flow) if flow else None
+        name = _flow_or_fail(loaded, flow) if flow else None
         rows = [r for r in _dlq_rows(loaded, "true" if all_ else "status = 'pending'")
                 if name is None or r["flow"] == name]
     if as_json:
@@ -169,9 +169,9 @@ def dlq_replay(ref: Annotated[str | None, typer.Argument(help="DATABASE:ID; or u
                flow: Annotated[str | None, typer.Option(help="Every pending dead letter of this flow.")] = None,
                all_: Annotated[bool, typer.Option("--all", help="Every pending dead letter.")] = False,
                config: ConfigOpt = None, verbose: VerboseOpt = False) -> None:
-    """Re-apply dead-lettered keys from the source's current rows (after fixing the cause)."""
-    from civicsync.jobs.replay import replay_batch_dead_letters
-    from civicsync.runtime.cdc import CdcWorker
+    """Re-apply dead-lettered keys from the source's current rows (after fixing the cause).
+    Exit 1 when any of them still fails (its new error is in `dlq list`)."""
+    from civicsync.runtime.replay import replay_all
 
     _setup(verbose)
     if sum((ref is not None, flow is not None, all_)) != 1:
@@ -187,15 +187,21 @@ def dlq_replay(ref: Annotated[str | None, typer.Argument(help="DATABASE:ID; or u
                 _fail(f"no dead letter {ref}", 1)
             ids, flows = [num], [rows[0]["flow"]]
         elif flow is not None:
-            flows = [loaded.model.flow_name(flow)]
-        fixed = sum(CdcWorker(loaded, source, flows).replay_now(ids) for source in cdc_sources(loaded, flows))
-        batch_flows = [n for n, f in loaded.model.flows.items()
-                       if f.kind == "batch" and (flows is None or n in flows)]
-        fixed += sum(replay_batch_dead_letters(loaded, n, ids).replayed for n in batch_flows)
+            flows = [_flow_or_fail(loaded, flow)]
+        counts = replay_all(loaded, flows, ids)
         left = [r for r in _dlq_rows(loaded, "status = 'pending'") if flows is None or r["flow"] in flows]
-    out.print(f"replayed {fixed}; still pending {len(left)}")
-    if left and (ref is not None):
-        raise typer.Exit(1)
+    out.print(f"replayed {counts.replayed}; failed again {counts.failed}; still pending {len(left)}")
+    if counts.failed:
+        _fail(f"{counts.failed} dead letter{'s' * (counts.failed != 1)} still cannot be applied: "
+              "see `civicsync dlq list` for the errors", 1)
+
+
+def _flow_or_fail(loaded: LoadedConfig, flow: str) -> str:
+    """The config name of ``flow`` (name or id); an unknown flow is a usage error (exit 2)."""
+    try:
+        return loaded.model.flow_name(flow)
+    except KeyError:
+        _fail(f"no flow called {flow!r}; known: {', '.join(loaded.model.flows)}", 2)
 
 
 @dlq_app.command("discard")

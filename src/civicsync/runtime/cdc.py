@@ -45,14 +45,14 @@ from civicsync.config.models import Retry, publication_name, slot_name
 from civicsync.control import store
 from civicsync.db.catalog import replica_identity
 from civicsync.db.connect import connect
-from civicsync.db.errors import classify, describe
+from civicsync.db.errors import classify, describe, mapped_errors
 from civicsync.db.origin import origin_for, setup_origin
 from civicsync.db.roles import MissingGrantError, cdc_tables, check_apply, check_capture
 from civicsync.errors import CivicsyncError, FatalError, TransientError
 from civicsync.events import ChangeEvent, Image, SourceInfo, event_of
 from civicsync.extract.source import stream_rows
 from civicsync.jobs.retry import backoff_delays
-from civicsync.runtime.replay import DLQ_RETRY
+from civicsync.runtime.replay import DLQ_RETRY, ReplayCounts
 
 log = logging.getLogger(__name__)
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -498,14 +498,19 @@ class CdcWorker:
 
     # ------------------------------------------------------------------ dead-letter retries
 
-    def replay_now(self, ids: list[int] | None = None) -> int:
-        """Replay this worker's pending dead letters (or only ``ids``) at once, from outside a running
-        worker (the CLI). Uses its own origin: a running worker holds the CDC one, and PostgreSQL lets
-        one session use an origin at a time. Returns how many converged."""
+    def replay_now(self, ids: list[int] | None = None) -> ReplayCounts:
+        """Replay every pending dead letter of this worker's flows (or only ``ids``) at once, from outside
+        a running worker (the CLI, the API). Uses its own origin: a running worker holds the CDC one, and
+        PostgreSQL lets one session use an origin at a time. A database error is raised, not hidden."""
+        from civicsync.runtime.replay import replay_due
+
         self.origin = origin_for(self.config, f"replay_{self.slot}")
         self._connect_target()
         try:
-            return self.retry_dead_letters(due_only=False, ids=ids)
+            with mapped_errors(f"replaying the dead letters of {', '.join(self.flows)}"):
+                self._blocked = store.pending_keys(self.target_connection, self.flows)
+                self.target_connection.commit()
+                return replay_due(self, due_only=False, ids=ids, limit=None)
         finally:
             self.close()
 
@@ -517,8 +522,9 @@ class CdcWorker:
             return f"{self.source} database: replication connection lost, reconnecting"
         return None
 
-    def retry_dead_letters(self, *, due_only: bool = True, ids: list[int] | None = None) -> int:
-        """Re-apply dead-lettered keys from the source's current rows; returns how many converged."""
+    def retry_dead_letters(self) -> int:
+        """Re-apply the dead-lettered keys that are due from the source's current rows; returns how
+        many converged. Errors are logged: the next round tries again."""
         if self._tgt is None:
             return 0
         from civicsync.runtime.replay import replay_due
@@ -527,12 +533,12 @@ class CdcWorker:
             # An operator may have discarded or replayed entries from the CLI meanwhile.
             self._blocked = store.pending_keys(self._tgt, self.flows)
             self._tgt.commit()
-            fixed = replay_due(self, due_only=due_only, ids=ids)
+            return replay_due(self).replayed
         except (psycopg.Error, CivicsyncError) as exc:
             _rollback(self._tgt)
-            log.warning("slot %s: dead-letter retry failed (%s)", self.slot, exc)
+            log.warning("slot %s: dead-letter retry failed (%s)", self.slot,
+                        describe(exc) if isinstance(exc, psycopg.Error) else exc)
             return 0
-        return fixed
 
 
 @dataclass

@@ -10,6 +10,7 @@ counts an attempt and schedules the next one with exponential backoff.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ from psycopg import sql
 
 from civicsync.apply.cdc import CdcFlowApplier, FlowOutcome
 from civicsync.apply.sqlnames import table_ident
+from civicsync.config import LoadedConfig
 from civicsync.config.models import Retry
 from civicsync.db.catalog import column_types
 from civicsync.db.errors import describe
@@ -40,17 +42,47 @@ class ReplayFailedError(CivicsyncError):
     """The key still cannot be applied."""
 
 
-def replay_due(worker: CdcWorker, *, due_only: bool = True, ids: list[int] | None = None) -> int:
-    """Replay pending dead letters of the worker's flows; returns how many converged."""
+@dataclass
+class ReplayCounts:
+    """What a replay did: dead letters that converged, and those it tried that still fail."""
+
+    replayed: int = 0
+    failed: int = 0
+
+    def __add__(self, other: ReplayCounts) -> ReplayCounts:
+        return ReplayCounts(self.replayed + other.replayed, self.failed + other.failed)
+
+
+def replay_all(config: LoadedConfig, flows: list[str] | None = None, ids: list[int] | None = None) -> ReplayCounts:
+    """Replay the pending dead letters of ``flows`` (config names; every flow if None), or only ``ids``:
+    the CDC flows through each source's worker, the batch flows through a re-read of their keys. What
+    ``civicsync dlq replay`` and the API's replay do; a database error is raised."""
+    from civicsync.jobs.replay import replay_batch_dead_letters
+    from civicsync.runtime.cdc import CdcWorker
+    from civicsync.status import cdc_sources
+
+    counts = ReplayCounts()
+    for source in cdc_sources(config, flows):
+        counts += CdcWorker(config, source, flows).replay_now(ids)
+    for name, flow in config.model.flows.items():
+        if flow.kind == "batch" and (flows is None or name in flows):
+            result = replay_batch_dead_letters(config, name, ids)
+            counts += ReplayCounts(result.replayed, result.still_pending)
+    return counts
+
+
+def replay_due(worker: CdcWorker, *, due_only: bool = True, ids: list[int] | None = None,
+               limit: int | None = BATCH) -> ReplayCounts:
+    """Replay pending dead letters of the worker's flows (those due, or all; at most ``limit``)."""
     conn = worker.target_connection
     rows = conn.execute(
         "SELECT dead_letter_id, flow, row_key, attempts FROM civicsync.dead_letters WHERE status = 'pending'"
         " AND flow = ANY(%s) AND (NOT %s OR next_attempt_at IS NULL OR next_attempt_at <= clock_timestamp())"
         " AND (%s::bigint[] IS NULL OR dead_letter_id = ANY(%s)) ORDER BY lsn NULLS LAST, dead_letter_id LIMIT %s",
-        (worker.flows, due_only, ids, ids, BATCH)).fetchall()
+        (worker.flows, due_only, ids, ids, limit)).fetchall()
     conn.commit()
     appliers = {a.name: a for a in worker.appliers}
-    fixed = 0
+    counts = ReplayCounts()
     for dead_id, flow, key, attempts in rows:
         applier = appliers[flow]
         try:
@@ -59,7 +91,7 @@ def replay_due(worker: CdcWorker, *, due_only: bool = True, ids: list[int] | Non
             conn.execute("UPDATE civicsync.dead_letters SET status = 'replayed', last_seen = clock_timestamp()"
                          " WHERE dead_letter_id = %s", (dead_id,))
             worker.unblock(flow, key)
-            fixed += 1
+            counts.replayed += 1
         except (psycopg.Error, CivicsyncError) as exc:
             delays = backoff_delays(DLQ_RETRY)
             delay = delays[min(attempts, len(delays) - 1)]
@@ -67,8 +99,9 @@ def replay_due(worker: CdcWorker, *, due_only: bool = True, ids: list[int] | Non
                 "UPDATE civicsync.dead_letters SET attempts = attempts + 1, error = %s, last_seen = clock_timestamp(),"
                 " next_attempt_at = clock_timestamp() + make_interval(secs => %s) WHERE dead_letter_id = %s",
                 (_message(exc), delay, dead_id))
+            counts.failed += 1
         conn.commit()
-    return fixed
+    return counts
 
 
 def _message(exc: Exception) -> str:
@@ -147,4 +180,4 @@ def _matches(image: Mapping[str, Any], lookups: Sequence[Mapping[str, Any]]) -> 
     return {_lookup_text({c: image[c] for c in cols}) for cols in columns}
 
 
-__all__ = ["ReplayFailedError", "apply_events", "current_events", "replay_due"]
+__all__ = ["ReplayCounts", "ReplayFailedError", "apply_events", "current_events", "replay_all", "replay_due"]

@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from psycopg.types.json import Jsonb
 
 from civicsync.api.keys import create_key
 from civicsync.db.errors import classify, describe
@@ -257,3 +258,54 @@ def test_a_failing_replay_is_a_failure_in_the_cli_and_the_api(fresh_deployment: 
     finally:
         server.stop()
     assert q(dep, "warehouse", "SELECT size_bytes FROM application_documents") == [(5000,)]
+
+
+# --------------------------------------------------------------------------- item 11: retries destroy nothing
+
+
+def test_a_retry_under_replica_identity_full_never_deletes_a_row_whose_source_exists(
+        fresh_deployment: Deployment) -> None:
+    """Item 11 (retry half): with REPLICA IDENTITY FULL the event's identity is the whole row. A dead
+    letter keeps only the declared key; its retries look the row up by that key, so a row whose
+    values changed since is found, not taken for deleted. A whole-row key stored by an older version
+    is cut down to the key at start. No target row is deleted at any point."""
+    dep = fresh_deployment
+    make_applications(dep, 1)
+    q(dep, "citizen", "ALTER TABLE application_documents REPLICA IDENTITY FULL")
+    q(dep, "warehouse", "ALTER TABLE application_documents ADD CONSTRAINT small CHECK (size_bytes < 1000)")
+    config = cdc_config(dep)
+    worker = CdcWorker(config, "citizen", ["F7"])
+    worker.prepare()
+    handle = RunningWorker(worker).start()
+    try:
+        documents_applied(dep, 2)
+    finally:
+        worker.stop_event.set()
+        handle.thread.join(30)
+    # What an older version stored for document 2: its whole row, with values it no longer has.
+    q(dep, "warehouse", "INSERT INTO civicsync.dead_letters (flow, row_key, error_kind, error, op, lsn)"
+                        " VALUES ('document_metadata', %s, 'sqlstate_23514', 'old', 'u', 1)",
+      Jsonb({"document_id": "2", "application_id": "1", "doc_type": "ID", "file_name": f"{MARK}.pdf",
+             "size_bytes": "9999", "storage_uri": "s3://x"}))
+    with running(config, "citizen", ["F7"]):
+        q(dep, "citizen", "UPDATE application_documents SET size_bytes = 5000 WHERE document_id = 1")
+        q(dep, "citizen", "UPDATE application_documents SET mime_type = 'x/y' WHERE document_id = 1")
+        wait_for(lambda: q(dep, "warehouse", "SELECT row_key FROM civicsync.dead_letters ORDER BY 1")
+                 == [({"document_id": "1"},), ({"document_id": "2"},)], what="dead letters keyed by the key only")
+        deadline = time.monotonic() + 4  # retries at 1 s, 2 s, ... meanwhile
+        while time.monotonic() < deadline:
+            assert q(dep, "warehouse", "SELECT document_id FROM application_documents ORDER BY 1") == [(1,), (2,)]
+            time.sleep(0.1)
+        assert q(dep, "warehouse", "SELECT status FROM civicsync.dead_letters WHERE row_key->>'document_id' = '1'") \
+            == [("pending",)]
+        q(dep, "warehouse", "ALTER TABLE application_documents DROP CONSTRAINT small")
+        wait_for(lambda: q(dep, "warehouse", "SELECT document_id, size_bytes, mime_type FROM application_documents"
+                                             " ORDER BY 1") == [(1, 5000, "x/y"), (2, 10, None)],
+                 timeout=20, what="the retry to converge on the source's current rows")
+    assert MARK not in str(q(dep, "warehouse", "SELECT row_key FROM civicsync.dead_letters"))
+    # A replay from the CLI or the API (no worker start in between) looks up by the key columns too.
+    q(dep, "warehouse", "INSERT INTO civicsync.dead_letters (flow, row_key, error_kind, error, op, lsn)"
+                        " VALUES ('document_metadata', %s, 'sqlstate_23514', 'old', 'u', 1)",
+      Jsonb({"document_id": "2", "size_bytes": "9999"}))
+    assert CdcWorker(config, "citizen", ["F7"]).replay_now().replayed == 1
+    assert q(dep, "warehouse", "SELECT document_id FROM application_documents ORDER BY 1") == [(1,), (2,)]

@@ -7,6 +7,7 @@ together with the rows they describe.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -152,6 +153,26 @@ def pending_keys(conn: Conn, flows: list[str]) -> set[tuple[str, str]]:
     rows = conn.execute(
         "SELECT flow, row_key::text FROM civicsync.dead_letters WHERE status = 'pending' AND flow = ANY(%s)",
         (flows,)).fetchall()
-    import json
-
     return {(str(f), json.dumps(json.loads(str(k)), sort_keys=True)) for f, k in rows}
+
+
+def narrow_dead_letter_keys(conn: Conn, flow: str, columns: list[str]) -> int:
+    """Cut the stored keys of ``flow``'s dead letters down to ``columns`` (its declared key).
+
+    Older versions stored a table's whole row as the key under REPLICA IDENTITY FULL: personal data
+    in the control schema, and a key a replay cannot look up safely. Where two entries narrow to the
+    same key, a pending one (else the one seen last) stands for both. Returns how many entries were
+    rewritten or merged."""
+    rows = conn.execute(
+        "SELECT dead_letter_id FROM civicsync.dead_letters WHERE flow = %s AND row_key ?& %s::text[]"
+        " AND row_key - %s::text[] <> '{}'::jsonb ORDER BY status = 'pending' DESC, last_seen DESC",
+        (flow, columns, columns)).fetchall()
+    for (dead_id,) in rows:
+        try:
+            with conn.transaction():
+                conn.execute(
+                    "UPDATE civicsync.dead_letters SET row_key = (SELECT jsonb_object_agg(k, row_key -> k)"
+                    " FROM unnest(%s::text[]) k) WHERE dead_letter_id = %s", (columns, dead_id))
+        except psycopg.errors.UniqueViolation:
+            conn.execute("DELETE FROM civicsync.dead_letters WHERE dead_letter_id = %s", (dead_id,))
+    return len(rows)

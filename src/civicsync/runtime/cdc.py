@@ -52,7 +52,7 @@ from civicsync.errors import CivicsyncError, FatalError, TransientError
 from civicsync.events import ChangeEvent, Image, SourceInfo, event_of
 from civicsync.extract.source import stream_rows
 from civicsync.jobs.retry import backoff_delays
-from civicsync.runtime.replay import DLQ_RETRY, ReplayCounts
+from civicsync.runtime.replay import DLQ_RETRY, ReplayCounts, ReplayFailedError, letter_key
 
 log = logging.getLogger(__name__)
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -134,6 +134,10 @@ class CdcWorker:
                 self._connect_target()
             assert self._tgt is not None
             self.stats.position = store.read_position(self._tgt, self.slot)
+            for a in self.appliers:
+                if a.cdc.top_n is None and store.narrow_dead_letter_keys(self._tgt, a.name, list(a.source.key)):
+                    log.warning("flow %s: dead letters that held whole rows as keys now hold only the key "
+                                "columns %s", a.name, ", ".join(a.source.key))
             self._blocked = store.pending_keys(self._tgt, self.flows)
             self._tgt.commit()
             if self.capture.snapshot == "never":
@@ -490,11 +494,20 @@ class CdcWorker:
             if d.kind != "blocked":  # a key waiting behind its own earlier failure is not a new dead letter
                 metrics.DEAD_LETTERS_CREATED.labels(d.flow).inc()
         first = DLQ_RETRY.initial_delay
-        store.add_cdc_dead_letters(conn, [(d.flow, d.source_key, d.op, d.lsn, d.kind, d.error, first)
+        store.add_cdc_dead_letters(conn, [(d.flow, self._stored_key(d), d.op, d.lsn, d.kind, d.error, first)
                                           for d in letters])
         for d in letters:
             if d.kind != "blocked":
                 log.warning("flow %s: dead-lettered %s at %s: %s", d.flow, d.source_key, format_lsn(d.lsn), d.error)
+
+    def _stored_key(self, letter: DeadLetter) -> dict[str, Any]:
+        """A dead letter's key as stored: the declared key columns only, never a whole row (a table
+        with REPLICA IDENTITY FULL sends every column as its identity)."""
+        applier = next(a for a in self.appliers if a.name == letter.flow)
+        try:
+            return letter_key(applier, letter.source_key)
+        except ReplayFailedError:
+            return dict(letter.source_key)  # a partition of a top-N flow, or a key as the event gave it
 
     # ------------------------------------------------------------------ dead-letter retries
 

@@ -109,11 +109,28 @@ def _message(exc: Exception) -> str:
     return describe(exc) if isinstance(exc, psycopg.Error) else str(exc)
 
 
-def _reapply(worker: CdcWorker, applier: CdcFlowApplier, key: dict[str, Any]) -> None:
+def letter_key(applier: CdcFlowApplier, key: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a dead letter's key a replay may look the source row up by: the declared key
+    columns of the flow's source table (a top-N flow: its partition columns), nothing else.
+
+    Older versions stored the whole row as the key of a table with REPLICA IDENTITY FULL; looking a
+    row up by all its values finds nothing once any value changed, and "not found" would then delete
+    a target row whose source row still exists. Extra columns are dropped; a key without every
+    declared column cannot name a row and is refused."""
+    columns = applier.cdc.top_n.partition_by if applier.cdc.top_n is not None else applier.source.key
+    missing = [c for c in columns if c not in key]
+    if missing:
+        raise ReplayFailedError(f"the stored key lacks the key column(s) {', '.join(missing)} of "
+                                f"{applier.flow.source.table}: it cannot name a row (discard it)")
+    return {c: key[c] for c in columns}
+
+
+def _reapply(worker: CdcWorker, applier: CdcFlowApplier, stored: dict[str, Any]) -> None:
     conn = worker.target_connection
+    key = letter_key(applier, stored)
     if applier.cdc.top_n is not None:
         outcome = FlowOutcome()
-        values = tuple(key.get(c) for c in applier.cdc.top_n.partition_by)
+        values = tuple(key[c] for c in applier.cdc.top_n.partition_by)
         applier.recompute(conn, worker.source_reader(), {values}, outcome)
     else:
         events, gone = current_events(worker.source_reader(), applier, [key])
@@ -127,8 +144,9 @@ def _reapply(worker: CdcWorker, applier: CdcFlowApplier, key: dict[str, Any]) ->
 def current_events(source: Conn, applier: CdcFlowApplier, lookups: Sequence[Mapping[str, Any]]
                    ) -> tuple[list[ChangeEvent], list[dict[str, Any]]]:
     """The source rows matching each lookup (source column → value) as they are now: read ('r') events
-    in source-key order; a lookup nothing matches becomes a delete event keyed by the lookup (which
-    should then name the source key), or, when the flow ignores deletes, is returned as gone."""
+    in source-key order; a lookup nothing matches becomes a delete event keyed by the lookup, or, when
+    the flow ignores deletes, is returned as gone. Only a lookup by exactly the declared key columns
+    may become a delete (nothing else proves the row gone): any other lookup nothing matches is gone."""
     if not lookups:
         return [], []
     table = applier.flow.source.table
@@ -152,7 +170,7 @@ def current_events(source: Conn, applier: CdcFlowApplier, lookups: Sequence[Mapp
     for lookup in lookups:
         if _lookup_text(lookup) in seen:
             continue
-        if applier.cdc.deletes == "ignore":
+        if applier.cdc.deletes == "ignore" or sorted(lookup) != sorted(applier.source.key):
             gone.append(dict(lookup))
         else:
             events.append(ChangeEvent("d", dict(lookup), None, info, dict(lookup)))

@@ -6,8 +6,9 @@ position in **one** target transaction, and only after that commit acknowledge t
 source (Quix Streams' rule: flush the sink, then commit the offset). On start, anything at or below
 the stored position is skipped, so a crash anywhere neither loses nor double-applies a change.
 
-Writes are marked with a replication origin; transactions that carry civicsync's origin are never
-captured again (no echo loops). An idle source still advances its slot through heartbeats. A
+Writes are marked with a replication origin that names the writer; a captured change is never
+carried back to the table it was derived from, and flows on everywhere else (the echo rule,
+db/origin.py). An idle source still advances its slot through heartbeats. A
 constraint error isolates the failing keys (savepoint per key) into the dead letters; the rest of
 the batch commits.
 """
@@ -46,7 +47,7 @@ from civicsync.control import store
 from civicsync.db.catalog import replica_identity
 from civicsync.db.connect import connect
 from civicsync.db.errors import classify, describe, mapped_errors
-from civicsync.db.origin import origin_for, setup_origin
+from civicsync.db.origin import echo_origins, is_own, origin_for, setup_origin, writers
 from civicsync.db.roles import MissingGrantError, cdc_tables, check_apply, check_capture
 from civicsync.errors import CivicsyncError, FatalError, TransientError
 from civicsync.events import ChangeEvent, Image, SourceInfo, event_of
@@ -106,6 +107,11 @@ class CdcWorker:
         self.stats = WorkerStats()
         self.ready = threading.Event()  # set once prepared (slot, snapshot, position) and streaming
         self.origin = origin_for(config, f"cdc_{self.slot}")
+        # The echo rule (db/origin.py): per origin, the flows of this worker that do not carry its changes.
+        known = writers(config)
+        self._skipped_by: dict[str, frozenset[str]] = {
+            o: frozenset(a.name for a in self.appliers if o in echo_origins(config, a.name)) for o in known}
+        self._all_flows = frozenset(self.flows)
         self._blocked: set[tuple[str, str]] = set()
         self._isolated = 0
         self._tgt: Conn | None = None
@@ -311,23 +317,24 @@ class CdcWorker:
         fresh = [t for t in batch if t.end_lsn > self.stats.position]
         if not fresh:
             return
-        own = {id(t) for t in fresh if t.origin is not None and t.origin.startswith(self.config.model.origin)}
-        self.stats.skipped_own += len(own)
         work: dict[str, _TableWork] = {}
         for txn in fresh:
-            if id(txn) in own:
-                continue
+            skipping = self.echo_skips(txn.origin)
+            if skipping:
+                self.stats.skipped_own += 1
             for relation, _cascade in txn.truncated:
-                if relation.qualified_name in self.by_table:
+                table = relation.qualified_name
+                if table in self.by_table and not self._skipped_by_all(table, skipping):
                     # Everything before a TRUNCATE of the table is moot; what follows still applies.
-                    work[relation.qualified_name] = _TableWork(truncated=True)
+                    work[table] = _TableWork(truncated=True)
             for change in txn.changes:
                 table = change.relation.qualified_name
-                if table in self.by_table:
+                if table in self.by_table and not self._skipped_by_all(table, skipping):
                     table_work = work.get(table)
                     if table_work is None:
                         table_work = work[table] = _TableWork()
                     table_work.changes.append((change, txn))
+                    table_work.echoes = table_work.echoes or bool(skipping)
         for table, table_work in work.items():
             for applier in self.by_table[table]:
                 metrics.CDC_CAPTURED.labels(applier.name).inc(table_work.size)
@@ -346,6 +353,17 @@ class CdcWorker:
             histogram.observe(seconds)
         if self.on_batch is not None:
             self.on_batch(fresh)
+
+    def echo_skips(self, origin: str | None) -> frozenset[str]:
+        """The flows of this worker that must not carry a change written with ``origin`` (the echo
+        rule). An origin with civicsync's prefix that this config does not know (a flow since removed)
+        is skipped by all, as an own write whose derivation cannot be told."""
+        if origin is None or not is_own(self.config, origin):
+            return frozenset()
+        return self._skipped_by.get(origin, self._all_flows)
+
+    def _skipped_by_all(self, table: str, skipping: frozenset[str]) -> bool:
+        return bool(skipping) and all(a.name in skipping for a in self.by_table[table])
 
     def _commit_with_retries(self, work: dict[str, _TableWork], position: tuple[int, datetime | None] | None,
                              stream: Stream | None) -> None:
@@ -450,8 +468,11 @@ class CdcWorker:
 
                 self._guarded(conn, isolate, outcome, applier, _partition_key(applier, unit), work)
             return outcome
+        changes = table_work.changes
+        if table_work.echoes:  # some flows of the table carry these changes and this one may not
+            changes = [(c, t) for c, t in changes if applier.name not in self.echo_skips(t.origin)]
         # A batch holds either the snapshot's rows or the stream's changes.
-        pending = (applier.net_effect_of_changes(table_work.changes, blocked, outcome) if table_work.changes
+        pending = (applier.net_effect_of_changes(changes, blocked, outcome) if table_work.changes
                    else applier.net_effect(table_work.events, blocked, outcome))
         for letter in outcome.dead_letters:
             self._blocked.add((applier.name, json.dumps(letter.source_key, sort_keys=True)))
@@ -559,6 +580,7 @@ class _TableWork:
     """One source table's share of a batch."""
 
     truncated: bool = False
+    echoes: bool = False  # holds a change that some flow of the table skips (the echo rule)
     events: list[ChangeEvent] = field(default_factory=list)  # the initial snapshot's rows
     changes: list[tuple[RowChange, Transaction]] = field(default_factory=list)  # the stream's, as captured
 

@@ -3,11 +3,13 @@ from, and a change civicsync derived into one table flows on where another flow 
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import Any
 
 from civicsync.config import LoadedConfig
 from civicsync.db.origin import echo_origins, origin_for
+from civicsync.reconcile.engine import reconcile_flow
 from fix_cdc import cdc_config, running, wait_for
 from fix_db import Deployment, q
 from test_cdc_runtime import CIT
@@ -94,3 +96,57 @@ def test_a_true_round_trip_in_cdc_never_ping_pongs(fresh_deployment: Deployment)
         assert q(dep, "warehouse", "SELECT xmin::text FROM citizen_profiles") == registry
         assert f5.worker.stats.events == 1 and f92.worker.stats.events == 1
     assert q(dep, "warehouse", "SELECT count(*) FROM profile_change_requests") == [(0,)]
+
+
+# --------------------------------------------------------------------------- item 10: repair obeys the rule
+
+
+def _registry_apps_to_portal(raw: dict[str, Any]) -> None:
+    """A flow carrying the registry's applications back to the portal: the reverse of F6. It reads
+    through a connection of its own (same database, own slot): an origin names a worker, and one
+    worker writing the portal's applications for F4 and for F93 could not be told apart."""
+    second = copy.deepcopy(raw["connections"]["warehouse"])
+    second.pop("migrations", None)
+    second["capture"] = {**second["capture"], "slot": second["capture"]["slot"] + "_b",
+                         "publication": second["capture"]["publication"] + "_b"}
+    second["tables"] = {"public.applications": second["tables"]["public.applications"]}
+    raw["connections"]["registry_b"] = second
+    raw["flows"]["registry_apps_to_portal"] = {
+        "id": "F93", "kind": "cdc",
+        "source": {"connection": "registry_b", "table": "public.applications"},
+        "target": {"connection": "citizen", "table": "public.applications"},
+        "columns": {"application_id": "application_id", "status": "status"},
+        "cdc": {"write": "update_only", "on_missing_target": "skip", "deletes": "ignore"}}
+
+
+def test_reconcile_repair_reports_and_writes_back_no_echo(fresh_deployment: Deployment) -> None:
+    """After F4's decisions reached the registry through F6, `reconcile F6 --repair` finds nothing to
+    do (no trail rows); a real repair of F6 writes with its own origin, which the reverse flow F93 does
+    not carry back to the portal."""
+    dep = fresh_deployment
+    q(dep, "citizen", "INSERT INTO citizens (citizen_id, full_name) VALUES (%s, 'A')", CIT)
+    q(dep, "citizen", "INSERT INTO schemes (scheme_id, code, name, category, status) VALUES (1, 'S', 'S', 'C', 'OPEN')")
+    config = cdc_config(dep, _registry_apps_to_portal)
+    with running(config, "citizen", ["F6"]), running(config, "warehouse", ["F4"]), \
+            running(config, "registry_b", ["F93"]) as wh:
+        q(dep, "citizen", "INSERT INTO applications (application_id, citizen_id, scheme_id, status)"
+                          " VALUES (7, %s, 1, 'SUBMITTED'), (8, %s, 1, 'SUBMITTED')", CIT, CIT)
+        decision(dep, 1, "UNDER_REVIEW")
+        wait_for(lambda: q(dep, "warehouse", "SELECT application_id, status FROM applications ORDER BY 1")
+                 == [(7, "UNDER_REVIEW"), (8, "SUBMITTED")], what="F4's status through F6")
+        events = q(dep, "warehouse", "SELECT * FROM application_events ORDER BY event_id")
+        registry = q(dep, "warehouse", "SELECT xmin::text FROM applications ORDER BY application_id")
+        result = reconcile_flow(config, "F6", repair=True).raise_for_error()
+        assert result.found == 0 and result.repaired == 0, result.summary()
+        assert q(dep, "warehouse", "SELECT xmin::text FROM applications ORDER BY application_id") == registry
+        assert q(dep, "warehouse", "SELECT * FROM application_events ORDER BY event_id") == events
+        # A real difference: the registry lost application 8. The repair restores it under its origin.
+        skipped = wh.worker.stats.skipped_own
+        q(dep, "warehouse", "DELETE FROM applications WHERE application_id = 8")
+        portal = q(dep, "citizen", "SELECT xmin::text FROM applications WHERE application_id = 8")
+        repaired = reconcile_flow(config, "F6", repair=True).raise_for_error()
+        assert repaired.repaired == 1, repaired.summary()
+        assert q(dep, "warehouse", "SELECT status FROM applications WHERE application_id = 8") == [("SUBMITTED",)]
+        wait_for(lambda: wh.worker.stats.skipped_own > skipped, what="F93 to skip the repair's write")
+        time.sleep(0.5)
+        assert q(dep, "citizen", "SELECT xmin::text FROM applications WHERE application_id = 8") == portal

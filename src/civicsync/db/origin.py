@@ -14,7 +14,13 @@ of O's flows derived T from R's target table (it wrote T, or its event log or ch
 from that table). Any other change civicsync made flows on: an officer's decision that F4 wrote into
 the portal's ``applications`` reaches the warehouse through F6, because F4 derived it from
 ``application_decisions``, not from the warehouse's ``applications``. Everything is read from the
-config: no flow or table is named here.
+config: no flow or table is named here. Connections are compared by the database they reach.
+
+Reconciliation repairs write under their flow's ``reconcile`` origin, so the same rule keeps a
+repair from being carried back. An origin names a *worker*: when one worker writes a table for two
+flows and only one of them derived it from a reader's target, the reader skips both (no echo, at
+the price of the other flow's changes to that table); give such a flow its own connection (its own
+slot) to tell them apart.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import psycopg
 
 from civicsync.config import LoadedConfig
 from civicsync.config.models import Flow, slot_name
+from civicsync.db.connect import describe
 
 SLOT_WRITERS = ("cdc", "replay")
 FLOW_WRITERS = ("batch", "reconcile", "resync")
@@ -73,12 +80,20 @@ def echo_origins(config: LoadedConfig, reader: str) -> frozenset[str]:
     of writers that derived that table from ``reader``'s target table."""
     flows = config.model.flows
     r = flows[reader]
+    source_db, target_db = database_of(config, r.source.connection), database_of(config, r.target.connection)
 
     def echoes(writer: Flow) -> bool:
-        return (writer.target.connection == r.source.connection and r.source.table in written_tables(writer)
-                and writer.source.connection == r.target.connection and r.target.table in derived_from(writer))
+        return (database_of(config, writer.target.connection) == source_db and r.source.table in written_tables(writer)
+                and database_of(config, writer.source.connection) == target_db
+                and r.target.table in derived_from(writer))
 
     return frozenset(origin for origin, names in writers(config).items() if any(echoes(flows[n]) for n in names))
+
+
+def database_of(config: LoadedConfig, connection: str) -> str:
+    """Which database a connection reaches (two connection names may reach the same one)."""
+    dsn = config.dsns.get(connection)
+    return describe(dsn) if dsn else f"connection {connection}"
 
 
 def is_own(config: LoadedConfig, origin: str | None) -> bool:

@@ -15,7 +15,6 @@ the batch commits.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import threading
@@ -29,12 +28,11 @@ from typing import Any
 import psycopg
 
 from civicsync import metrics
-from civicsync.apply.cdc import CdcFlowApplier, DeadLetter, FlowOutcome
+from civicsync.apply.cdc import CdcFlowApplier
 from civicsync.capture.pgoutput import format_lsn
 from civicsync.capture.replication import (
     PrefetchingStream,
     ReplicationStream,
-    RowChange,
     Stopped,
     Transaction,
     emit_heartbeat,
@@ -46,18 +44,18 @@ from civicsync.config.models import Retry, publication_name, slot_name
 from civicsync.control import store
 from civicsync.db.catalog import replica_identity
 from civicsync.db.connect import connect
-from civicsync.db.errors import classify, describe, mapped_errors
-from civicsync.db.origin import echo_origins, is_own, origin_for, setup_origin, writers
+from civicsync.db.errors import describe, mapped_errors
+from civicsync.db.origin import echo_origins, origin_for, setup_origin, writers
 from civicsync.db.roles import MissingGrantError, cdc_tables, check_apply, check_capture
 from civicsync.errors import CivicsyncError, FatalError, TransientError
-from civicsync.events import ChangeEvent, Image, SourceInfo, event_of
+from civicsync.events import ChangeEvent, Image, SourceInfo
 from civicsync.extract.source import stream_rows
 from civicsync.jobs.retry import backoff_delays
-from civicsync.runtime.replay import DLQ_RETRY, ReplayCounts, ReplayFailedError, letter_key
+from civicsync.runtime.applying import BatchApplying, NeedsIsolation, TableWork, rollback
+from civicsync.runtime.replay import ReplayCounts
 
 log = logging.getLogger(__name__)
 Conn = psycopg.Connection[tuple[Any, ...]]
-ISOLATION_CHUNK = 200
 Stream = ReplicationStream | PrefetchingStream
 
 
@@ -77,7 +75,7 @@ class WorkerStats:
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))  # source commit → target commit
 
 
-class CdcWorker:
+class CdcWorker(BatchApplying):
     """Streams one source connection's CDC flows into their target database."""
 
     def __init__(self, config: LoadedConfig, source: str, flows: list[str] | None = None,
@@ -191,11 +189,11 @@ class CdcWorker:
                     after: Image = dict(zip(columns, row, strict=True))
                     chunk.append(ChangeEvent("r", None, after, info, {k: row[columns.index(k)] for k in key}))
                     if len(chunk) >= chunk_size:
-                        self._commit_with_retries({table: _TableWork(events=chunk)}, None, None)
+                        self._commit_with_retries({table: TableWork(events=chunk)}, None, None)
                         rows += len(chunk)
                         chunk = []
                 if chunk:
-                    self._commit_with_retries({table: _TableWork(events=chunk)}, None, None)
+                    self._commit_with_retries({table: TableWork(events=chunk)}, None, None)
                     rows += len(chunk)
             snap.execute("ROLLBACK")
             self._commit_with_retries({}, (lsn, None), None)
@@ -317,7 +315,7 @@ class CdcWorker:
         fresh = [t for t in batch if t.end_lsn > self.stats.position]
         if not fresh:
             return
-        work: dict[str, _TableWork] = {}
+        work: dict[str, TableWork] = {}
         for txn in fresh:
             skipping = self.echo_skips(txn.origin)
             if skipping:
@@ -326,13 +324,13 @@ class CdcWorker:
                 table = relation.qualified_name
                 if table in self.by_table and not self._skipped_by_all(table, skipping):
                     # Everything before a TRUNCATE of the table is moot; what follows still applies.
-                    work[table] = _TableWork(truncated=True)
+                    work[table] = TableWork(truncated=True)
             for change in txn.changes:
                 table = change.relation.qualified_name
                 if table in self.by_table and not self._skipped_by_all(table, skipping):
                     table_work = work.get(table)
                     if table_work is None:
-                        table_work = work[table] = _TableWork()
+                        table_work = work[table] = TableWork()
                     table_work.changes.append((change, txn))
                     table_work.echoes = table_work.echoes or bool(skipping)
         for table, table_work in work.items():
@@ -354,18 +352,7 @@ class CdcWorker:
         if self.on_batch is not None:
             self.on_batch(fresh)
 
-    def echo_skips(self, origin: str | None) -> frozenset[str]:
-        """The flows of this worker that must not carry a change written with ``origin`` (the echo
-        rule). An origin with civicsync's prefix that this config does not know (a flow since removed)
-        is skipped by all, as an own write whose derivation cannot be told."""
-        if origin is None or not is_own(self.config, origin):
-            return frozenset()
-        return self._skipped_by.get(origin, self._all_flows)
-
-    def _skipped_by_all(self, table: str, skipping: frozenset[str]) -> bool:
-        return bool(skipping) and all(a.name in skipping for a in self.by_table[table])
-
-    def _commit_with_retries(self, work: dict[str, _TableWork], position: tuple[int, datetime | None] | None,
+    def _commit_with_retries(self, work: dict[str, TableWork], position: tuple[int, datetime | None] | None,
                              stream: Stream | None) -> None:
         """Commit the batch; retry transient errors (the target down, a lock or statement timeout) with
         backoff, also while it is applied key by key: a timeout never dead-letters a key."""
@@ -384,7 +371,7 @@ class CdcWorker:
                 log.warning("slot %s: target unavailable (%s); retrying in %.1fs", self.slot, exc, delay)
                 self._pause(delay, stream)
                 self._reconnect_target()
-            except _NeedsIsolation:
+            except NeedsIsolation:
                 isolate = True
 
     def _pause(self, seconds: float, stream: Stream | None) -> None:
@@ -404,131 +391,6 @@ class CdcWorker:
         except CivicsyncError as exc:
             log.warning("slot %s: cannot reconnect to %s yet (%s)", self.slot, self.target, exc)
             self._tgt = None
-
-    def _commit_events(self, work: dict[str, _TableWork], position: tuple[int, datetime | None] | None, *,
-                       isolate: bool) -> None:
-        """Apply every table's events and (if given) the slot's new position in one target transaction."""
-        if self._tgt is None or self._tgt.closed:
-            self._reconnect_target()
-            if self._tgt is None:
-                raise _Unavailable(f"{self.target} database is unavailable")
-        conn = self._tgt
-        letters: list[DeadLetter] = []
-        outcomes: list[tuple[str, FlowOutcome]] = []
-        try:
-            for table, table_work in work.items():
-                for applier in self.by_table[table]:
-                    if table_work.truncated and applier.cdc.truncate == "propagate":
-                        applier.truncate_target(conn)
-                    outcome = self._apply_flow(conn, applier, table_work, isolate)
-                    outcomes.append((applier.name, outcome))
-                    letters += outcome.dead_letters
-            self._store_dead_letters(conn, letters)
-            if position is not None:
-                store.write_position(conn, self.slot, position[0], position[1])
-            conn.commit()
-        except psycopg.Error as exc:
-            _rollback(conn)
-            error = classify(exc, f"slot {self.slot}: applying to {self.target}")
-            if isinstance(error, TransientError):
-                raise error from exc
-            if isinstance(exc, psycopg.errors.InsufficientPrivilege) and "row-level security" not in str(exc):
-                # A missing grant is the deployment's fault, not the rows': dead-lettering key after
-                # key would hide it. Stop; the supervisor restarts with backoff until it is granted.
-                raise MissingGrantError(f"{self.target}: {error} (grant it to the apply role, see `civicsync db "
-                                        "init`)") from exc
-            if isolate:
-                raise error from exc
-            log.warning("slot %s: batch failed (%s); isolating the failing keys", self.slot, error)
-            raise _NeedsIsolation() from exc
-        self.stats.dead_letters += len(letters)
-        for flow, outcome in outcomes:
-            metrics.CDC_APPLIED.labels(flow).inc(outcome.events)
-            if outcome.conflicts:
-                metrics.CONFLICTS.labels(flow).inc(outcome.conflicts)
-
-    def _apply_flow(self, conn: Conn, applier: CdcFlowApplier, table_work: _TableWork,
-                    isolate: bool) -> FlowOutcome:
-        outcome = FlowOutcome()
-        blocked = {k for f, k in self._blocked if f == applier.name}
-        if applier.cdc.top_n is not None:
-            events = table_work.events + [event_of(c, t, self._db) for c, t in table_work.changes]
-            partitions = applier.partitions_of(events)
-            outcome.events += len(events)
-            # A partition that already waits in the dead letters keeps waiting (its replay recomputes it).
-            for part in [p for p in partitions if json.dumps(_partition_key(applier, {p}), sort_keys=True)
-                         in blocked]:
-                partitions.discard(part)
-                outcome.dead_letters.append(DeadLetter(applier.name, _partition_key(applier, {part}), "u", 0,
-                                                       "blocked", "waiting behind an earlier failure of the same key"))
-            units = [{p} for p in sorted(partitions, key=str)] if isolate else [partitions]
-            for unit in units:
-                def work(u: set[Any] = unit) -> None:
-                    applier.recompute(conn, self.source_reader(), u, outcome)
-
-                self._guarded(conn, isolate, outcome, applier, _partition_key(applier, unit), work)
-            return outcome
-        changes = table_work.changes
-        if table_work.echoes:  # some flows of the table carry these changes and this one may not
-            changes = [(c, t) for c, t in changes if applier.name not in self.echo_skips(t.origin)]
-        # A batch holds either the snapshot's rows or the stream's changes.
-        pending = (applier.net_effect_of_changes(changes, blocked, outcome) if table_work.changes
-                   else applier.net_effect(table_work.events, blocked, outcome))
-        for letter in outcome.dead_letters:
-            self._blocked.add((applier.name, json.dumps(letter.source_key, sort_keys=True)))
-        items = [{k: v} for k, v in pending.items()] if isolate else [pending]
-        for item in items:
-            action = next(iter(item.values()), None)
-            key = action.source_key if action is not None else {}
-            def write(i: dict[Any, Any] = item) -> None:
-                applier.write(conn, i, outcome)
-
-            self._guarded(conn, isolate, outcome, applier, key, write)
-        return outcome
-
-    def _guarded(self, conn: Conn, isolate: bool, outcome: FlowOutcome, applier: CdcFlowApplier,
-                 key: dict[str, Any], work: Callable[[], None]) -> None:
-        if not isolate:
-            work()
-            return
-        self._isolated += 1
-        if self._isolated % ISOLATION_CHUNK == 0:
-            # Thousands of savepoints in one transaction get slow (subtransaction overflow); every
-            # write here is idempotent and the position is written last, so commit part-way.
-            self._store_dead_letters(conn, outcome.dead_letters)
-            self.stats.dead_letters += len(outcome.dead_letters)
-            outcome.dead_letters.clear()
-            conn.commit()
-        try:
-            with conn.transaction():  # a savepoint inside the batch transaction
-                work()
-        except psycopg.Error as exc:
-            error = classify(exc, f"{applier.flow.target.table}")
-            if isinstance(error, TransientError):
-                raise
-            kind = f"sqlstate_{getattr(error, 'sqlstate', None) or 'unknown'}"
-            outcome.dead_letters.append(DeadLetter(applier.name, key, "u", 0, kind, str(error)))
-            self._blocked.add((applier.name, json.dumps(key, sort_keys=True)))
-
-    def _store_dead_letters(self, conn: Conn, letters: list[DeadLetter]) -> None:
-        for d in letters:
-            if d.kind != "blocked":  # a key waiting behind its own earlier failure is not a new dead letter
-                metrics.DEAD_LETTERS_CREATED.labels(d.flow).inc()
-        first = DLQ_RETRY.initial_delay
-        store.add_cdc_dead_letters(conn, [(d.flow, self._stored_key(d), d.op, d.lsn, d.kind, d.error, first)
-                                          for d in letters])
-        for d in letters:
-            if d.kind != "blocked":
-                log.warning("flow %s: dead-lettered %s at %s: %s", d.flow, d.source_key, format_lsn(d.lsn), d.error)
-
-    def _stored_key(self, letter: DeadLetter) -> dict[str, Any]:
-        """A dead letter's key as stored: the declared key columns only, never a whole row (a table
-        with REPLICA IDENTITY FULL sends every column as its identity)."""
-        applier = next(a for a in self.appliers if a.name == letter.flow)
-        try:
-            return letter_key(applier, letter.source_key)
-        except ReplayFailedError:
-            return dict(letter.source_key)  # a partition of a top-N flow, or a key as the event gave it
 
     # ------------------------------------------------------------------ dead-letter retries
 
@@ -569,47 +431,13 @@ class CdcWorker:
             self._tgt.commit()
             return replay_due(self).replayed
         except (psycopg.Error, CivicsyncError) as exc:
-            _rollback(self._tgt)
+            rollback(self._tgt)
             log.warning("slot %s: dead-letter retry failed (%s)", self.slot,
                         describe(exc) if isinstance(exc, psycopg.Error) else exc)
             return 0
-
-
-@dataclass
-class _TableWork:
-    """One source table's share of a batch."""
-
-    truncated: bool = False
-    echoes: bool = False  # holds a change that some flow of the table skips (the echo rule)
-    events: list[ChangeEvent] = field(default_factory=list)  # the initial snapshot's rows
-    changes: list[tuple[RowChange, Transaction]] = field(default_factory=list)  # the stream's, as captured
-
-    @property
-    def size(self) -> int:
-        return len(self.events) + len(self.changes)
 
 
 class WorkerStopped(Stopped):
     """The stop event was set while the worker waited to retry: it ends without committing the batch."""
 
 
-class _NeedsIsolation(Exception):
-    """A non-transient error in a batch: re-apply it key by key."""
-
-
-class _Unavailable(TransientError):
-    pass
-
-
-def _rollback(conn: Conn) -> None:
-    with contextlib.suppress(psycopg.Error):
-        conn.rollback()
-
-
-def _partition_key(applier: CdcFlowApplier, unit: set[Any]) -> dict[str, Any]:
-    top = applier.cdc.top_n
-    assert top is not None
-    if len(unit) != 1:
-        return {}
-    (values,) = unit
-    return dict(zip(top.partition_by, values, strict=True))

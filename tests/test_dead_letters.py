@@ -24,7 +24,7 @@ from civicsync.runtime.cdc import CdcWorker
 from fix_api import serve
 from fix_cdc import RunningWorker, cdc_config, running, wait_for
 from fix_db import Deployment, q
-from test_cdc_runtime import add_documents, civicsync, make_applications, small_documents
+from test_cdc_runtime import CIT, add_documents, civicsync, make_applications, small_documents
 
 MARK = "Zq7"  # every planted value carries it: it must never show up in a stored or logged error
 
@@ -309,3 +309,45 @@ def test_a_retry_under_replica_identity_full_never_deletes_a_row_whose_source_ex
       Jsonb({"document_id": "2", "size_bytes": "9999"}))
     assert CdcWorker(config, "citizen", ["F7"]).replay_now().replayed == 1
     assert q(dep, "warehouse", "SELECT document_id FROM application_documents ORDER BY 1") == [(1,), (2,)]
+
+
+# --------------------------------------------------------------------------- item 7: replay keeps transitions
+
+
+def test_a_replay_of_an_event_log_key_restores_every_transition(fresh_deployment: Deployment) -> None:
+    """Item 7: application 7 fails at the registry (a constraint) through three transitions, one in
+    the failing batch and two waiting behind it. Its dead letter keeps them as the flow's masked
+    output (key and event columns only: no raw citizen id, no form); the replay after the fix logs all
+    of them, once, and the current row."""
+    dep = fresh_deployment
+    q(dep, "citizen", "INSERT INTO citizens (citizen_id, full_name) VALUES (%s, 'A')", CIT)
+    q(dep, "citizen", "INSERT INTO schemes (scheme_id, code, name, category, status) VALUES (1, 'S', 'S', 'C', 'OPEN')")
+    q(dep, "warehouse", "ALTER TABLE applications ADD CONSTRAINT not_seven CHECK (application_id <> 7)")
+    config = cdc_config(dep)
+    steps = ["UNDER_REVIEW", "DOCUMENTS_REQUIRED", "APPROVED"]
+    with running(config, "citizen", ["F6"]):
+        with dep.connect("citizen") as conn, conn.transaction():  # two transitions in the failing batch
+            conn.execute("INSERT INTO applications (application_id, citizen_id, scheme_id, status, form_data,"
+                         " updated_at) VALUES (7, %s, 1, 'SUBMITTED', %s, clock_timestamp())",
+                         (CIT, Jsonb({"national_id": f"{MARK}1234"})))
+            conn.execute("UPDATE applications SET status = 'UNDER_REVIEW', updated_at = clock_timestamp()")
+        wait_for(lambda: q(dep, "warehouse", "SELECT error_kind FROM civicsync.dead_letters")
+                 == [("sqlstate_23514",)], what="the dead letter")
+        for status in steps[1:]:  # later transitions wait behind it
+            q(dep, "citizen", "UPDATE applications SET status = %s, updated_at = clock_timestamp()", status)
+        q(dep, "citizen", "INSERT INTO applications (application_id, citizen_id, scheme_id, status)"
+                          " VALUES (8, %s, 1, 'SUBMITTED')", CIT)
+        wait_for(lambda: q(dep, "warehouse", "SELECT application_id FROM applications") == [(8,)],
+                 what="other keys to flow on")
+        wait_for(lambda: q(dep, "warehouse", "SELECT jsonb_array_length(held) FROM civicsync.dead_letters")
+                 == [(4,)], what="all four transitions held")
+        held = str(q(dep, "warehouse", "SELECT held FROM civicsync.dead_letters"))
+        assert MARK not in held and CIT not in held and "form_data" not in held
+        q(dep, "warehouse", "ALTER TABLE applications DROP CONSTRAINT not_seven")
+        wait_for(lambda: q(dep, "warehouse", "SELECT status FROM civicsync.dead_letters") == [("replayed",)],
+                 timeout=20, what="the automatic retry")
+    assert q(dep, "warehouse", "SELECT status FROM applications WHERE application_id = 7") == [("APPROVED",)]
+    assert q(dep, "warehouse", "SELECT event_type, source_lsn <> '0/0' FROM application_events"
+                               " WHERE application_id = 7 ORDER BY occurred_at") == [
+        ("SUBMITTED", True), ("UNDER_REVIEW", True), ("DOCUMENTS_REQUIRED", True), ("APPROVED", True)]
+    assert q(dep, "warehouse", "SELECT held FROM civicsync.dead_letters") == [(None,)]

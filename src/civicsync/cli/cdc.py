@@ -212,8 +212,9 @@ def dlq_discard(ref: Annotated[str, typer.Argument(help="DATABASE:ID as `dlq lis
         loaded = _load(config)
         db, num = _parse_id(ref, loaded)
         with connect(loaded.dsn(db), purpose="dlq", autocommit=True, label=db) as conn:
-            cur = conn.execute("UPDATE civicsync.dead_letters SET status = 'discarded', last_seen = clock_timestamp()"
-                               " WHERE dead_letter_id = %s AND status = 'pending'", (num,))
+            cur = conn.execute("UPDATE civicsync.dead_letters SET status = 'discarded', held = NULL,"
+                               " last_seen = clock_timestamp() WHERE dead_letter_id = %s AND status = 'pending'",
+                               (num,))
     if cur.rowcount != 1:
         _fail(f"no pending dead letter {ref}", 1)
     out.print(f"discarded {ref}")

@@ -125,16 +125,20 @@ def write_position(conn: Conn, slot: str, lsn: int, commit_time: datetime | None
     )
 
 
-def add_cdc_dead_letters(conn: Conn, letters: list[tuple[str, dict[str, Any], str, int, str, str, float]]) -> None:
+CdcLetter = tuple[str, dict[str, Any], str, int, str, str, float, list[dict[str, Any]] | None]
+
+
+def add_cdc_dead_letters(conn: Conn, letters: list[CdcLetter]) -> None:
     """Record change events that could not be applied: (flow, source key, op, lsn, kind, error,
-    seconds until the first retry). One entry per (flow, key): a later failure of the same key
-    keeps the entry's first position and counts an attempt."""
+    seconds until the first retry, held transitions or None). One entry per (flow, key): a later
+    failure of the same key keeps the entry's first position, counts an attempt and adds its held
+    transitions to those the pending entry already keeps."""
     if not letters:
         return
     with conn.cursor() as cur:
         cur.executemany(
-            "INSERT INTO civicsync.dead_letters (flow, row_key, op, lsn, error_kind, error, next_attempt_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, clock_timestamp() + make_interval(secs => %s))"
+            "INSERT INTO civicsync.dead_letters (flow, row_key, op, lsn, error_kind, error, next_attempt_at, held)"
+            " VALUES (%s, %s, %s, %s, %s, %s, clock_timestamp() + make_interval(secs => %s), %s)"
             f" {ON_KEY} DO UPDATE SET op = excluded.op,"
             " lsn = CASE WHEN civicsync.dead_letters.status = 'pending' THEN civicsync.dead_letters.lsn"
             " ELSE excluded.lsn END,"
@@ -143,8 +147,11 @@ def add_cdc_dead_letters(conn: Conn, letters: list[tuple[str, dict[str, Any], st
             " error = CASE WHEN excluded.error_kind = 'blocked' AND civicsync.dead_letters.status = 'pending'"
             " THEN civicsync.dead_letters.error ELSE excluded.error END,"
             " attempts = civicsync.dead_letters.attempts + 1, last_seen = clock_timestamp(), status = 'pending',"
+            " held = CASE WHEN civicsync.dead_letters.status = 'pending' AND civicsync.dead_letters.held IS NOT NULL"
+            " THEN civicsync.dead_letters.held || coalesce(excluded.held, '[]') ELSE excluded.held END,"
             " next_attempt_at = coalesce(civicsync.dead_letters.next_attempt_at, excluded.next_attempt_at)",
-            [(flow, Jsonb(key), op, lsn, kind, error, delay) for flow, key, op, lsn, kind, error, delay in letters],
+            [(flow, Jsonb(key), op, lsn, kind, error, delay, None if held is None else Jsonb(held))
+             for flow, key, op, lsn, kind, error, delay, held in letters],
         )
 
 

@@ -27,7 +27,7 @@ from civicsync.db.origin import is_own
 from civicsync.db.roles import MissingGrantError
 from civicsync.errors import TransientError
 from civicsync.events import ChangeEvent, event_of
-from civicsync.runtime.replay import DLQ_RETRY, ReplayFailedError, letter_key
+from civicsync.runtime.replay import DLQ_RETRY, ReplayFailedError, held_rows, letter_key
 
 if TYPE_CHECKING:
     from civicsync.config import LoadedConfig
@@ -52,6 +52,7 @@ class BatchApplying:
     _blocked: set[tuple[str, str]]
     _isolated: int
     _skipped_by: dict[str, frozenset[str]]
+    _held: dict[tuple[str, str], list[dict[str, Any]]]  # (flow, key) → transitions kept with its dead letter
     _all_flows: frozenset[str]
 
     def source_reader(self) -> Conn:
@@ -79,6 +80,7 @@ class BatchApplying:
             if self._tgt is None:
                 raise Unavailable(f"{self.target} database is unavailable")
         conn = self._tgt
+        self._held = {}
         letters: list[DeadLetter] = []
         outcomes: list[tuple[str, FlowOutcome]] = []
         try:
@@ -137,9 +139,14 @@ class BatchApplying:
         changes = table_work.changes
         if table_work.echoes:  # some flows of the table carry these changes and this one may not
             changes = [(c, t) for c, t in changes if applier.name not in self.echo_skips(t.origin)]
+        # An event log keeps every transition of a waiting key (held with its dead letter for the
+        # replay), so its waiting keys go through the transform too and are taken out afterwards.
+        logged = applier.cdc.event_log is not None and bool(blocked)
         # A batch holds either the snapshot's rows or the stream's changes.
-        pending = (applier.net_effect_of_changes(changes, blocked, outcome) if table_work.changes
-                   else applier.net_effect(table_work.events, blocked, outcome))
+        pending = (applier.net_effect_of_changes(changes, set() if logged else blocked, outcome) if table_work.changes
+                   else applier.net_effect(table_work.events, set() if logged else blocked, outcome))
+        if logged:
+            self._hold_waiting(applier, pending, blocked, outcome)
         for letter in outcome.dead_letters:
             self._blocked.add((applier.name, json.dumps(letter.source_key, sort_keys=True)))
         items = [{k: v} for k, v in pending.items()] if isolate else [pending]
@@ -149,11 +156,30 @@ class BatchApplying:
             def write(i: dict[Any, Any] = item) -> None:
                 applier.write(conn, i, outcome)
 
-            self._guarded(conn, isolate, outcome, applier, key, write)
+            self._guarded(conn, isolate, outcome, applier, key, write, action)
         return outcome
 
+    def _hold_waiting(self, applier: CdcFlowApplier, pending: dict[Any, Any], blocked: set[str],
+                      outcome: FlowOutcome) -> None:
+        """Take the keys that wait behind a dead letter out of ``pending``; keep their transitions."""
+        for tkey, action in list(pending.items()):
+            skey = json.dumps(action.source_key, sort_keys=True)
+            if skey not in blocked:
+                continue
+            del pending[tkey]
+            self._hold(applier, action)
+            outcome.dead_letters.append(DeadLetter(applier.name, action.source_key, "u", action.lsn, "blocked",
+                                                   "waiting behind an earlier failure of the same key"))
+
+    def _hold(self, applier: CdcFlowApplier, action: Any) -> None:
+        """Keep the transitions of an event-log flow's failed or waiting key for its dead letter."""
+        history = getattr(action, "history", None)
+        if applier.cdc.event_log is not None and history:
+            key = (applier.name, json.dumps(action.source_key, sort_keys=True))
+            self._held.setdefault(key, []).extend(held_rows(applier, history))
+
     def _guarded(self, conn: Conn, isolate: bool, outcome: FlowOutcome, applier: CdcFlowApplier,
-                 key: dict[str, Any], work: Callable[[], None]) -> None:
+                 key: dict[str, Any], work: Callable[[], None], action: Any = None) -> None:
         if not isolate:
             work()
             return
@@ -173,7 +199,9 @@ class BatchApplying:
             if isinstance(error, TransientError):
                 raise
             kind = f"sqlstate_{getattr(error, 'sqlstate', None) or 'unknown'}"
-            outcome.dead_letters.append(DeadLetter(applier.name, key, "u", 0, kind, str(error)))
+            self._hold(applier, action)
+            outcome.dead_letters.append(DeadLetter(applier.name, key, "u", getattr(action, "lsn", 0), kind,
+                                                   str(error)))
             self._blocked.add((applier.name, json.dumps(key, sort_keys=True)))
 
     def _store_dead_letters(self, conn: Conn, letters: list[DeadLetter]) -> None:
@@ -181,11 +209,13 @@ class BatchApplying:
             if d.kind != "blocked":  # a key waiting behind its own earlier failure is not a new dead letter
                 metrics.DEAD_LETTERS_CREATED.labels(d.flow).inc()
         first = DLQ_RETRY.initial_delay
-        store.add_cdc_dead_letters(conn, [(d.flow, self._stored_key(d), d.op, d.lsn, d.kind, d.error, first)
-                                          for d in letters])
+        store.add_cdc_dead_letters(conn, [
+            (d.flow, self._stored_key(d), d.op, d.lsn, d.kind, d.error, first,
+             self._held.pop((d.flow, json.dumps(d.source_key, sort_keys=True)), None)) for d in letters])
         for d in letters:
             if d.kind != "blocked":
-                log.warning("flow %s: dead-lettered %s at %s: %s", d.flow, d.source_key, format_lsn(d.lsn), d.error)
+                log.warning("flow %s: dead-lettered %s at %s: %s", d.flow, self._stored_key(d), format_lsn(d.lsn),
+                            d.error)
 
     def _stored_key(self, letter: DeadLetter) -> dict[str, Any]:
         """A dead letter's key as stored: the declared key columns only, never a whole row (a table

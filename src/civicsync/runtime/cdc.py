@@ -112,6 +112,7 @@ class CdcWorker(BatchApplying):
         self._all_flows = frozenset(self.flows)
         self._blocked: set[tuple[str, str]] = set()
         self._isolated = 0
+        self._held = {}
         self._tgt: Conn | None = None
         self._src: Conn | None = None
         self._stream: Stream | None = None

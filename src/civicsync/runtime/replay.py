@@ -9,6 +9,7 @@ counts an attempt and schedules the next one with exponential backoff.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -76,20 +77,20 @@ def replay_due(worker: CdcWorker, *, due_only: bool = True, ids: list[int] | Non
     """Replay pending dead letters of the worker's flows (those due, or all; at most ``limit``)."""
     conn = worker.target_connection
     rows = conn.execute(
-        "SELECT dead_letter_id, flow, row_key, attempts FROM civicsync.dead_letters WHERE status = 'pending'"
+        "SELECT dead_letter_id, flow, row_key, attempts, held FROM civicsync.dead_letters WHERE status = 'pending'"
         " AND flow = ANY(%s) AND (NOT %s OR next_attempt_at IS NULL OR next_attempt_at <= clock_timestamp())"
         " AND (%s::bigint[] IS NULL OR dead_letter_id = ANY(%s)) ORDER BY lsn NULLS LAST, dead_letter_id LIMIT %s",
         (worker.flows, due_only, ids, ids, limit)).fetchall()
     conn.commit()
     appliers = {a.name: a for a in worker.appliers}
     counts = ReplayCounts()
-    for dead_id, flow, key, attempts in rows:
+    for dead_id, flow, key, attempts, held in rows:
         applier = appliers[flow]
         try:
             with conn.transaction():
-                _reapply(worker, applier, key)
-            conn.execute("UPDATE civicsync.dead_letters SET status = 'replayed', last_seen = clock_timestamp()"
-                         " WHERE dead_letter_id = %s", (dead_id,))
+                _reapply(worker, applier, key, held or [])
+            conn.execute("UPDATE civicsync.dead_letters SET status = 'replayed', held = NULL,"
+                         " last_seen = clock_timestamp() WHERE dead_letter_id = %s", (dead_id,))
             worker.unblock(flow, key)
             counts.replayed += 1
         except (psycopg.Error, CivicsyncError) as exc:
@@ -125,7 +126,41 @@ def letter_key(applier: CdcFlowApplier, key: Mapping[str, Any]) -> dict[str, Any
     return {c: key[c] for c in columns}
 
 
-def _reapply(worker: CdcWorker, applier: CdcFlowApplier, stored: dict[str, Any]) -> None:
+def held_rows(applier: CdcFlowApplier, history: Sequence[tuple[Sequence[Any], int]]) -> list[dict[str, Any]]:
+    """What a dead letter keeps of an event-log flow's transitions: per (output row, LSN) the LSN and
+    the output values of the target key and the event-log columns, as the flow masked them."""
+    keep = _held_columns(applier)
+    return [{"lsn": lsn, "values": {c: _plain(row[applier.columns.index(c)]) for c in keep}}
+            for row, lsn in history]
+
+
+def history_of(applier: CdcFlowApplier, held: Sequence[Mapping[str, Any]]) -> list[tuple[list[Any], int]]:
+    """The transitions a dead letter kept, as the applier's (row, LSN) history, in LSN order and once
+    each (a batch retried after a part-way commit may have kept one twice)."""
+    seen: set[str] = set()
+    out: list[tuple[list[Any], int]] = []
+    for entry in sorted(held, key=lambda e: int(e["lsn"])):
+        text = json.dumps(entry, sort_keys=True)
+        if text not in seen:
+            seen.add(text)
+            values = entry["values"]
+            out.append(([values.get(c) for c in applier.columns], int(entry["lsn"])))
+    return out
+
+
+def _held_columns(applier: CdcFlowApplier) -> list[str]:
+    log = applier.cdc.event_log
+    assert log is not None
+    wanted = [*applier.target.key, *(c for c in log.columns.values() if c != "$lsn")]
+    return [c for c in dict.fromkeys(wanted) if c in applier.columns]
+
+
+def _plain(value: Any) -> Any:
+    return value if value is None or isinstance(value, str) else None  # UNCHANGED (TOAST) is not kept
+
+
+def _reapply(worker: CdcWorker, applier: CdcFlowApplier, stored: dict[str, Any],
+             held: Sequence[Mapping[str, Any]] = ()) -> None:
     conn = worker.target_connection
     key = letter_key(applier, stored)
     if applier.cdc.top_n is not None:
@@ -136,7 +171,7 @@ def _reapply(worker: CdcWorker, applier: CdcFlowApplier, stored: dict[str, Any])
         events, gone = current_events(worker.source_reader(), applier, [key])
         if gone:
             raise RowRejectedError("gone", "the source row no longer exists and this flow ignores deletes")
-        outcome = apply_events(conn, applier, events)
+        outcome = apply_events(conn, applier, events, history_of(applier, held) if held else [])
     if outcome.dead_letters:
         raise ReplayFailedError("; ".join(d.error for d in outcome.dead_letters))
 
@@ -177,12 +212,17 @@ def current_events(source: Conn, applier: CdcFlowApplier, lookups: Sequence[Mapp
     return events, gone
 
 
-def apply_events(conn: psycopg.Connection[Any], applier: CdcFlowApplier, events: Sequence[ChangeEvent]
-                 ) -> FlowOutcome:
+def apply_events(conn: psycopg.Connection[Any], applier: CdcFlowApplier, events: Sequence[ChangeEvent],
+                 before: Sequence[tuple[list[Any], int]] = ()) -> FlowOutcome:
     """Apply events as one batch of the event path (net effect per key, then write), in the caller's
-    transaction. Nothing is written when any event breaks a rule (see the outcome's dead letters)."""
+    transaction. Nothing is written when any event breaks a rule (see the outcome's dead letters).
+    ``before``: transitions of an event-log flow's key kept by its dead letter, logged ahead of these."""
     outcome = FlowOutcome()
     pending = applier.net_effect(list(events), set(), outcome)
+    if before:
+        for action in pending.values():
+            if hasattr(action, "history"):
+                action.history = [*before, *action.history]
     if not outcome.dead_letters:
         applier.write(conn, pending, outcome)
     return outcome
@@ -198,4 +238,5 @@ def _matches(image: Mapping[str, Any], lookups: Sequence[Mapping[str, Any]]) -> 
     return {_lookup_text({c: image[c] for c in cols}) for cols in columns}
 
 
-__all__ = ["ReplayCounts", "ReplayFailedError", "apply_events", "current_events", "replay_all", "replay_due"]
+__all__ = ["ReplayCounts", "ReplayFailedError", "apply_events", "current_events", "held_rows", "history_of",
+           "letter_key", "replay_all", "replay_due"]

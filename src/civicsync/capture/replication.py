@@ -40,12 +40,62 @@ from civicsync.capture.pgoutput import (
     format_lsn,
 )
 from civicsync.config.models import Retry
-from civicsync.db.errors import describe
+from civicsync.db.errors import describe, sqlstate_of
+from civicsync.errors import FatalError
 from civicsync.jobs.retry import backoff_delays
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_PREFIX = "civicsync.heartbeat"
+
+
+# Errors a reconnect does not heal: an object or privilege is missing (42: the slot or publication is
+# gone, the role may not replicate), authentication or the database itself (28, 3D), a feature the
+# server refuses (0A), and 55000, "can no longer get changes from replication slot" (invalidated).
+PERMANENT_CLASSES = frozenset({"42", "28", "3D", "0A"})
+PERMANENT_SQLSTATES = frozenset({"55000"})
+
+
+class ReplicationBrokenError(FatalError):
+    """The replication stream stopped on an error that reconnecting will not fix."""
+
+    def __init__(self, message: str, sqlstate: str) -> None:
+        self.sqlstate = sqlstate
+        super().__init__(message)
+
+
+# psycopg2 gives no SQLSTATE for a connection refused during start-up (libpq reports the FATAL as
+# text): these start-up refusals are recognised by the server's (English) message instead.
+_STARTUP_REFUSALS = (("must be superuser or replication role", "42501"), ("permission denied", "42501"),
+                     ("password authentication failed", "28P01"), ("no pg_hba.conf entry", "28000"),
+                     ('role "', "28000"), ('database "', "3D000"))
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    sqlstate = sqlstate_of(exc)
+    if sqlstate is None and isinstance(exc, psycopg2.OperationalError) and "FATAL:" in str(exc):
+        fatal = str(exc).split("FATAL:", 1)[1]
+        return next((code for text, code in _STARTUP_REFUSALS if text in fatal
+                     and (not text.endswith('"') or "does not exist" in fatal)), None)
+    return sqlstate
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """True for a replication error whose SQLSTATE says a reconnect would fail the same way."""
+    sqlstate = _sqlstate(exc)
+    return sqlstate is not None and (sqlstate in PERMANENT_SQLSTATES or sqlstate[:2] in PERMANENT_CLASSES)
+
+
+def _broken(slot: str, publication: str, source: str, exc: BaseException) -> ReplicationBrokenError:
+    sqlstate = _sqlstate(exc) or "?"
+    if sqlstate == "55000" or "replication slot" in str(exc):
+        remedy = f"the slot is gone or invalidated: recover with `civicsync cdc resync {source}`"
+    elif "publication" in str(exc):
+        remedy = f"publication {publication} is gone: run `civicsync db init`, then restart the worker"
+    else:
+        remedy = "check the capture role's REPLICATION attribute, login and grants (`civicsync db init`)"
+    return ReplicationBrokenError(f"replication slot {slot}: {describe(exc)}; reconnecting will not help: {remedy}",
+                                  sqlstate)
 
 
 class Stopped(Exception):
@@ -140,10 +190,12 @@ class ReplicationStream:
     """Whole committed transactions from one slot, reconnecting when the connection breaks."""
 
     def __init__(self, dsn: str, *, slot: str, publication: str, start_lsn: int = 0,
-                 reconnect: Retry | None = None, stop: threading.Event | None = None) -> None:
+                 reconnect: Retry | None = None, stop: threading.Event | None = None,
+                 source: str = "SOURCE") -> None:
         self._dsn = dsn
         self._slot = slot
         self._publication = publication
+        self._source = source  # the config's connection name, for messages
         self._acked = start_lsn
         self._reconnect = reconnect or Retry(attempts=100, initial_delay=0.2, max_delay=5.0)
         self._stop = stop or threading.Event()  # wakes the reconnect backoff: a stop never waits it out
@@ -180,7 +232,11 @@ class ReplicationStream:
                                 format_lsn(self._acked))
                 self._connected_before = True
                 return
-            except psycopg2.OperationalError as exc:
+            except psycopg2.Error as exc:
+                if is_permanent(exc):
+                    raise _broken(self._slot, self._publication, self._source, exc) from None
+                if not isinstance(exc, psycopg2.OperationalError):
+                    raise
                 self.reconnecting = True
                 if attempt == len(delays):
                     raise
@@ -211,6 +267,9 @@ class ReplicationStream:
                     continue
                 txn = self._assembler.feed(msg.payload)
             except (psycopg2.OperationalError, psycopg2.InterfaceError, psycopg2.DatabaseError) as exc:
+                if is_permanent(exc):
+                    self._drop_connection()
+                    raise _broken(self._slot, self._publication, self._source, exc) from None
                 log.warning("replication slot %s: connection lost (%s); reconnecting", self._slot,
                             describe(exc))
                 self._drop_connection()

@@ -72,6 +72,28 @@ def cdc_run(flows: FlowsOpt = None, config: ConfigOpt = None, verbose: VerboseOp
                   highlight=False)
 
 
+@cdc_app.command("resync")
+def cdc_resync(source: Annotated[str, typer.Argument(help="The source connection whose slot was lost.")],
+               config: ConfigOpt = None, verbose: VerboseOpt = False) -> None:
+    """Recover a lost replication slot (dropped, or invalidated by max_slot_wal_keep_size): make a new
+    slot with a snapshot, apply the snapshot, reconcile and repair the source's CDC flows. Stop the
+    source's worker first. Exit 1 when a difference remains."""
+    from civicsync.runtime.resync import resync_source
+
+    _setup(verbose)
+    with _user_errors():
+        loaded = _load(config)
+        if source not in cdc_sources(loaded):
+            _fail(f"{source!r} is not a connection CDC flows read from; known: {', '.join(cdc_sources(loaded))}", 2)
+        results = resync_source(loaded, source)
+    for r in results:
+        out.print(f"{r.flow} ({r.flow_id}): {r.status}; repaired {r.repaired}; remaining {r.remaining}"
+                  + (f"; error: {r.error}" if r.error else ""), highlight=False)
+    if not all(r.ok for r in results):
+        _fail("the new slot streams, but some differences remain: see `civicsync reconcile FLOW`", 1)
+    out.print(f"{source}: resynchronised; start the service (or `civicsync cdc run`) to stream again")
+
+
 # --------------------------------------------------------------------------- status
 
 

@@ -32,12 +32,13 @@ from civicsync.apply.cdc import CdcFlowApplier
 from civicsync.capture.pgoutput import format_lsn
 from civicsync.capture.replication import (
     PrefetchingStream,
+    ReplicationBrokenError,
     ReplicationStream,
     Stopped,
     Transaction,
     emit_heartbeat,
 )
-from civicsync.capture.slots import check_wal_level, drop_slot, ensure_publication, ensure_slot, slot_info
+from civicsync.capture.slots import SlotInfo, check_wal_level, drop_slot, ensure_publication, ensure_slot, slot_info
 from civicsync.capture.snapshot import begin_in_snapshot, slot_with_snapshot
 from civicsync.config import LoadedConfig
 from civicsync.config.models import Retry, publication_name, slot_name
@@ -80,7 +81,7 @@ class CdcWorker(BatchApplying):
 
     def __init__(self, config: LoadedConfig, source: str, flows: list[str] | None = None,
                  stop: threading.Event | None = None,
-                 on_batch: Callable[[list[Transaction]], None] | None = None) -> None:
+                 on_batch: Callable[[list[Transaction]], None] | None = None, resync: bool = False) -> None:
         self.config = config
         self.source = source
         model = config.model
@@ -102,6 +103,7 @@ class CdcWorker(BatchApplying):
         self.capture = model.connections[source].capture
         self.stop_event = stop or threading.Event()
         self.on_batch = on_batch
+        self.resync = resync  # replace a lost slot: new slot, snapshot applied over what the target holds
         self.stats = WorkerStats()
         self.ready = threading.Event()  # set once prepared (slot, snapshot, position) and streaming
         self.origin = origin_for(config, f"cdc_{self.slot}")
@@ -122,6 +124,13 @@ class CdcWorker(BatchApplying):
 
     def prepare(self) -> None:
         """Check the source, create publication and slot, connect the target, load the position."""
+        try:
+            self._prepare()
+        except BaseException:
+            self.close()  # a failed start must not leave sessions (and their replication origin) open
+            raise
+
+    def _prepare(self) -> None:
         with connect(self.config.dsn(self.source, "capture"), purpose="cdc-setup", autocommit=True,
                      label=self.source) as src:
             check_wal_level(src)
@@ -145,6 +154,7 @@ class CdcWorker(BatchApplying):
                                 "columns %s", a.name, ", ".join(a.source.key))
             self._blocked = store.pending_keys(self._tgt, self.flows)
             self._tgt.commit()
+            existing = self._usable_slot(src, existing)
             if self.capture.snapshot == "never":
                 if ensure_slot(src, self.slot):
                     log.info("created replication slot %s on %s (no initial snapshot)", self.slot, self.source)
@@ -156,6 +166,24 @@ class CdcWorker(BatchApplying):
                 existing = None
         if existing is None:
             self._initial_snapshot()
+
+    def _usable_slot(self, src: Conn, existing: SlotInfo | None) -> SlotInfo | None:
+        """The slot to stream from, or None to create one with a snapshot. A slot that is gone or
+        invalidated after changes were applied from it means changes may be lost: that stops the
+        worker (a new slot would silently skip them), unless this is a resync."""
+        if self.stats.position == 0 or (existing is not None and not existing.lost and not self.resync):
+            return existing
+        if not self.resync:
+            what = "gone" if existing is None else "invalidated (max_slot_wal_keep_size)"
+            raise ReplicationBrokenError(
+                f"replication slot {self.slot} on {self.source} is {what}, but flows {', '.join(self.flows)} were "
+                f"applied from it up to {format_lsn(self.stats.position)}: changes since then may be lost. Recover "
+                f"with `civicsync cdc resync {self.source}` (a new slot and snapshot, then reconciliation)",
+                "42704" if existing is None else "55000")
+        if existing is not None:
+            drop_slot(src, self.slot)
+        log.warning("slot %s on %s: resynchronising from a new slot and snapshot", self.slot, self.source)
+        return None
 
     def _ensure_publication(self, src: Conn, tables: list[str]) -> None:
         published = {f"{r[0]}.{r[1]}" for r in src.execute(
@@ -254,7 +282,7 @@ class CdcWorker(BatchApplying):
         # Read and decoded on a thread of its own, so the next batch is captured while this one commits.
         stream = PrefetchingStream(
             ReplicationStream(self.config.dsn(self.source, "capture"), slot=self.slot, publication=self.publication,
-                              start_lsn=self.stats.position, stop=self.stop_event),
+                              start_lsn=self.stats.position, stop=self.stop_event, source=self.source),
             max_changes=2 * self.capture.batch_max_changes)
         self._stream = stream
         try:

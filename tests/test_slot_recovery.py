@@ -55,6 +55,16 @@ def _revoke_replication(dep: Deployment, config: LoadedConfig) -> None:
     _walsender_gone(dep, slot_name(config.model, "citizen"))
 
 
+def _supervised(dep: Deployment) -> tuple[LoadedConfig, ServiceState, Supervisor]:
+    """One application, and the service's supervisor running F7's worker."""
+    make_applications(dep, 1)
+    config = cdc_config(dep)
+    state = ServiceState()
+    supervisor = Supervisor(config, state, SupervisorSettings(restart_initial_delay=0.2), flows=["F7"])
+    supervisor.start()
+    return config, state, supervisor
+
+
 @pytest.mark.parametrize(("fault", "says"), [
     (_drop_slot, "civicsync cdc resync citizen"),
     (_drop_publication, "civicsync db init"),
@@ -63,11 +73,7 @@ def _revoke_replication(dep: Deployment, config: LoadedConfig) -> None:
 def test_a_permanent_stream_error_stops_the_worker_for_good(
         fresh_deployment: Deployment, fault: Callable[[Deployment, LoadedConfig], None], says: str) -> None:
     dep = fresh_deployment
-    make_applications(dep, 1)
-    config = cdc_config(dep)
-    state = ServiceState()
-    supervisor = Supervisor(config, state, SupervisorSettings(restart_initial_delay=0.2), flows=["F7"])
-    supervisor.start()
+    config, state, supervisor = _supervised(dep)
     try:
         add_documents(dep, range(1, 2))
         wait_for(lambda: q(dep, "warehouse", "SELECT count(*) FROM application_documents") == [(1,)],
@@ -91,11 +97,7 @@ def test_a_permanent_stream_error_stops_the_worker_for_good(
 def test_a_transient_stream_error_still_reconnects(fresh_deployment: Deployment) -> None:
     """A terminated walsender (SQLSTATE 57P01 or a dead socket) is retried as before."""
     dep = fresh_deployment
-    make_applications(dep, 1)
-    config = cdc_config(dep)
-    state = ServiceState()
-    supervisor = Supervisor(config, state, SupervisorSettings(restart_initial_delay=0.2), flows=["F7"])
-    supervisor.start()
+    config, state, supervisor = _supervised(dep)
     try:
         wait_for(lambda: state.workers["citizen"].phase == "running", what="the worker")
         _walsender_gone(dep, slot_name(config.model, "citizen"))

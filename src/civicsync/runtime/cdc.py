@@ -168,11 +168,21 @@ class CdcWorker(BatchApplying):
             self._initial_snapshot()
 
     def _usable_slot(self, src: Conn, existing: SlotInfo | None) -> SlotInfo | None:
-        """The slot to stream from, or None to create one with a snapshot. A slot that is gone or
-        invalidated after changes were applied from it means changes may be lost: that stops the
-        worker (a new slot would silently skip them), unless this is a resync."""
+        """The slot to stream from, or None to create one (with a snapshot unless the source says
+        ``snapshot: never``). A slot that is gone or invalidated after changes were applied from it
+        means changes may be lost: that stops the worker (a new slot would silently skip them), unless
+        this is a resync or the source leaves what it misses to reconciliation (``snapshot: never``)."""
         if self.stats.position == 0 or (existing is not None and not existing.lost and not self.resync):
             return existing
+        if self.capture.snapshot == "never" and not self.resync:
+            # The source is declared to start without a snapshot: what a lost slot missed is left to the
+            # flows' reconciliations (hybrid flows repair it hourly), as at the very first start.
+            log.warning("slot %s on %s is gone or invalidated; changes since %s are left to reconciliation "
+                        "(capture.snapshot: never); making a new slot", self.slot, self.source,
+                        format_lsn(self.stats.position))
+            if existing is not None:
+                drop_slot(src, self.slot)
+            return None
         if not self.resync:
             what = "gone" if existing is None else "invalidated (max_slot_wal_keep_size)"
             raise ReplicationBrokenError(

@@ -25,8 +25,9 @@ from civicsync.control import store
 from civicsync.db.errors import classify
 from civicsync.db.origin import is_own
 from civicsync.db.roles import MissingGrantError
-from civicsync.errors import TransientError
+from civicsync.errors import SchemaMismatchError, TransientError
 from civicsync.events import ChangeEvent, event_of
+from civicsync.runtime.flowstops import FlowStops
 from civicsync.runtime.replay import DLQ_RETRY, ReplayFailedError, held_rows, letter_key
 
 if TYPE_CHECKING:
@@ -53,6 +54,9 @@ class BatchApplying:
     _isolated: int
     _skipped_by: dict[str, frozenset[str]]
     _held: dict[tuple[str, str], list[dict[str, Any]]]  # (flow, key) → transitions kept with its dead letter
+    flow_stops: FlowStops
+    _positions: dict[str, int] | None
+    _batch_end: int
     _all_flows: frozenset[str]
 
     def source_reader(self) -> Conn:
@@ -86,13 +90,24 @@ class BatchApplying:
         try:
             for table, table_work in work.items():
                 for applier in self.by_table[table]:
+                    if applier.name in self.flow_stops.stopped:
+                        continue  # stopped by a schema change: its position stays where it stopped
                     if table_work.truncated and applier.cdc.truncate == "propagate":
                         applier.truncate_target(conn)
-                    outcome = self._apply_flow(conn, applier, table_work, isolate)
+                    try:
+                        outcome = self._apply_flow(conn, applier, table_work, isolate)
+                    except SchemaMismatchError as exc:
+                        if applier.cdc.top_n is not None:
+                            raise
+                        relation = table_work.changes[-1][0].relation if table_work.changes else None
+                        self.flow_stops.stop(applier, relation, exc, self.stats.position)
+                        continue  # nothing of this flow was written (the error comes before its SQL)
                     outcomes.append((applier.name, outcome))
                     letters += outcome.dead_letters
             self._store_dead_letters(conn, letters)
             if position is not None:
+                if self.flow_stops.stopped or self.flow_stops.behind:
+                    self.flow_stops.save(conn, self._batch_end, position[0])
                 store.write_position(conn, self.slot, position[0], position[1])
             conn.commit()
         except psycopg.Error as exc:
@@ -137,6 +152,13 @@ class BatchApplying:
                 self._guarded(conn, isolate, outcome, applier, partition_key(applier, unit), work)
             return outcome
         changes = table_work.changes
+        if changes:
+            # Relations only change forward: the first and the last show a schema change of the batch.
+            self.flow_stops.check(applier, changes[0][0].relation)
+            self.flow_stops.check(applier, changes[-1][0].relation)
+        if self._positions is not None:  # what this flow applied already (it resumes behind the others)
+            after = self._positions.get(applier.name, 0)
+            changes = [(c, t) for c, t in changes if t.end_lsn > after]
         if table_work.echoes:  # some flows of the table carry these changes and this one may not
             changes = [(c, t) for c, t in changes if applier.name not in self.echo_skips(t.origin)]
         # An event log keeps every transition of a waiting key (held with its dead letter for the

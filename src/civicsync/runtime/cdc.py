@@ -53,6 +53,7 @@ from civicsync.events import ChangeEvent, Image, SourceInfo
 from civicsync.extract.source import stream_rows
 from civicsync.jobs.retry import backoff_delays
 from civicsync.runtime.applying import BatchApplying, NeedsIsolation, TableWork, rollback
+from civicsync.runtime.flowstops import FlowStops
 from civicsync.runtime.replay import ReplayCounts
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,9 @@ class CdcWorker(BatchApplying):
         self._blocked: set[tuple[str, str]] = set()
         self._isolated = 0
         self._held = {}
+        self.flow_stops = FlowStops(config, self.slot)
+        self._positions: dict[str, int] | None = None  # per flow, while a batch holds what some applied
+        self._batch_end = 0
         self._tgt: Conn | None = None
         self._src: Conn | None = None
         self._stream: Stream | None = None
@@ -148,6 +152,7 @@ class CdcWorker(BatchApplying):
                 self._connect_target()
             assert self._tgt is not None
             self.stats.position = store.read_position(self._tgt, self.slot)
+            self.flow_stops.load(self._tgt, self.flows)
             for a in self.appliers:
                 if a.cdc.top_n is None and store.narrow_dead_letter_keys(self._tgt, a.name, list(a.source.key)):
                     log.warning("flow %s: dead letters that held whole rows as keys now hold only the key "
@@ -292,7 +297,8 @@ class CdcWorker(BatchApplying):
         # Read and decoded on a thread of its own, so the next batch is captured while this one commits.
         stream = PrefetchingStream(
             ReplicationStream(self.config.dsn(self.source, "capture"), slot=self.slot, publication=self.publication,
-                              start_lsn=self.stats.position, stop=self.stop_event, source=self.source),
+                              start_lsn=self.flow_stops.start_position(self.stats.position), stop=self.stop_event,
+                              source=self.source),
             max_changes=2 * self.capture.batch_max_changes)
         self._stream = stream
         try:
@@ -312,7 +318,7 @@ class CdcWorker(BatchApplying):
                 self.stats.waiting_since = batch[0].commit_time
                 self._apply_batch(batch, stream)
                 self.stats.waiting_since = None
-                stream.acknowledge(self.stats.position)
+                stream.acknowledge(self.flow_stops.start_position(self.stats.position))
             now = time.monotonic()
             if now >= next_beat:
                 self._heartbeat()
@@ -351,9 +357,13 @@ class CdcWorker(BatchApplying):
     # ------------------------------------------------------------------ applying a batch
 
     def _apply_batch(self, batch: list[Transaction], stream: Stream | None = None) -> None:
-        fresh = [t for t in batch if t.end_lsn > self.stats.position]
+        floor = self.flow_stops.start_position(self.stats.position)
+        fresh = [t for t in batch if t.end_lsn > floor]
         if not fresh:
             return
+        # A flow resuming after a schema stop re-reads what the others have applied: each takes its own.
+        self._positions = ({a.name: self.flow_stops.position(a.name, self.stats.position) for a in self.appliers}
+                           if fresh[0].end_lsn <= self.stats.position else None)
         work: dict[str, TableWork] = {}
         for txn in fresh:
             skipping = self.echo_skips(txn.origin)
@@ -376,11 +386,14 @@ class CdcWorker(BatchApplying):
             for applier in self.by_table[table]:
                 metrics.CDC_CAPTURED.labels(applier.name).inc(table_work.size)
         last = fresh[-1]
-        self._commit_with_retries(work, (last.end_lsn, last.commit_time), stream)
+        position = max(self.stats.position, last.end_lsn)
+        self._batch_end = last.end_lsn
+        self._commit_with_retries(work, (position, last.commit_time), stream)
+        self.flow_stops.advanced(last.end_lsn, position)
         self.stats.transactions += len(fresh)
         self.stats.events += sum(w.size for w in work.values())
         self.stats.batches += 1
-        self.stats.position = last.end_lsn
+        self.stats.position = position
         self.stats.last_commit_time = last.commit_time
         committed = datetime.now(UTC)
         latencies = [(committed - t.commit_time).total_seconds() for t in fresh if t.changes]

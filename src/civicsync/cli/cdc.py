@@ -32,6 +32,7 @@ def register(app: typer.Typer) -> None:
 @cdc_app.command("run")
 def cdc_run(flows: FlowsOpt = None, config: ConfigOpt = None, verbose: VerboseOpt = False) -> None:
     """Run the CDC workers in the foreground until SIGINT/SIGTERM; then flush, commit and exit 0."""
+    from civicsync.capture.replication import Stopped
     from civicsync.runtime.cdc import CdcWorker
 
     _setup(verbose)
@@ -45,8 +46,13 @@ def cdc_run(flows: FlowsOpt = None, config: ConfigOpt = None, verbose: VerboseOp
         if not sources:
             _fail("no CDC flow matches", 2)
         workers = [CdcWorker(loaded, s, flows, stop=stop) for s in sources]
-        for w in workers:
-            w.prepare()
+        try:
+            for w in workers:
+                w.prepare()
+        except Stopped:  # SIGTERM while the start-up waited to retry: a clean stop, nothing half-applied
+            for w in workers:
+                w.close()
+            raise typer.Exit(0) from None
     errors: list[BaseException] = []
 
     def run(worker: CdcWorker) -> None:

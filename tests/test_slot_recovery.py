@@ -161,3 +161,49 @@ def test_a_lost_slot_is_recovered_by_one_command_with_nothing_lost_or_doubled(fr
     finally:
         cleanup(config, "citizen")
     assert civicsync(dep, config_path, "cdc", "resync", "nowhere").returncode == 2
+
+
+def test_a_slot_invalidated_by_max_slot_wal_keep_size_is_recovered(fresh_deployment: Deployment,
+                                                                   tmp_path: Path) -> None:
+    """The source removes WAL a stopped worker's slot still needs (max_slot_wal_keep_size): the
+    slot's wal_status is 'lost'. The worker refuses to start on it; `cdc resync` drops it and
+    recovers."""
+    dep = fresh_deployment
+    make_applications(dep, 1)
+    raw = cdc_raw()
+    config_path = write_config(tmp_path / "civicsync.yaml", raw)
+    config = cdc_config(dep, lambda r: r.update(raw))
+    worker = CdcWorker(config, "citizen", ["F7"])
+    worker.prepare()
+    handle = RunningWorker(worker).start()
+    try:
+        add_documents(dep, range(1, 3))
+        wait_for(lambda: q(dep, "warehouse", "SELECT count(*) FROM application_documents") == [(2,)],
+                 what="the documents")
+    finally:
+        handle.stop()
+    slot = slot_name(config.model, "citizen")
+    try:
+        q(dep, "citizen", "ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
+        q(dep, "citizen", "SELECT pg_reload_conf()")
+        q(dep, "citizen", "DELETE FROM application_documents WHERE document_id = 2")
+        for _ in range(4):  # more WAL than the slot may keep
+            q(dep, "citizen", "INSERT INTO user_events (event_id, session_id, event_type, occurred_at)"
+                              " SELECT g, 's', 'view', now() FROM generate_series(1, 1000) g ON CONFLICT DO NOTHING")
+            q(dep, "citizen", "SELECT pg_switch_wal()")
+        q(dep, "citizen", "CHECKPOINT")
+        assert q(dep, "citizen", "SELECT wal_status FROM pg_replication_slots WHERE slot_name = %s", slot) \
+            == [("lost",)]
+    finally:
+        q(dep, "citizen", "ALTER SYSTEM RESET max_slot_wal_keep_size")
+        q(dep, "citizen", "SELECT pg_reload_conf()")
+    try:
+        with pytest.raises(ReplicationBrokenError, match="invalidated"):
+            CdcWorker(config, "citizen", ["F7"]).prepare()
+        result = civicsync(dep, config_path, "cdc", "resync", "citizen")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert q(dep, "warehouse", "SELECT document_id FROM application_documents") == [(1,)]
+        assert q(dep, "citizen", "SELECT wal_status FROM pg_replication_slots WHERE slot_name = %s", slot) \
+            == [("reserved",)]
+    finally:
+        cleanup(config, "citizen")

@@ -241,7 +241,7 @@ def test_a_failing_replay_is_a_failure_in_the_cli_and_the_api(fresh_deployment: 
     for args in (("--flow", "F7"), ("--all",)):
         failed = civicsync(dep, config_path, "dlq", "replay", *args)
         assert failed.returncode == 1, failed.stdout + failed.stderr
-        assert "failed again 1" in failed.stdout and "still cannot be applied" in failed.stderr
+        assert "(1 failed again)" in failed.stdout and "still cannot be applied" in failed.stderr
     for args in (("dlq", "replay", "--flow", "NOPE"), ("dlq", "list", "--flow", "NOPE"), ("runs", "--flow", "NOPE")):
         unknown = civicsync(dep, config_path, *args)
         assert unknown.returncode == 2 and "no flow called 'NOPE'" in unknown.stderr, args

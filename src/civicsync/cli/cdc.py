@@ -218,7 +218,8 @@ def dlq_replay(ref: Annotated[str | None, typer.Argument(help="DATABASE:ID; or u
             flows = [_flow_or_fail(loaded, flow)]
         counts = replay_all(loaded, flows, ids)
         left = [r for r in _dlq_rows(loaded, "status = 'pending'") if flows is None or r["flow"] in flows]
-    out.print(f"replayed {counts.replayed}; failed again {counts.failed}; still pending {len(left)}")
+    out.print(f"replayed {counts.replayed}; still pending {len(left)}"
+              + (f" ({counts.failed} failed again)" if counts.failed else ""))
     if counts.failed:
         _fail(f"{counts.failed} dead letter{'s' * (counts.failed != 1)} still cannot be applied: "
               "see `civicsync dlq list` for the errors", 1)

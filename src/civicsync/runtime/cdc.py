@@ -109,9 +109,9 @@ class CdcWorker(BatchApplying):
         self.ready = threading.Event()  # set once prepared (slot, snapshot, position) and streaming
         self.origin = origin_for(config, f"cdc_{self.slot}")
         # The echo rule (db/origin.py): per origin, the flows of this worker that do not carry its changes.
-        known = writers(config)
+        skips = {a.name: echo_origins(config, a.name) for a in self.appliers}
         self._skipped_by: dict[str, frozenset[str]] = {
-            o: frozenset(a.name for a in self.appliers if o in echo_origins(config, a.name)) for o in known}
+            o: frozenset(n for n, s in skips.items() if o in s) for o in writers(config)}
         self._all_flows = frozenset(self.flows)
         self._blocked: set[tuple[str, str]] = set()
         self._isolated = 0

@@ -19,6 +19,7 @@ import pytest
 
 from civicsync.capture.pgoutput import parse_lsn
 from civicsync.capture.slots import slot_info
+from civicsync.config import LoadedConfig
 from civicsync.config.models import slot_name
 from civicsync.jobs.batch import run_batch
 from civicsync.runtime.cdc import CdcWorker
@@ -219,13 +220,19 @@ def civicsync(dep: Deployment, config_path: Path, *args: str) -> subprocess.Comp
                           timeout=120, check=False)
 
 
-def test_a_bad_event_blocks_only_its_key_and_replay_converges(fresh_deployment: Deployment, tmp_path: Path) -> None:
-    dep = fresh_deployment
+def small_documents(dep: Deployment, tmp_path: Path) -> tuple[LoadedConfig, Path]:
+    """One application, a warehouse CHECK refusing documents of 1000 bytes or more, and the CDC config
+    (loaded, and written to a file for the CLI)."""
     make_applications(dep, 1)
     q(dep, "warehouse", "ALTER TABLE application_documents ADD CONSTRAINT small CHECK (size_bytes < 1000)")
     raw = cdc_raw()
     config_path = write_config(tmp_path / "civicsync.yaml", raw)
-    config = cdc_config(dep, lambda r: r.update(raw))
+    return cdc_config(dep, lambda r: r.update(raw)), config_path
+
+
+def test_a_bad_event_blocks_only_its_key_and_replay_converges(fresh_deployment: Deployment, tmp_path: Path) -> None:
+    dep = fresh_deployment
+    config, config_path = small_documents(dep, tmp_path)
     with running(config, "citizen", ["F7"]):
         add_documents(dep, range(1, 4))
         wait_for(lambda: q(dep, "warehouse", "SELECT count(*) FROM application_documents") == [(3,)],
@@ -248,10 +255,11 @@ def test_a_bad_event_blocks_only_its_key_and_replay_converges(fresh_deployment: 
     shown = civicsync(dep, config_path, "dlq", "show", f"warehouse:{entry['id']}")
     assert shown.returncode == 0 and json.loads(shown.stdout)["id"] == entry["id"]
     still = civicsync(dep, config_path, "dlq", "replay", "--all")
-    assert "replayed 0; still pending 1" in still.stdout
+    assert still.returncode == 1 and "replayed 0; still pending 1 (1 failed again)" in still.stdout
     q(dep, "warehouse", "ALTER TABLE application_documents DROP CONSTRAINT small")   # the fix
     fixed = civicsync(dep, config_path, "dlq", "replay", f"warehouse:{entry['id']}")
-    assert fixed.returncode == 0 and "replayed 1; still pending 0" in fixed.stdout, fixed.stdout + fixed.stderr
+    assert fixed.returncode == 0 and "replayed 1; still pending 0" in fixed.stdout, \
+        fixed.stdout + fixed.stderr
     assert q(dep, "warehouse", "SELECT size_bytes, mime_type FROM application_documents WHERE document_id = 2") \
         == [(5000, "x/y")]  # the latest source state, including the change that waited
     assert json.loads(civicsync(dep, config_path, "dlq", "list", "--json").stdout) == []

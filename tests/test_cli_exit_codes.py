@@ -27,7 +27,6 @@ CONFIG_COMMANDS: list[tuple[str, ...]] = [
     ("apikey", "create", "ml", "--scope", "forecasts:write"), ("apikey", "list"), ("apikey", "revoke", "ml"),
 ]
 SIGNAL_COMMANDS = {("run",), ("cdc", "run")}
-CDC_HELPER = "cli/cdc.py belongs to the runtime helper (issue 11 item 5); remove this mark after the merge"
 
 
 def civicsync(args: tuple[str, ...], env: dict[str, str]) -> tuple[int, str]:
@@ -74,36 +73,34 @@ def test_a_bad_config_is_exit_2_for_every_command(tmp_path: Path, bad: str, args
     assert "config error" in output
 
 
-_LATER = pytest.mark.xfail(strict=True, reason=CDC_HELPER)
-BAD_INPUTS: list[tuple[tuple[str, ...], str, str | None]] = [
-    (("batch", "run", "NOPE"), "no flow called 'NOPE'", None),
-    (("batch", "run", "F3"), "cdc flow; it has no batch run", None),
-    (("runs", "--flow", "NOPE"), "no flow called 'NOPE'", None),
-    (("run", "--flow", "NOPE"), "no flow called 'NOPE'", None),
-    (("run", "--flow", "F2", "--flow", "NOPE", "--no-api"), "no flow called 'NOPE'", None),
-    (("cdc", "run", "--flow", "NOPE"), "no CDC flow matches", None),
-    (("reconcile", "NOPE"), "NOPE", None),
-    (("dlq", "show", "nope"), "DATABASE:ID", None),
-    (("dlq", "list", "--flow", "NOPE"), "NOPE", CDC_HELPER),
-    (("dlq", "replay", "--flow", "NOPE"), "NOPE", CDC_HELPER),
-    (("dlq", "discard", "nosuchdb:1"), "nosuchdb", CDC_HELPER),
-    (("apikey", "create", "bad name", "--scope", "admin:read"), "name 'bad name'", None),
-    (("apikey", "create", "ml", "--scope", "admin:everything"), "unknown: admin:everything", None),
-    (("apikey", "create", "ml", "--scope", "admin:read", "--client", "a/b"), "client 'a/b'", None),
-    (("db", "seed", "--only", "nothing"), "--only", None),
-    (("runs", "--limit", "0"), "--limit", None),
-    (("batch", "run"), "Missing argument", None),
-    (("no-such-command",), "No such command", None),
-    (("demo", "--citizens", "1"), "--citizens", None),
-    (("reconcile",), "Missing argument", None),
-    (("apikey", "revoke"), "Missing argument", None),
-    (("apikey", "create", "ml"), "Missing option", None),
-    (("validate", "--bogus"), "No such option", None),
+BAD_INPUTS: list[tuple[tuple[str, ...], str]] = [
+    (("batch", "run", "NOPE"), "no flow called 'NOPE'"),
+    (("batch", "run", "F3"), "cdc flow; it has no batch run"),
+    (("runs", "--flow", "NOPE"), "no flow called 'NOPE'"),
+    (("run", "--flow", "NOPE"), "no flow called 'NOPE'"),
+    (("run", "--flow", "F2", "--flow", "NOPE", "--no-api"), "no flow called 'NOPE'"),
+    (("cdc", "run", "--flow", "NOPE"), "no CDC flow matches"),
+    (("reconcile", "NOPE"), "NOPE"),
+    (("dlq", "show", "nope"), "DATABASE:ID"),
+    (("dlq", "list", "--flow", "NOPE"), "NOPE"),
+    (("dlq", "replay", "--flow", "NOPE"), "NOPE"),
+    (("dlq", "discard", "nosuchdb:1"), "nosuchdb"),
+    (("apikey", "create", "bad name", "--scope", "admin:read"), "name 'bad name'"),
+    (("apikey", "create", "ml", "--scope", "admin:everything"), "unknown: admin:everything"),
+    (("apikey", "create", "ml", "--scope", "admin:read", "--client", "a/b"), "client 'a/b'"),
+    (("db", "seed", "--only", "nothing"), "--only"),
+    (("runs", "--limit", "0"), "--limit"),
+    (("batch", "run"), "Missing argument"),
+    (("no-such-command",), "No such command"),
+    (("demo", "--citizens", "1"), "--citizens"),
+    (("reconcile",), "Missing argument"),
+    (("apikey", "revoke"), "Missing argument"),
+    (("apikey", "create", "ml"), "Missing option"),
+    (("validate", "--bogus"), "No such option"),
 ]
 
 
-@pytest.mark.parametrize(("args", "says"), [pytest.param(a, s, marks=[_LATER] if x else [], id=" ".join(a))
-                                             for a, s, x in BAD_INPUTS])
+@pytest.mark.parametrize(("args", "says"), [pytest.param(a, s, id=" ".join(a)) for a, s in BAD_INPUTS])
 def test_bad_input_is_exit_2_with_a_clear_message(args: tuple[str, ...], says: str) -> None:
     code, output = civicsync(args, GOOD_ENV)  # the databases are unreachable: the input is refused first
     assert code == 2, output

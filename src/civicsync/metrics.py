@@ -30,6 +30,10 @@ BUILD = Info("civicsync_build", "civicsync version and config in use", registry=
 FLOW_UP = Gauge("civicsync_flow_up",
                 "1 while the flow is running as configured (CDC: its worker streams; batch: it is scheduled)",
                 ["flow", "kind"], registry=REGISTRY)
+REPLICATION_BROKEN = Gauge("civicsync_replication_broken",
+                           "1 while a CDC worker is stopped for good: its replication stream failed in a way a "
+                           "reconnect cannot fix (slot or publication gone, slot invalidated, permission revoked)",
+                           ["worker"], registry=REGISTRY)
 WORKER_RESTARTS = Counter("civicsync_worker_restarts_total",
                           "CDC workers restarted by the supervisor after a crash", ["worker"], registry=REGISTRY)
 

@@ -18,9 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from civicsync.api.auth import require_scope
 from civicsync.api.context import ApiContext, context
 from civicsync.api.errors import ApiError, FieldError, responses
-from civicsync.jobs.replay import replay_batch_dead_letters
-from civicsync.runtime.cdc import CdcWorker
-from civicsync.status import cdc_sources
+from civicsync.runtime.replay import replay_all
 
 router = APIRouter(prefix="/api/v1/dead-letters", tags=["admin"])
 _REF = re.compile(r"^([a-z_][a-z0-9_]*):(\d{1,18})$")
@@ -142,10 +140,10 @@ def replay_dead_letters(request: Annotated[ReplayRequest, Body()], ctx: Annotate
     if not ctx.replay_lock.acquire(blocking=False):
         raise ApiError(409, "a replay is already running; try again when it has finished")
     try:
-        fixed = sum(CdcWorker(ctx.config, source, flows).replay_now(ids) for source in cdc_sources(ctx.config, flows))
-        fixed += sum(replay_batch_dead_letters(ctx.config, name, ids).replayed
-                     for name, f in ctx.config.model.flows.items()
-                     if f.kind == "batch" and (flows is None or name in flows))
+        counts = replay_all(ctx.config, flows, ids)
     finally:
         ctx.replay_lock.release()
-    return ReplayResult(replayed=fixed, still_pending=_pending(ctx, flows))
+    if counts.failed:
+        raise ApiError(409, f"replayed {counts.replayed}; {counts.failed} dead letter(s) still cannot be applied "
+                            "(their new errors are in GET /api/v1/dead-letters)")
+    return ReplayResult(replayed=counts.replayed, still_pending=_pending(ctx, flows))

@@ -41,11 +41,66 @@ from civicsync.capture.pgoutput import (
 )
 from civicsync.config.models import Retry
 from civicsync.db.connect import SESSION_OPTIONS
+from civicsync.db.errors import describe, sqlstate_of
+from civicsync.errors import FatalError
 from civicsync.jobs.retry import backoff_delays
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_PREFIX = "civicsync.heartbeat"
+
+
+# Errors a reconnect does not heal: an object or privilege is missing (42: the slot or publication is
+# gone, the role may not replicate), authentication or the database itself (28, 3D), a feature the
+# server refuses (0A), and 55000, "can no longer get changes from replication slot" (invalidated).
+PERMANENT_CLASSES = frozenset({"42", "28", "3D", "0A"})
+PERMANENT_SQLSTATES = frozenset({"55000"})
+
+
+class ReplicationBrokenError(FatalError):
+    """The replication stream stopped on an error that reconnecting will not fix."""
+
+    def __init__(self, message: str, sqlstate: str) -> None:
+        self.sqlstate = sqlstate
+        super().__init__(message)
+
+
+# psycopg2 gives no SQLSTATE for a connection refused during start-up (libpq reports the FATAL as
+# text): these start-up refusals are recognised by the server's (English) message instead.
+_STARTUP_REFUSALS = (("must be superuser or replication role", "42501"), ("permission denied", "42501"),
+                     ("password authentication failed", "28P01"), ("no pg_hba.conf entry", "28000"),
+                     ('role "', "28000"), ('database "', "3D000"))
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    sqlstate = sqlstate_of(exc)
+    if sqlstate is None and isinstance(exc, psycopg2.OperationalError) and "FATAL:" in str(exc):
+        fatal = str(exc).split("FATAL:", 1)[1]
+        return next((code for text, code in _STARTUP_REFUSALS if text in fatal
+                     and (not text.endswith('"') or "does not exist" in fatal)), None)
+    return sqlstate
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """True for a replication error whose SQLSTATE says a reconnect would fail the same way."""
+    sqlstate = _sqlstate(exc)
+    return sqlstate is not None and (sqlstate in PERMANENT_SQLSTATES or sqlstate[:2] in PERMANENT_CLASSES)
+
+
+def _broken(slot: str, publication: str, source: str, exc: BaseException) -> ReplicationBrokenError:
+    sqlstate = _sqlstate(exc) or "?"
+    if sqlstate == "55000" or "replication slot" in str(exc):
+        remedy = f"the slot is gone or invalidated: recover with `civicsync cdc resync {source}`"
+    elif "publication" in str(exc):
+        remedy = f"publication {publication} is gone: run `civicsync db init`, then restart the worker"
+    else:
+        remedy = "check the capture role's REPLICATION attribute, login and grants (`civicsync db init`)"
+    return ReplicationBrokenError(f"replication slot {slot}: {describe(exc)}; reconnecting will not help: {remedy}",
+                                  sqlstate)
+
+
+class Stopped(Exception):
+    """The stop event was set while waiting to retry: the caller ends without more work."""
 
 
 class RowChange(NamedTuple):
@@ -136,12 +191,15 @@ class ReplicationStream:
     """Whole committed transactions from one slot, reconnecting when the connection breaks."""
 
     def __init__(self, dsn: str, *, slot: str, publication: str, start_lsn: int = 0,
-                 reconnect: Retry | None = None) -> None:
+                 reconnect: Retry | None = None, stop: threading.Event | None = None,
+                 source: str = "SOURCE") -> None:
         self._dsn = dsn
         self._slot = slot
         self._publication = publication
+        self._source = source  # the config's connection name, for messages
         self._acked = start_lsn
         self._reconnect = reconnect or Retry(attempts=100, initial_delay=0.2, max_delay=5.0)
+        self._stop = stop or threading.Event()  # wakes the reconnect backoff: a stop never waits it out
         self._conn: Any = None
         self._cur: Any = None
         self._assembler = _Assembler()
@@ -175,13 +233,18 @@ class ReplicationStream:
                                 format_lsn(self._acked))
                 self._connected_before = True
                 return
-            except psycopg2.OperationalError as exc:
+            except psycopg2.Error as exc:
+                if is_permanent(exc):
+                    raise _broken(self._slot, self._publication, self._source, exc) from None
+                if not isinstance(exc, psycopg2.OperationalError):
+                    raise
                 self.reconnecting = True
                 if attempt == len(delays):
                     raise
                 log.warning("replication slot %s: cannot connect (%s); retrying in %.1fs", self._slot,
-                            str(exc).strip(), delays[attempt])
-                time.sleep(delays[attempt])
+                            describe(exc), delays[attempt])
+                if self._stop.wait(delays[attempt]):
+                    raise Stopped(f"replication slot {self._slot}: stopped while reconnecting") from None
 
     def _drop_connection(self) -> None:
         if self._conn is not None:
@@ -205,8 +268,11 @@ class ReplicationStream:
                     continue
                 txn = self._assembler.feed(msg.payload)
             except (psycopg2.OperationalError, psycopg2.InterfaceError, psycopg2.DatabaseError) as exc:
+                if is_permanent(exc):
+                    self._drop_connection()
+                    raise _broken(self._slot, self._publication, self._source, exc) from None
                 log.warning("replication slot %s: connection lost (%s); reconnecting", self._slot,
-                            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+                            describe(exc))
                 self._drop_connection()
                 continue
             if txn is not None and txn.end_lsn > self._acked:
@@ -226,7 +292,7 @@ class ReplicationStream:
                 self._cur.send_feedback(write_lsn=lsn, flush_lsn=lsn, apply_lsn=lsn, force=True)
             except psycopg2.Error as exc:
                 # The next connection starts from this position anyway.
-                log.warning("replication slot %s: acknowledgement not sent (%s)", self._slot, exc)
+                log.warning("replication slot %s: acknowledgement not sent (%s)", self._slot, describe(exc))
                 self._drop_connection()
 
     def suspend(self) -> None:

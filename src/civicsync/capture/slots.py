@@ -59,14 +59,19 @@ class SlotInfo:
     confirmed_flush_lsn: str | None
     retained_wal_bytes: int | None
     active: bool
+    wal_status: str | None = None  # 'lost': invalidated by max_slot_wal_keep_size, it streams no more
+
+    @property
+    def lost(self) -> bool:
+        return self.wal_status == "lost"
 
 
 def slot_info(conn: psycopg.Connection[Any], name: str) -> SlotInfo | None:
     """The slot's state, or None if it does not exist."""
     row = conn.execute(
         "SELECT slot_name, confirmed_flush_lsn::text, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint,"
-        " active FROM pg_replication_slots WHERE slot_name = %s", (name,)).fetchone()
-    return None if row is None else SlotInfo(str(row[0]), row[1], row[2], bool(row[3]))
+        " active, wal_status FROM pg_replication_slots WHERE slot_name = %s", (name,)).fetchone()
+    return None if row is None else SlotInfo(str(row[0]), row[1], row[2], bool(row[3]), row[4])
 
 
 def ensure_slot(conn: psycopg.Connection[Any], name: str) -> bool:

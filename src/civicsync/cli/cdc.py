@@ -32,6 +32,7 @@ def register(app: typer.Typer) -> None:
 @cdc_app.command("run")
 def cdc_run(flows: FlowsOpt = None, config: ConfigOpt = None, verbose: VerboseOpt = False) -> None:
     """Run the CDC workers in the foreground until SIGINT/SIGTERM; then flush, commit and exit 0."""
+    from civicsync.capture.replication import Stopped
     from civicsync.runtime.cdc import CdcWorker
 
     _setup(verbose)
@@ -45,8 +46,13 @@ def cdc_run(flows: FlowsOpt = None, config: ConfigOpt = None, verbose: VerboseOp
         if not sources:
             _fail("no CDC flow matches", 2)
         workers = [CdcWorker(loaded, s, flows, stop=stop) for s in sources]
-        for w in workers:
-            w.prepare()
+        try:
+            for w in workers:
+                w.prepare()
+        except Stopped:  # SIGTERM while the start-up waited to retry: a clean stop, nothing half-applied
+            for w in workers:
+                w.close()
+            raise typer.Exit(0) from None
     errors: list[BaseException] = []
 
     def run(worker: CdcWorker) -> None:
@@ -70,6 +76,28 @@ def cdc_run(flows: FlowsOpt = None, config: ConfigOpt = None, verbose: VerboseOp
     for w in workers:
         err.print(f"{w.source}: stopped cleanly at position {w.stats.position} after {w.stats.events:,} events",
                   highlight=False)
+
+
+@cdc_app.command("resync")
+def cdc_resync(source: Annotated[str, typer.Argument(help="The source connection whose slot was lost.")],
+               config: ConfigOpt = None, verbose: VerboseOpt = False) -> None:
+    """Recover a lost replication slot (dropped, or invalidated by max_slot_wal_keep_size): make a new
+    slot with a snapshot, apply the snapshot, reconcile and repair the source's CDC flows. Stop the
+    source's worker first. Exit 1 when a difference remains."""
+    from civicsync.runtime.resync import resync_source
+
+    _setup(verbose)
+    with _user_errors():
+        loaded = _load(config)
+        if source not in cdc_sources(loaded):
+            _fail(f"{source!r} is not a connection CDC flows read from; known: {', '.join(cdc_sources(loaded))}", 2)
+        results = resync_source(loaded, source)
+    for r in results:
+        out.print(f"{r.flow} ({r.flow_id}): {r.status}; repaired {r.repaired}; remaining {r.remaining}"
+                  + (f"; error: {r.error}" if r.error else ""), highlight=False)
+    if not all(r.ok for r in results):
+        _fail("the new slot streams, but some differences remain: see `civicsync reconcile FLOW`", 1)
+    out.print(f"{source}: resynchronised; start the service (or `civicsync cdc run`) to stream again")
 
 
 # --------------------------------------------------------------------------- status
@@ -122,7 +150,7 @@ def dlq_list(flow: Annotated[str | None, typer.Option(help="Only this flow.")] =
     """List dead letters (pending ones unless --all)."""
     with _user_errors():
         loaded = _load(config)
-        name = loaded.model.flow_name(flow) if flow else None
+        name = _flow_or_fail(loaded, flow) if flow else None
         rows = [r for r in _dlq_rows(loaded, "true" if all_ else "status = 'pending'")
                 if name is None or r["flow"] == name]
     if as_json:
@@ -139,10 +167,12 @@ def dlq_list(flow: Annotated[str | None, typer.Option(help="Only this flow.")] =
 
 
 def _parse_id(ref: str, loaded: LoadedConfig) -> tuple[str, int]:
+    targets = sorted({f.target.connection for f in loaded.model.flows.values()})
     if ":" in ref:
         db, num = ref.split(":", 1)
+        if db not in targets:
+            _fail(f"no database called {db!r} holds dead letters; known: {', '.join(targets)}", 2)
     else:
-        targets = sorted({f.target.connection for f in loaded.model.flows.values()})
         if len(targets) != 1:
             _fail(f"say which database: DATABASE:ID (one of {', '.join(targets)})", 2)
         db, num = targets[0], ref
@@ -169,9 +199,9 @@ def dlq_replay(ref: Annotated[str | None, typer.Argument(help="DATABASE:ID; or u
                flow: Annotated[str | None, typer.Option(help="Every pending dead letter of this flow.")] = None,
                all_: Annotated[bool, typer.Option("--all", help="Every pending dead letter.")] = False,
                config: ConfigOpt = None, verbose: VerboseOpt = False) -> None:
-    """Re-apply dead-lettered keys from the source's current rows (after fixing the cause)."""
-    from civicsync.jobs.replay import replay_batch_dead_letters
-    from civicsync.runtime.cdc import CdcWorker
+    """Re-apply dead-lettered keys from the source's current rows (after fixing the cause).
+    Exit 1 when any of them still fails (its new error is in `dlq list`)."""
+    from civicsync.runtime.replay import replay_all
 
     _setup(verbose)
     if sum((ref is not None, flow is not None, all_)) != 1:
@@ -187,15 +217,22 @@ def dlq_replay(ref: Annotated[str | None, typer.Argument(help="DATABASE:ID; or u
                 _fail(f"no dead letter {ref}", 1)
             ids, flows = [num], [rows[0]["flow"]]
         elif flow is not None:
-            flows = [loaded.model.flow_name(flow)]
-        fixed = sum(CdcWorker(loaded, source, flows).replay_now(ids) for source in cdc_sources(loaded, flows))
-        batch_flows = [n for n, f in loaded.model.flows.items()
-                       if f.kind == "batch" and (flows is None or n in flows)]
-        fixed += sum(replay_batch_dead_letters(loaded, n, ids).replayed for n in batch_flows)
+            flows = [_flow_or_fail(loaded, flow)]
+        counts = replay_all(loaded, flows, ids)
         left = [r for r in _dlq_rows(loaded, "status = 'pending'") if flows is None or r["flow"] in flows]
-    out.print(f"replayed {fixed}; still pending {len(left)}")
-    if left and (ref is not None):
-        raise typer.Exit(1)
+    out.print(f"replayed {counts.replayed}; still pending {len(left)}"
+              + (f" ({counts.failed} failed again)" if counts.failed else ""))
+    if counts.failed:
+        _fail(f"{counts.failed} dead letter{'s' * (counts.failed != 1)} still cannot be applied: "
+              "see `civicsync dlq list` for the errors", 1)
+
+
+def _flow_or_fail(loaded: LoadedConfig, flow: str) -> str:
+    """The config name of ``flow`` (name or id); an unknown flow is a usage error (exit 2)."""
+    try:
+        return loaded.model.flow_name(flow)
+    except KeyError:
+        _fail(f"no flow called {flow!r}; known: {', '.join(loaded.model.flows)}", 2)
 
 
 @dlq_app.command("discard")
@@ -206,8 +243,9 @@ def dlq_discard(ref: Annotated[str, typer.Argument(help="DATABASE:ID as `dlq lis
         loaded = _load(config)
         db, num = _parse_id(ref, loaded)
         with connect(loaded.dsn(db), purpose="dlq", autocommit=True, label=db) as conn:
-            cur = conn.execute("UPDATE civicsync.dead_letters SET status = 'discarded', last_seen = clock_timestamp()"
-                               " WHERE dead_letter_id = %s AND status = 'pending'", (num,))
+            cur = conn.execute("UPDATE civicsync.dead_letters SET status = 'discarded', held = NULL,"
+                               " last_seen = clock_timestamp() WHERE dead_letter_id = %s AND status = 'pending'",
+                               (num,))
     if cur.rowcount != 1:
         _fail(f"no pending dead letter {ref}", 1)
     out.print(f"discarded {ref}")

@@ -65,7 +65,8 @@ def reconcile(
 
 def _print(summary: dict[str, object]) -> None:
     status = str(summary["status"])
-    colour = {"equal": "green", "repaired": "green", "different": "yellow", "failed": "red"}[status]
+    colour = {"equal": "green", "repaired": "green", "skipped": "yellow", "different": "yellow",
+              "failed": "red"}[status]
     title = (f"{summary['id']} {summary['flow']}: [{colour}]{status}[/] — method {summary['method']}, "
              f"{summary['source_rows']:,} source / {summary['target_rows']:,} target rows, {summary['seconds']:.2f} s")
     table = Table("class", "found", "repaired", "sample keys (differing columns)", title=title)

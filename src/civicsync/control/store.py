@@ -7,12 +7,16 @@ together with the rows they describe.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
+
+# The unique index of civicsync.dead_letters (a hash of the key: a key of any length fits).
+ON_KEY = "ON CONFLICT (flow, sha256(jsonb_send(row_key)))"
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -70,7 +74,7 @@ def add_dead_letters(conn: Conn, flow: str, rejects: list[tuple[dict[str, Any], 
     with conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO civicsync.dead_letters (flow, row_key, error_kind, error) VALUES (%s, %s, %s, %s)"
-            " ON CONFLICT (flow, row_key) DO UPDATE SET error_kind = excluded.error_kind, error = excluded.error,"
+            f" {ON_KEY} DO UPDATE SET error_kind = excluded.error_kind, error = excluded.error,"
             " attempts = civicsync.dead_letters.attempts + 1, last_seen = clock_timestamp(), status = 'pending'",
             [(flow, Jsonb(key), kind, error) for key, kind, error in rejects],
         )
@@ -121,17 +125,21 @@ def write_position(conn: Conn, slot: str, lsn: int, commit_time: datetime | None
     )
 
 
-def add_cdc_dead_letters(conn: Conn, letters: list[tuple[str, dict[str, Any], str, int, str, str, float]]) -> None:
+CdcLetter = tuple[str, dict[str, Any], str, int, str, str, float, list[dict[str, Any]] | None]
+
+
+def add_cdc_dead_letters(conn: Conn, letters: list[CdcLetter]) -> None:
     """Record change events that could not be applied: (flow, source key, op, lsn, kind, error,
-    seconds until the first retry). One entry per (flow, key): a later failure of the same key
-    keeps the entry's first position and counts an attempt."""
+    seconds until the first retry, held transitions or None). One entry per (flow, key): a later
+    failure of the same key keeps the entry's first position, counts an attempt and adds its held
+    transitions to those the pending entry already keeps."""
     if not letters:
         return
     with conn.cursor() as cur:
         cur.executemany(
-            "INSERT INTO civicsync.dead_letters (flow, row_key, op, lsn, error_kind, error, next_attempt_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, clock_timestamp() + make_interval(secs => %s))"
-            " ON CONFLICT (flow, row_key) DO UPDATE SET op = excluded.op,"
+            "INSERT INTO civicsync.dead_letters (flow, row_key, op, lsn, error_kind, error, next_attempt_at, held)"
+            " VALUES (%s, %s, %s, %s, %s, %s, clock_timestamp() + make_interval(secs => %s), %s)"
+            f" {ON_KEY} DO UPDATE SET op = excluded.op,"
             " lsn = CASE WHEN civicsync.dead_letters.status = 'pending' THEN civicsync.dead_letters.lsn"
             " ELSE excluded.lsn END,"
             " error_kind = CASE WHEN excluded.error_kind = 'blocked' AND civicsync.dead_letters.status = 'pending'"
@@ -139,8 +147,11 @@ def add_cdc_dead_letters(conn: Conn, letters: list[tuple[str, dict[str, Any], st
             " error = CASE WHEN excluded.error_kind = 'blocked' AND civicsync.dead_letters.status = 'pending'"
             " THEN civicsync.dead_letters.error ELSE excluded.error END,"
             " attempts = civicsync.dead_letters.attempts + 1, last_seen = clock_timestamp(), status = 'pending',"
+            " held = CASE WHEN civicsync.dead_letters.status = 'pending' AND civicsync.dead_letters.held IS NOT NULL"
+            " THEN civicsync.dead_letters.held || coalesce(excluded.held, '[]') ELSE excluded.held END,"
             " next_attempt_at = coalesce(civicsync.dead_letters.next_attempt_at, excluded.next_attempt_at)",
-            [(flow, Jsonb(key), op, lsn, kind, error, delay) for flow, key, op, lsn, kind, error, delay in letters],
+            [(flow, Jsonb(key), op, lsn, kind, error, delay, None if held is None else Jsonb(held))
+             for flow, key, op, lsn, kind, error, delay, held in letters],
         )
 
 
@@ -149,6 +160,26 @@ def pending_keys(conn: Conn, flows: list[str]) -> set[tuple[str, str]]:
     rows = conn.execute(
         "SELECT flow, row_key::text FROM civicsync.dead_letters WHERE status = 'pending' AND flow = ANY(%s)",
         (flows,)).fetchall()
-    import json
-
     return {(str(f), json.dumps(json.loads(str(k)), sort_keys=True)) for f, k in rows}
+
+
+def narrow_dead_letter_keys(conn: Conn, flow: str, columns: list[str]) -> int:
+    """Cut the stored keys of ``flow``'s dead letters down to ``columns`` (its declared key).
+
+    Older versions stored a table's whole row as the key under REPLICA IDENTITY FULL: personal data
+    in the control schema, and a key a replay cannot look up safely. Where two entries narrow to the
+    same key, a pending one (else the one seen last) stands for both. Returns how many entries were
+    rewritten or merged."""
+    rows = conn.execute(
+        "SELECT dead_letter_id FROM civicsync.dead_letters WHERE flow = %s AND row_key ?& %s::text[]"
+        " AND row_key - %s::text[] <> '{}'::jsonb ORDER BY status = 'pending' DESC, last_seen DESC",
+        (flow, columns, columns)).fetchall()
+    for (dead_id,) in rows:
+        try:
+            with conn.transaction():
+                conn.execute(
+                    "UPDATE civicsync.dead_letters SET row_key = (SELECT jsonb_object_agg(k, row_key -> k)"
+                    " FROM unnest(%s::text[]) k) WHERE dead_letter_id = %s", (columns, dead_id))
+        except psycopg.errors.UniqueViolation:
+            conn.execute("DELETE FROM civicsync.dead_letters WHERE dead_letter_id = %s", (dead_id,))
+    return len(rows)

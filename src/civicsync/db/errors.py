@@ -1,13 +1,23 @@
-"""Map driver errors to civicsync's tree where they enter, keeping the SQLSTATE.
+"""Map driver errors to civicsync's tree where they enter, keeping the SQLSTATE; and say what went
+wrong without the values the server quoted.
 
 Transient (retry with backoff): the connection broke or could not be made (class 08, or no
 SQLSTATE at all from a dead socket), the server is shutting down or starting (57P01-57P03),
-too many connections (53300), serialization failure or deadlock (40001, 40P01). Anything else is
-fatal for the run: retrying the same statement will give the same error.
+too many connections (53300), serialization failure or deadlock (40001, 40P01), a statement or
+lock timeout (57014, 55P03: the same statement succeeds once the lock holder or the load is gone).
+Anything else is fatal for the run: retrying the same statement will give the same error.
+
+PostgreSQL quotes the offending values in its messages (``invalid input syntax for type date:
+"29/02/2024"``, ``Key (national_id)=(…)`` in the detail). Those values may be personal data, so
+:func:`describe` is the one place every path that stores or logs a database error goes through: it
+keeps the SQLSTATE, the constraint, table, column and type the server names, and the primary message
+with every quoted part that is not one of those names replaced by ``"…"``. The detail, hint, context
+and query are never kept.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -15,8 +25,20 @@ import psycopg
 
 from civicsync.errors import CivicsyncError, DatabaseError, DatabaseUnavailableError
 
-TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "53300", "57P01", "57P02", "57P03", "55P03"})
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "53300", "57P01", "57P02", "57P03", "55P03", "57014"})
 TRANSIENT_CLASSES = frozenset({"08"})
+REDACTED = '"…"'
+# A double-quoted part of a message ("" inside is an escaped quote), or a parenthesised key/value list.
+_QUOTED = re.compile(r'"(?:[^"]|"")*"')
+_KEY_VALUES = re.compile(r"\((?:[^()]|\([^()]*\))*\)=\((?:[^()]|\([^()]*\))*\)")
+# Messages an application wrote itself (RAISE in PL/pgSQL, class P0) may quote anything in any form.
+_FREE_TEXT_CLASSES = frozenset({"P0"})
+# Errors about names in civicsync's own statements (undefined table or column, permissions...) quote
+# identifiers, not values: kept as they are. A syntax error (42601) quotes a piece of the statement.
+_IDENTIFIER_CLASSES = frozenset({"42"})
+_STATEMENT_TEXT = frozenset({"42601"})
+# Data exceptions (class 22) put the value after a colon, quoted or not ("0xc3 0x28" for bad bytes).
+_DATA_CLASS = "22"
 
 
 def is_transient(sqlstate: str | None) -> bool:
@@ -26,11 +48,61 @@ def is_transient(sqlstate: str | None) -> bool:
     return sqlstate in TRANSIENT_SQLSTATES or sqlstate[:2] in TRANSIENT_CLASSES
 
 
+def sqlstate_of(exc: BaseException) -> str | None:
+    """The SQLSTATE of a psycopg 3 or psycopg2 error (None for anything else, or a dead connection)."""
+    code = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+    return str(code) if code else None
+
+
+def describe(exc: BaseException, *, with_sqlstate: bool = True) -> str:
+    """What a database error says, with no value in it: the primary message with quoted values
+    redacted, then the names the server gave (constraint, table, column, type) and the SQLSTATE.
+    Works for psycopg 3 and psycopg2 errors; anything else gives its first line."""
+    diag = getattr(exc, "diag", None)
+    sqlstate = sqlstate_of(exc)
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    if primary is None:
+        text = str(exc).strip()
+        primary = text.splitlines()[0] if text else type(exc).__name__
+    names = {k: v for k in ("schema_name", "table_name", "column_name", "datatype_name", "constraint_name")
+             if (v := getattr(diag, k, None) if diag is not None else None)}
+    message = _scrub(primary, sqlstate, set(names.values()))
+    if sqlstate is not None and sqlstate[:2] in _FREE_TEXT_CLASSES:
+        message = "raised by a function or trigger (its message is not kept: it may quote values)"
+    parts = [message]
+    for label, key in (("constraint", "constraint_name"), ("table", "table_name"), ("column", "column_name"),
+                       ("type", "datatype_name")):
+        if key in names:
+            parts.append(f"{label} {names[key]}")
+    if sqlstate and with_sqlstate:
+        parts.append(f"SQLSTATE {sqlstate}")
+    return "; ".join(parts)
+
+
+def _scrub(message: str, sqlstate: str | None, names: set[str]) -> str:
+    if sqlstate is None:
+        return message  # no server answer: a connection failure (host, port, user), no row values
+    if sqlstate[:2] in _IDENTIFIER_CLASSES and sqlstate not in _STATEMENT_TEXT:
+        return message
+    if sqlstate[:2] == _DATA_CLASS and ": " in message:
+        message = message.split(": ", 1)[0] + ": …"
+    return redact(message, names)
+
+
+def redact(message: str, names: set[str] | frozenset[str] = frozenset()) -> str:
+    """``message`` with every double-quoted part replaced by ``"…"`` unless it is one of ``names``
+    (identifiers the server reported separately), and any ``(columns)=(values)`` list cut."""
+    def quoted(match: re.Match[str]) -> str:
+        inner = match.group(0)[1:-1].replace('""', '"')
+        return match.group(0) if inner in names else REDACTED
+
+    return _QUOTED.sub(quoted, _KEY_VALUES.sub("(…)=(…)", message))
+
+
 def classify(exc: psycopg.Error, what: str) -> CivicsyncError:
-    """The civicsync error for a psycopg error raised while doing ``what``."""
+    """The civicsync error for a psycopg error raised while doing ``what`` (its message holds no value)."""
     sqlstate = exc.sqlstate
-    detail = (exc.diag.message_primary or str(exc)).strip().splitlines()[0] if str(exc) else type(exc).__name__
-    message = f"{what}: {detail}"
+    message = f"{what}: {describe(exc, with_sqlstate=False)}"  # the civicsync error adds the SQLSTATE
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and sqlstate is None:
         return DatabaseUnavailableError(message)
     if sqlstate is not None and is_transient(sqlstate):
@@ -40,7 +112,8 @@ def classify(exc: psycopg.Error, what: str) -> CivicsyncError:
 
 @contextmanager
 def mapped_errors(what: str) -> Iterator[None]:
-    """Re-raise psycopg errors inside the block as civicsync errors (SQLSTATE kept)."""
+    """Re-raise psycopg errors inside the block as civicsync errors (SQLSTATE kept; the driver's error
+    is their cause, for callers that look at its type, and is never logged: its detail quotes values)."""
     try:
         yield
     except psycopg.Error as exc:

@@ -8,6 +8,7 @@ run for batch flows with ``reconcile.after_batch``; *before* the incremental bat
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from civicsync.config import LoadedConfig
@@ -15,6 +16,8 @@ from civicsync.errors import CivicsyncError
 from civicsync.jobs.batch import run_batch
 
 log = logging.getLogger(__name__)
+SNAPSHOT_WAIT_SECONDS = 60.0
+"""How long a scheduled reconciliation waits for its event path's initial snapshot before skipping."""
 
 
 def run_flow_job(config: LoadedConfig, name: str) -> dict[str, Any]:
@@ -38,7 +41,14 @@ def _reconcile(config: LoadedConfig, name: str, repair: bool) -> dict[str, Any]:
     from civicsync.reconcile import reconcile_flow  # here: reconciliation itself uses the jobs package
 
     try:
-        return reconcile_flow(config, name, repair=repair).as_dict()
+        # A hybrid flow's run right after the service starts (a caught-up run) may come before its
+        # worker's initial snapshot has finished: wait for it a while, then skip with a note.
+        deadline = time.monotonic() + SNAPSHOT_WAIT_SECONDS
+        result = reconcile_flow(config, name, repair=repair)
+        while result.skipped and time.monotonic() < deadline:
+            time.sleep(1.0)
+            result = reconcile_flow(config, name, repair=repair)
+        return result.as_dict()
     except CivicsyncError as exc:  # a failed comparison must not keep the batch from running
         log.error("flow %s: reconciliation failed: %s", name, exc)
         return {"flow": name, "ok": False, "error": str(exc)}

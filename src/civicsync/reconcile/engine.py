@@ -31,6 +31,7 @@ from psycopg import sql
 
 from civicsync.config import LoadedConfig
 from civicsync.config.models import slot_name
+from civicsync.control.store import read_position as store_position
 from civicsync.control.store import read_watermark
 from civicsync.db.connect import connect
 from civicsync.db.errors import mapped_errors
@@ -75,6 +76,7 @@ class ReconcileResult:
     repaired_keys: set[Key] = field(default_factory=set, repr=False)
     key_columns: tuple[str, ...] = ()
     sample: int = 10
+    skipped: bool = False  # an event-path flow whose initial snapshot has not finished: nothing compared
 
     @property
     def found(self) -> int:
@@ -93,9 +95,12 @@ class ReconcileResult:
 
     @property
     def status(self) -> str:
-        """failed, equal, repaired (everything found was repaired) or different."""
+        """failed, skipped (the initial snapshot has not finished), equal, repaired (everything found
+        was repaired) or different."""
         if self.error is not None:
             return "failed"
+        if self.skipped:
+            return "skipped"
         if self.found == 0:
             return "equal"
         return "repaired" if self.remaining == 0 else "different"
@@ -153,6 +158,14 @@ def reconcile_flow(config: LoadedConfig, flow: str, *, repair: bool = False, sam
     target = plan.flow.target.connection
     with connect(config.dsn(target, "reconcile"), purpose=f"reconcile:{plan.name}", autocommit=True,
                  label=target) as control:
+        waiting = _snapshot_pending(config, plan, control)
+        if waiting:
+            # Before the event path's initial snapshot has finished, every row not yet copied would be
+            # "missing" (and a repair would race the snapshot): nothing is compared, nothing recorded.
+            result.skipped = True
+            result.notes.append(waiting)
+            log.info("flow %s: reconciliation skipped: %s", plan.name, waiting)
+            return result
         with mapped_errors(f"reconciling flow {plan.name}: {target} (target)"):
             result.run_id = store.start(control, plan.name, result.method, repair)
         try:
@@ -167,6 +180,21 @@ def reconcile_flow(config: LoadedConfig, flow: str, *, repair: bool = False, sam
     store.observe(plan.name, result.counts, result.repaired, result.seconds)
     log.info("flow %s: reconciliation %s: %s", plan.name, result.run_id, result.summary())
     return result
+
+
+def _snapshot_pending(config: LoadedConfig, plan: Plan, control: Conn) -> str | None:
+    """Why an event-path flow cannot be compared yet (its worker's initial snapshot has not finished:
+    the slot has no position in the target), or None."""
+    flow = plan.flow
+    source = flow.source.connection
+    if not flow.streams or config.model.connections[source].capture.snapshot == "never":
+        return None
+    slot = slot_name(config.model, source)
+    with mapped_errors(f"reconciling flow {plan.name}: reading the position of slot {slot}"):
+        if store_position(control, slot) > 0:
+            return None
+    return (f"skipped: the event path's initial snapshot of {source} (slot {slot}) has not finished, so rows not "
+            "yet copied are not differences; the first reconciliation after it compares")
 
 
 def _record(control: Conn, result: ReconcileResult, started: float | None = None) -> None:

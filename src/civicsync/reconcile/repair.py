@@ -34,7 +34,7 @@ from civicsync.apply.sqlnames import idents, table_ident
 from civicsync.config import LoadedConfig
 from civicsync.config.models import SetValues
 from civicsync.db.connect import connect
-from civicsync.db.errors import mapped_errors
+from civicsync.db.errors import describe, mapped_errors
 from civicsync.db.origin import origin_for, setup_origin
 from civicsync.extract.source import stream_query
 from civicsync.jobs.replay import canonical, merge_source_keys
@@ -173,7 +173,7 @@ class _Repair:
                     flow_outcome = apply_events(self.tgt, applier, events)
         except psycopg.Error as exc:
             # Only the primary message: details can quote row values.
-            self.outcome.refused.update({k: f"{exc.diag.message_primary} (SQLSTATE {exc.sqlstate})" for k in keys})
+            self.outcome.refused.update({k: describe(exc) for k in keys})
             return False
         if flow_outcome.dead_letters:
             error = "; ".join(d.error for d in flow_outcome.dead_letters)[:500]

@@ -6,15 +6,15 @@ position in **one** target transaction, and only after that commit acknowledge t
 source (Quix Streams' rule: flush the sink, then commit the offset). On start, anything at or below
 the stored position is skipped, so a crash anywhere neither loses nor double-applies a change.
 
-Writes are marked with a replication origin; transactions that carry civicsync's origin are never
-captured again (no echo loops). An idle source still advances its slot through heartbeats. A
+Writes are marked with a replication origin that names the writer; a captured change is never
+carried back to the table it was derived from, and flows on everywhere else (the echo rule,
+db/origin.py). An idle source still advances its slot through heartbeats. A
 constraint error isolates the failing keys (savepoint per key) into the dead letters; the rest of
 the batch commits.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import threading
@@ -28,34 +28,36 @@ from typing import Any
 import psycopg
 
 from civicsync import metrics
-from civicsync.apply.cdc import CdcFlowApplier, DeadLetter, FlowOutcome
+from civicsync.apply.cdc import CdcFlowApplier
 from civicsync.capture.pgoutput import format_lsn
 from civicsync.capture.replication import (
     PrefetchingStream,
+    ReplicationBrokenError,
     ReplicationStream,
-    RowChange,
+    Stopped,
     Transaction,
     emit_heartbeat,
 )
-from civicsync.capture.slots import check_wal_level, drop_slot, ensure_publication, ensure_slot, slot_info
+from civicsync.capture.slots import SlotInfo, check_wal_level, drop_slot, ensure_publication, ensure_slot, slot_info
 from civicsync.capture.snapshot import begin_in_snapshot, slot_with_snapshot
 from civicsync.config import LoadedConfig
 from civicsync.config.models import Retry, publication_name, slot_name
 from civicsync.control import store
 from civicsync.db.catalog import replica_identity
 from civicsync.db.connect import connect
-from civicsync.db.errors import classify
-from civicsync.db.origin import origin_for, setup_origin
+from civicsync.db.errors import describe, mapped_errors
+from civicsync.db.origin import echo_origins, origin_for, setup_origin, writers
 from civicsync.db.roles import MissingGrantError, cdc_tables, check_apply, check_capture
 from civicsync.errors import CivicsyncError, FatalError, TransientError
-from civicsync.events import ChangeEvent, Image, SourceInfo, event_of
+from civicsync.events import ChangeEvent, Image, SourceInfo
 from civicsync.extract.source import stream_rows
 from civicsync.jobs.retry import backoff_delays
-from civicsync.runtime.replay import DLQ_RETRY
+from civicsync.runtime.applying import BatchApplying, NeedsIsolation, TableWork, rollback
+from civicsync.runtime.flowstops import FlowStops
+from civicsync.runtime.replay import ReplayCounts
 
 log = logging.getLogger(__name__)
 Conn = psycopg.Connection[tuple[Any, ...]]
-ISOLATION_CHUNK = 200
 Stream = ReplicationStream | PrefetchingStream
 
 
@@ -75,12 +77,12 @@ class WorkerStats:
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))  # source commit → target commit
 
 
-class CdcWorker:
+class CdcWorker(BatchApplying):
     """Streams one source connection's CDC flows into their target database."""
 
     def __init__(self, config: LoadedConfig, source: str, flows: list[str] | None = None,
                  stop: threading.Event | None = None,
-                 on_batch: Callable[[list[Transaction]], None] | None = None) -> None:
+                 on_batch: Callable[[list[Transaction]], None] | None = None, resync: bool = False) -> None:
         self.config = config
         self.source = source
         model = config.model
@@ -102,11 +104,21 @@ class CdcWorker:
         self.capture = model.connections[source].capture
         self.stop_event = stop or threading.Event()
         self.on_batch = on_batch
+        self.resync = resync  # replace a lost slot: new slot, snapshot applied over what the target holds
         self.stats = WorkerStats()
         self.ready = threading.Event()  # set once prepared (slot, snapshot, position) and streaming
         self.origin = origin_for(config, f"cdc_{self.slot}")
+        # The echo rule (db/origin.py): per origin, the flows of this worker that do not carry its changes.
+        skips = {a.name: echo_origins(config, a.name) for a in self.appliers}
+        self._skipped_by: dict[str, frozenset[str]] = {
+            o: frozenset(n for n, s in skips.items() if o in s) for o in writers(config)}
+        self._all_flows = frozenset(self.flows)
         self._blocked: set[tuple[str, str]] = set()
         self._isolated = 0
+        self._held = {}
+        self.flow_stops = FlowStops(config, self.slot)
+        self._positions: dict[str, int] | None = None  # per flow, while a batch holds what some applied
+        self._batch_end = 0
         self._tgt: Conn | None = None
         self._src: Conn | None = None
         self._stream: Stream | None = None
@@ -116,6 +128,13 @@ class CdcWorker:
 
     def prepare(self) -> None:
         """Check the source, create publication and slot, connect the target, load the position."""
+        try:
+            self._prepare()
+        except BaseException:
+            self.close()  # a failed start must not leave sessions (and their replication origin) open
+            raise
+
+    def _prepare(self) -> None:
         with connect(self.config.dsn(self.source, "capture"), purpose="cdc-setup", autocommit=True,
                      label=self.source) as src:
             check_wal_level(src)
@@ -133,8 +152,14 @@ class CdcWorker:
                 self._connect_target()
             assert self._tgt is not None
             self.stats.position = store.read_position(self._tgt, self.slot)
+            self.flow_stops.load(self._tgt, self.flows)
+            for a in self.appliers:
+                if a.cdc.top_n is None and store.narrow_dead_letter_keys(self._tgt, a.name, list(a.source.key)):
+                    log.warning("flow %s: dead letters that held whole rows as keys now hold only the key "
+                                "columns %s", a.name, ", ".join(a.source.key))
             self._blocked = store.pending_keys(self._tgt, self.flows)
             self._tgt.commit()
+            existing = self._usable_slot(src, existing)
             if self.capture.snapshot == "never":
                 if ensure_slot(src, self.slot):
                     log.info("created replication slot %s on %s (no initial snapshot)", self.slot, self.source)
@@ -146,6 +171,34 @@ class CdcWorker:
                 existing = None
         if existing is None:
             self._initial_snapshot()
+
+    def _usable_slot(self, src: Conn, existing: SlotInfo | None) -> SlotInfo | None:
+        """The slot to stream from, or None to create one (with a snapshot unless the source says
+        ``snapshot: never``). A slot that is gone or invalidated after changes were applied from it
+        means changes may be lost: that stops the worker (a new slot would silently skip them), unless
+        this is a resync or the source leaves what it misses to reconciliation (``snapshot: never``)."""
+        if self.stats.position == 0 or (existing is not None and not existing.lost and not self.resync):
+            return existing
+        if self.capture.snapshot == "never" and not self.resync:
+            # The source is declared to start without a snapshot: what a lost slot missed is left to the
+            # flows' reconciliations (hybrid flows repair it hourly), as at the very first start.
+            log.warning("slot %s on %s is gone or invalidated; changes since %s are left to reconciliation "
+                        "(capture.snapshot: never); making a new slot", self.slot, self.source,
+                        format_lsn(self.stats.position))
+            if existing is not None:
+                drop_slot(src, self.slot)
+            return None
+        if not self.resync:
+            what = "gone" if existing is None else "invalidated (max_slot_wal_keep_size)"
+            raise ReplicationBrokenError(
+                f"replication slot {self.slot} on {self.source} is {what}, but flows {', '.join(self.flows)} were "
+                f"applied from it up to {format_lsn(self.stats.position)}: changes since then may be lost. Recover "
+                f"with `civicsync cdc resync {self.source}` (a new slot and snapshot, then reconciliation)",
+                "42704" if existing is None else "55000")
+        if existing is not None:
+            drop_slot(src, self.slot)
+        log.warning("slot %s on %s: resynchronising from a new slot and snapshot", self.slot, self.source)
+        return None
 
     def _ensure_publication(self, src: Conn, tables: list[str]) -> None:
         published = {f"{r[0]}.{r[1]}" for r in src.execute(
@@ -180,11 +233,11 @@ class CdcWorker:
                     after: Image = dict(zip(columns, row, strict=True))
                     chunk.append(ChangeEvent("r", None, after, info, {k: row[columns.index(k)] for k in key}))
                     if len(chunk) >= chunk_size:
-                        self._commit_with_retries({table: _TableWork(events=chunk)}, None, None)
+                        self._commit_with_retries({table: TableWork(events=chunk)}, None, None)
                         rows += len(chunk)
                         chunk = []
                 if chunk:
-                    self._commit_with_retries({table: _TableWork(events=chunk)}, None, None)
+                    self._commit_with_retries({table: TableWork(events=chunk)}, None, None)
                     rows += len(chunk)
             snap.execute("ROLLBACK")
             self._commit_with_retries({}, (lsn, None), None)
@@ -233,6 +286,10 @@ class CdcWorker:
         """Stream until the stop event is set; then flush, commit and acknowledge what was read."""
         try:
             self.prepare()
+        except Stopped as stopped:
+            log.info("%s before streaming began", stopped)
+            self.close()
+            return
         except BaseException:
             self.close()  # a failed start must not leave sessions (and their replication origin) open
             raise
@@ -240,29 +297,35 @@ class CdcWorker:
         # Read and decoded on a thread of its own, so the next batch is captured while this one commits.
         stream = PrefetchingStream(
             ReplicationStream(self.config.dsn(self.source, "capture"), slot=self.slot, publication=self.publication,
-                              start_lsn=self.stats.position),
+                              start_lsn=self.flow_stops.start_position(self.stats.position), stop=self.stop_event,
+                              source=self.source),
             max_changes=2 * self.capture.batch_max_changes)
         self._stream = stream
-        next_beat = time.monotonic() + self.capture.heartbeat_seconds
-        next_dlq = time.monotonic() + 1.0
         try:
-            while not self.stop_event.is_set():
-                batch = self._collect(stream)
-                if batch:
-                    self.stats.waiting_since = batch[0].commit_time
-                    self._apply_batch(batch, stream)
-                    self.stats.waiting_since = None
-                    stream.acknowledge(self.stats.position)
-                now = time.monotonic()
-                if now >= next_beat:
-                    self._heartbeat()
-                    next_beat = now + self.capture.heartbeat_seconds
-                if now >= next_dlq:
-                    self.retry_dead_letters()
-                    next_dlq = now + 1.0
+            self._stream_until_stopped(stream)
+        except Stopped as stopped:
+            log.info("%s; what it held unapplied is received again after the next start", stopped)
         finally:
             stream.close()
             self.close()
+
+    def _stream_until_stopped(self, stream: Stream) -> None:
+        next_beat = time.monotonic() + self.capture.heartbeat_seconds
+        next_dlq = time.monotonic() + 1.0
+        while not self.stop_event.is_set():
+            batch = self._collect(stream)
+            if batch:
+                self.stats.waiting_since = batch[0].commit_time
+                self._apply_batch(batch, stream)
+                self.stats.waiting_since = None
+                stream.acknowledge(self.flow_stops.start_position(self.stats.position))
+            now = time.monotonic()
+            if now >= next_beat:
+                self._heartbeat()
+                next_beat = now + self.capture.heartbeat_seconds
+            if now >= next_dlq:
+                self.retry_dead_letters()
+                next_dlq = now + 1.0
 
     def _collect(self, stream: Stream) -> list[Transaction]:
         """Whole transactions for one batch: whatever the stream already holds (up to
@@ -288,41 +351,49 @@ class CdcWorker:
         try:
             emit_heartbeat(self.source_reader())
         except psycopg.Error as exc:
-            log.warning("slot %s: heartbeat not written (%s)", self.slot, exc)
+            log.warning("slot %s: heartbeat not written (%s)", self.slot, describe(exc))
             self._src = None
 
     # ------------------------------------------------------------------ applying a batch
 
     def _apply_batch(self, batch: list[Transaction], stream: Stream | None = None) -> None:
-        fresh = [t for t in batch if t.end_lsn > self.stats.position]
+        floor = self.flow_stops.start_position(self.stats.position)
+        fresh = [t for t in batch if t.end_lsn > floor]
         if not fresh:
             return
-        own = {id(t) for t in fresh if t.origin is not None and t.origin.startswith(self.config.model.origin)}
-        self.stats.skipped_own += len(own)
-        work: dict[str, _TableWork] = {}
+        # A flow resuming after a schema stop re-reads what the others have applied: each takes its own.
+        self._positions = ({a.name: self.flow_stops.position(a.name, self.stats.position) for a in self.appliers}
+                           if fresh[0].end_lsn <= self.stats.position else None)
+        work: dict[str, TableWork] = {}
         for txn in fresh:
-            if id(txn) in own:
-                continue
+            skipping = self.echo_skips(txn.origin)
+            if skipping:
+                self.stats.skipped_own += 1
             for relation, _cascade in txn.truncated:
-                if relation.qualified_name in self.by_table:
+                table = relation.qualified_name
+                if table in self.by_table and not self._skipped_by_all(table, skipping):
                     # Everything before a TRUNCATE of the table is moot; what follows still applies.
-                    work[relation.qualified_name] = _TableWork(truncated=True)
+                    work[table] = TableWork(truncated=True)
             for change in txn.changes:
                 table = change.relation.qualified_name
-                if table in self.by_table:
+                if table in self.by_table and not self._skipped_by_all(table, skipping):
                     table_work = work.get(table)
                     if table_work is None:
-                        table_work = work[table] = _TableWork()
+                        table_work = work[table] = TableWork()
                     table_work.changes.append((change, txn))
+                    table_work.echoes = table_work.echoes or bool(skipping)
         for table, table_work in work.items():
             for applier in self.by_table[table]:
                 metrics.CDC_CAPTURED.labels(applier.name).inc(table_work.size)
         last = fresh[-1]
-        self._commit_with_retries(work, (last.end_lsn, last.commit_time), stream)
+        position = max(self.stats.position, last.end_lsn)
+        self._batch_end = last.end_lsn
+        self._commit_with_retries(work, (position, last.commit_time), stream)
+        self.flow_stops.advanced(last.end_lsn, position)
         self.stats.transactions += len(fresh)
         self.stats.events += sum(w.size for w in work.values())
         self.stats.batches += 1
-        self.stats.position = last.end_lsn
+        self.stats.position = position
         self.stats.last_commit_time = last.commit_time
         committed = datetime.now(UTC)
         latencies = [(committed - t.commit_time).total_seconds() for t in fresh if t.changes]
@@ -333,30 +404,36 @@ class CdcWorker:
         if self.on_batch is not None:
             self.on_batch(fresh)
 
-    def _commit_with_retries(self, work: dict[str, _TableWork], position: tuple[int, datetime | None] | None,
+    def _commit_with_retries(self, work: dict[str, TableWork], position: tuple[int, datetime | None] | None,
                              stream: Stream | None) -> None:
-        delays = backoff_delays(Retry(attempts=30, initial_delay=0.2, max_delay=10.0))
-        for delay in [*delays, None]:
+        """Commit the batch; retry transient errors (the target down, a lock or statement timeout) with
+        backoff, also while it is applied key by key: a timeout never dead-letters a key."""
+        delays = iter(backoff_delays(Retry(attempts=30, initial_delay=0.2, max_delay=10.0)))
+        isolate = False
+        while True:
             try:
-                self._commit_events(work, position, isolate=False)
+                self._commit_events(work, position, isolate=isolate)
                 self.stats.stalled = None
                 return
             except TransientError as exc:
+                delay = next(delays, None)
                 if delay is None:
                     raise
                 self.stats.stalled = f"{self.target} database unavailable: {exc}"
                 log.warning("slot %s: target unavailable (%s); retrying in %.1fs", self.slot, exc, delay)
                 self._pause(delay, stream)
                 self._reconnect_target()
-            except _NeedsIsolation:
-                self._commit_events(work, position, isolate=True)
-                return
+            except NeedsIsolation:
+                isolate = True
 
     def _pause(self, seconds: float, stream: Stream | None) -> None:
         # Let go of the source while we wait, so we never hold up its shutdown.
         if stream is not None:
             stream.suspend()
-        time.sleep(seconds)
+        if self.stop_event.wait(seconds):
+            # Asked to stop: this batch is not committed and its position not acknowledged, so the
+            # next start receives it again. Stop now rather than after the whole backoff.
+            raise WorkerStopped(f"slot {self.slot}: stopped while waiting for {self.target}")
 
     def _reconnect_target(self) -> None:
         if self._tgt is not None:
@@ -367,129 +444,21 @@ class CdcWorker:
             log.warning("slot %s: cannot reconnect to %s yet (%s)", self.slot, self.target, exc)
             self._tgt = None
 
-    def _commit_events(self, work: dict[str, _TableWork], position: tuple[int, datetime | None] | None, *,
-                       isolate: bool) -> None:
-        """Apply every table's events and (if given) the slot's new position in one target transaction."""
-        if self._tgt is None or self._tgt.closed:
-            self._reconnect_target()
-            if self._tgt is None:
-                raise _Unavailable(f"{self.target} database is unavailable")
-        conn = self._tgt
-        letters: list[DeadLetter] = []
-        outcomes: list[tuple[str, FlowOutcome]] = []
-        try:
-            for table, table_work in work.items():
-                for applier in self.by_table[table]:
-                    if table_work.truncated and applier.cdc.truncate == "propagate":
-                        applier.truncate_target(conn)
-                    outcome = self._apply_flow(conn, applier, table_work, isolate)
-                    outcomes.append((applier.name, outcome))
-                    letters += outcome.dead_letters
-            self._store_dead_letters(conn, letters)
-            if position is not None:
-                store.write_position(conn, self.slot, position[0], position[1])
-            conn.commit()
-        except psycopg.Error as exc:
-            _rollback(conn)
-            error = classify(exc, f"slot {self.slot}: applying to {self.target}")
-            if isinstance(error, TransientError):
-                raise error from exc
-            if isinstance(exc, psycopg.errors.InsufficientPrivilege) and "row-level security" not in str(exc):
-                # A missing grant is the deployment's fault, not the rows': dead-lettering key after
-                # key would hide it. Stop; the supervisor restarts with backoff until it is granted.
-                raise MissingGrantError(f"{self.target}: {error} (grant it to the apply role, see `civicsync db "
-                                        "init`)") from exc
-            if isolate:
-                raise error from exc
-            log.warning("slot %s: batch failed (%s); isolating the failing keys", self.slot, error)
-            raise _NeedsIsolation() from exc
-        self.stats.dead_letters += len(letters)
-        for flow, outcome in outcomes:
-            metrics.CDC_APPLIED.labels(flow).inc(outcome.events)
-            if outcome.conflicts:
-                metrics.CONFLICTS.labels(flow).inc(outcome.conflicts)
-
-    def _apply_flow(self, conn: Conn, applier: CdcFlowApplier, table_work: _TableWork,
-                    isolate: bool) -> FlowOutcome:
-        outcome = FlowOutcome()
-        blocked = {k for f, k in self._blocked if f == applier.name}
-        if applier.cdc.top_n is not None:
-            events = table_work.events + [event_of(c, t, self._db) for c, t in table_work.changes]
-            partitions = applier.partitions_of(events)
-            outcome.events += len(events)
-            # A partition that already waits in the dead letters keeps waiting (its replay recomputes it).
-            for part in [p for p in partitions if json.dumps(_partition_key(applier, {p}), sort_keys=True)
-                         in blocked]:
-                partitions.discard(part)
-                outcome.dead_letters.append(DeadLetter(applier.name, _partition_key(applier, {part}), "u", 0,
-                                                       "blocked", "waiting behind an earlier failure of the same key"))
-            units = [{p} for p in sorted(partitions, key=str)] if isolate else [partitions]
-            for unit in units:
-                def work(u: set[Any] = unit) -> None:
-                    applier.recompute(conn, self.source_reader(), u, outcome)
-
-                self._guarded(conn, isolate, outcome, applier, _partition_key(applier, unit), work)
-            return outcome
-        # A batch holds either the snapshot's rows or the stream's changes.
-        pending = (applier.net_effect_of_changes(table_work.changes, blocked, outcome) if table_work.changes
-                   else applier.net_effect(table_work.events, blocked, outcome))
-        for letter in outcome.dead_letters:
-            self._blocked.add((applier.name, json.dumps(letter.source_key, sort_keys=True)))
-        items = [{k: v} for k, v in pending.items()] if isolate else [pending]
-        for item in items:
-            action = next(iter(item.values()), None)
-            key = action.source_key if action is not None else {}
-            def write(i: dict[Any, Any] = item) -> None:
-                applier.write(conn, i, outcome)
-
-            self._guarded(conn, isolate, outcome, applier, key, write)
-        return outcome
-
-    def _guarded(self, conn: Conn, isolate: bool, outcome: FlowOutcome, applier: CdcFlowApplier,
-                 key: dict[str, Any], work: Callable[[], None]) -> None:
-        if not isolate:
-            work()
-            return
-        self._isolated += 1
-        if self._isolated % ISOLATION_CHUNK == 0:
-            # Thousands of savepoints in one transaction get slow (subtransaction overflow); every
-            # write here is idempotent and the position is written last, so commit part-way.
-            self._store_dead_letters(conn, outcome.dead_letters)
-            self.stats.dead_letters += len(outcome.dead_letters)
-            outcome.dead_letters.clear()
-            conn.commit()
-        try:
-            with conn.transaction():  # a savepoint inside the batch transaction
-                work()
-        except psycopg.Error as exc:
-            error = classify(exc, f"{applier.flow.target.table}")
-            if isinstance(error, TransientError):
-                raise
-            kind = f"sqlstate_{getattr(error, 'sqlstate', None) or 'unknown'}"
-            outcome.dead_letters.append(DeadLetter(applier.name, key, "u", 0, kind, str(error)))
-            self._blocked.add((applier.name, json.dumps(key, sort_keys=True)))
-
-    def _store_dead_letters(self, conn: Conn, letters: list[DeadLetter]) -> None:
-        for d in letters:
-            if d.kind != "blocked":  # a key waiting behind its own earlier failure is not a new dead letter
-                metrics.DEAD_LETTERS_CREATED.labels(d.flow).inc()
-        first = DLQ_RETRY.initial_delay
-        store.add_cdc_dead_letters(conn, [(d.flow, d.source_key, d.op, d.lsn, d.kind, d.error, first)
-                                          for d in letters])
-        for d in letters:
-            if d.kind != "blocked":
-                log.warning("flow %s: dead-lettered %s at %s: %s", d.flow, d.source_key, format_lsn(d.lsn), d.error)
-
     # ------------------------------------------------------------------ dead-letter retries
 
-    def replay_now(self, ids: list[int] | None = None) -> int:
-        """Replay this worker's pending dead letters (or only ``ids``) at once, from outside a running
-        worker (the CLI). Uses its own origin: a running worker holds the CDC one, and PostgreSQL lets
-        one session use an origin at a time. Returns how many converged."""
+    def replay_now(self, ids: list[int] | None = None) -> ReplayCounts:
+        """Replay every pending dead letter of this worker's flows (or only ``ids``) at once, from outside
+        a running worker (the CLI, the API). Uses its own origin: a running worker holds the CDC one, and
+        PostgreSQL lets one session use an origin at a time. A database error is raised, not hidden."""
+        from civicsync.runtime.replay import replay_due
+
         self.origin = origin_for(self.config, f"replay_{self.slot}")
         self._connect_target()
         try:
-            return self.retry_dead_letters(due_only=False, ids=ids)
+            with mapped_errors(f"replaying the dead letters of {', '.join(self.flows)}"):
+                self._blocked = store.pending_keys(self.target_connection, self.flows)
+                self.target_connection.commit()
+                return replay_due(self, due_only=False, ids=ids, limit=None)
         finally:
             self.close()
 
@@ -501,8 +470,9 @@ class CdcWorker:
             return f"{self.source} database: replication connection lost, reconnecting"
         return None
 
-    def retry_dead_letters(self, *, due_only: bool = True, ids: list[int] | None = None) -> int:
-        """Re-apply dead-lettered keys from the source's current rows; returns how many converged."""
+    def retry_dead_letters(self) -> int:
+        """Re-apply the dead-lettered keys that are due from the source's current rows; returns how
+        many converged. Errors are logged: the next round tries again."""
         if self._tgt is None:
             return 0
         from civicsync.runtime.replay import replay_due
@@ -511,44 +481,15 @@ class CdcWorker:
             # An operator may have discarded or replayed entries from the CLI meanwhile.
             self._blocked = store.pending_keys(self._tgt, self.flows)
             self._tgt.commit()
-            fixed = replay_due(self, due_only=due_only, ids=ids)
+            return replay_due(self).replayed
         except (psycopg.Error, CivicsyncError) as exc:
-            _rollback(self._tgt)
-            log.warning("slot %s: dead-letter retry failed (%s)", self.slot, exc)
+            rollback(self._tgt)
+            log.warning("slot %s: dead-letter retry failed (%s)", self.slot,
+                        describe(exc) if isinstance(exc, psycopg.Error) else exc)
             return 0
-        return fixed
 
 
-@dataclass
-class _TableWork:
-    """One source table's share of a batch."""
-
-    truncated: bool = False
-    events: list[ChangeEvent] = field(default_factory=list)  # the initial snapshot's rows
-    changes: list[tuple[RowChange, Transaction]] = field(default_factory=list)  # the stream's, as captured
-
-    @property
-    def size(self) -> int:
-        return len(self.events) + len(self.changes)
+class WorkerStopped(Stopped):
+    """The stop event was set while the worker waited to retry: it ends without committing the batch."""
 
 
-class _NeedsIsolation(Exception):
-    """A non-transient error in a batch: re-apply it key by key."""
-
-
-class _Unavailable(TransientError):
-    pass
-
-
-def _rollback(conn: Conn) -> None:
-    with contextlib.suppress(psycopg.Error):
-        conn.rollback()
-
-
-def _partition_key(applier: CdcFlowApplier, unit: set[Any]) -> dict[str, Any]:
-    top = applier.cdc.top_n
-    assert top is not None
-    if len(unit) != 1:
-        return {}
-    (values,) = unit
-    return dict(zip(top.partition_by, values, strict=True))

@@ -9,7 +9,9 @@ counts an attempt and schedules the next one with exponential backoff.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -18,8 +20,10 @@ from psycopg import sql
 
 from civicsync.apply.cdc import CdcFlowApplier, FlowOutcome
 from civicsync.apply.sqlnames import table_ident
+from civicsync.config import LoadedConfig
 from civicsync.config.models import Retry
 from civicsync.db.catalog import column_types
+from civicsync.db.errors import describe
 from civicsync.errors import CivicsyncError, RowRejectedError
 from civicsync.events import ChangeEvent, Image, SourceInfo
 from civicsync.extract.source import stream_query
@@ -39,26 +43,56 @@ class ReplayFailedError(CivicsyncError):
     """The key still cannot be applied."""
 
 
-def replay_due(worker: CdcWorker, *, due_only: bool = True, ids: list[int] | None = None) -> int:
-    """Replay pending dead letters of the worker's flows; returns how many converged."""
+@dataclass
+class ReplayCounts:
+    """What a replay did: dead letters that converged, and those it tried that still fail."""
+
+    replayed: int = 0
+    failed: int = 0
+
+    def __add__(self, other: ReplayCounts) -> ReplayCounts:
+        return ReplayCounts(self.replayed + other.replayed, self.failed + other.failed)
+
+
+def replay_all(config: LoadedConfig, flows: list[str] | None = None, ids: list[int] | None = None) -> ReplayCounts:
+    """Replay the pending dead letters of ``flows`` (config names; every flow if None), or only ``ids``:
+    the CDC flows through each source's worker, the batch flows through a re-read of their keys. What
+    ``civicsync dlq replay`` and the API's replay do; a database error is raised."""
+    from civicsync.jobs.replay import replay_batch_dead_letters
+    from civicsync.runtime.cdc import CdcWorker
+    from civicsync.status import cdc_sources
+
+    counts = ReplayCounts()
+    for source in cdc_sources(config, flows):
+        counts += CdcWorker(config, source, flows).replay_now(ids)
+    for name, flow in config.model.flows.items():
+        if flow.kind == "batch" and (flows is None or name in flows):
+            result = replay_batch_dead_letters(config, name, ids)
+            counts += ReplayCounts(result.replayed, result.still_pending)
+    return counts
+
+
+def replay_due(worker: CdcWorker, *, due_only: bool = True, ids: list[int] | None = None,
+               limit: int | None = BATCH) -> ReplayCounts:
+    """Replay pending dead letters of the worker's flows (those due, or all; at most ``limit``)."""
     conn = worker.target_connection
     rows = conn.execute(
-        "SELECT dead_letter_id, flow, row_key, attempts FROM civicsync.dead_letters WHERE status = 'pending'"
+        "SELECT dead_letter_id, flow, row_key, attempts, held FROM civicsync.dead_letters WHERE status = 'pending'"
         " AND flow = ANY(%s) AND (NOT %s OR next_attempt_at IS NULL OR next_attempt_at <= clock_timestamp())"
         " AND (%s::bigint[] IS NULL OR dead_letter_id = ANY(%s)) ORDER BY lsn NULLS LAST, dead_letter_id LIMIT %s",
-        (worker.flows, due_only, ids, ids, BATCH)).fetchall()
+        (worker.flows, due_only, ids, ids, limit)).fetchall()
     conn.commit()
     appliers = {a.name: a for a in worker.appliers}
-    fixed = 0
-    for dead_id, flow, key, attempts in rows:
+    counts = ReplayCounts()
+    for dead_id, flow, key, attempts, held in rows:
         applier = appliers[flow]
         try:
             with conn.transaction():
-                _reapply(worker, applier, key)
-            conn.execute("UPDATE civicsync.dead_letters SET status = 'replayed', last_seen = clock_timestamp()"
-                         " WHERE dead_letter_id = %s", (dead_id,))
+                _reapply(worker, applier, key, held or [])
+            conn.execute("UPDATE civicsync.dead_letters SET status = 'replayed', held = NULL,"
+                         " last_seen = clock_timestamp() WHERE dead_letter_id = %s", (dead_id,))
             worker.unblock(flow, key)
-            fixed += 1
+            counts.replayed += 1
         except (psycopg.Error, CivicsyncError) as exc:
             delays = backoff_delays(DLQ_RETRY)
             delay = delays[min(attempts, len(delays) - 1)]
@@ -66,28 +100,78 @@ def replay_due(worker: CdcWorker, *, due_only: bool = True, ids: list[int] | Non
                 "UPDATE civicsync.dead_letters SET attempts = attempts + 1, error = %s, last_seen = clock_timestamp(),"
                 " next_attempt_at = clock_timestamp() + make_interval(secs => %s) WHERE dead_letter_id = %s",
                 (_message(exc), delay, dead_id))
+            counts.failed += 1
         conn.commit()
-    return fixed
+    return counts
 
 
 def _message(exc: Exception) -> str:
-    if isinstance(exc, psycopg.Error):
-        # Only the primary message: details can quote row values (personal data).
-        return f"{exc.diag.message_primary or type(exc).__name__} (SQLSTATE {exc.sqlstate})"
-    return str(exc)
+    # Never the driver's text: it and its detail quote row values (personal data).
+    return describe(exc) if isinstance(exc, psycopg.Error) else str(exc)
 
 
-def _reapply(worker: CdcWorker, applier: CdcFlowApplier, key: dict[str, Any]) -> None:
+def letter_key(applier: CdcFlowApplier, key: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a dead letter's key a replay may look the source row up by: the declared key
+    columns of the flow's source table (a top-N flow: its partition columns), nothing else.
+
+    Older versions stored the whole row as the key of a table with REPLICA IDENTITY FULL; looking a
+    row up by all its values finds nothing once any value changed, and "not found" would then delete
+    a target row whose source row still exists. Extra columns are dropped; a key without every
+    declared column cannot name a row and is refused."""
+    columns = applier.cdc.top_n.partition_by if applier.cdc.top_n is not None else applier.source.key
+    missing = [c for c in columns if c not in key]
+    if missing:
+        raise ReplayFailedError(f"the stored key lacks the key column(s) {', '.join(missing)} of "
+                                f"{applier.flow.source.table}: it cannot name a row (discard it)")
+    return {c: key[c] for c in columns}
+
+
+def held_rows(applier: CdcFlowApplier, history: Sequence[tuple[Sequence[Any], int]]) -> list[dict[str, Any]]:
+    """What a dead letter keeps of an event-log flow's transitions: per (output row, LSN) the LSN and
+    the output values of the target key and the event-log columns, as the flow masked them."""
+    keep = _held_columns(applier)
+    return [{"lsn": lsn, "values": {c: _plain(row[applier.columns.index(c)]) for c in keep}}
+            for row, lsn in history]
+
+
+def history_of(applier: CdcFlowApplier, held: Sequence[Mapping[str, Any]]) -> list[tuple[list[Any], int]]:
+    """The transitions a dead letter kept, as the applier's (row, LSN) history, in LSN order and once
+    each (a batch retried after a part-way commit may have kept one twice)."""
+    seen: set[str] = set()
+    out: list[tuple[list[Any], int]] = []
+    for entry in sorted(held, key=lambda e: int(e["lsn"])):
+        text = json.dumps(entry, sort_keys=True)
+        if text not in seen:
+            seen.add(text)
+            values = entry["values"]
+            out.append(([values.get(c) for c in applier.columns], int(entry["lsn"])))
+    return out
+
+
+def _held_columns(applier: CdcFlowApplier) -> list[str]:
+    log = applier.cdc.event_log
+    assert log is not None
+    wanted = [*applier.target.key, *(c for c in log.columns.values() if c != "$lsn")]
+    return [c for c in dict.fromkeys(wanted) if c in applier.columns]
+
+
+def _plain(value: Any) -> Any:
+    return value if value is None or isinstance(value, str) else None  # UNCHANGED (TOAST) is not kept
+
+
+def _reapply(worker: CdcWorker, applier: CdcFlowApplier, stored: dict[str, Any],
+             held: Sequence[Mapping[str, Any]] = ()) -> None:
     conn = worker.target_connection
+    key = letter_key(applier, stored)
     if applier.cdc.top_n is not None:
         outcome = FlowOutcome()
-        values = tuple(key.get(c) for c in applier.cdc.top_n.partition_by)
+        values = tuple(key[c] for c in applier.cdc.top_n.partition_by)
         applier.recompute(conn, worker.source_reader(), {values}, outcome)
     else:
         events, gone = current_events(worker.source_reader(), applier, [key])
         if gone:
             raise RowRejectedError("gone", "the source row no longer exists and this flow ignores deletes")
-        outcome = apply_events(conn, applier, events)
+        outcome = apply_events(conn, applier, events, history_of(applier, held) if held else [])
     if outcome.dead_letters:
         raise ReplayFailedError("; ".join(d.error for d in outcome.dead_letters))
 
@@ -95,8 +179,9 @@ def _reapply(worker: CdcWorker, applier: CdcFlowApplier, key: dict[str, Any]) ->
 def current_events(source: Conn, applier: CdcFlowApplier, lookups: Sequence[Mapping[str, Any]]
                    ) -> tuple[list[ChangeEvent], list[dict[str, Any]]]:
     """The source rows matching each lookup (source column → value) as they are now: read ('r') events
-    in source-key order; a lookup nothing matches becomes a delete event keyed by the lookup (which
-    should then name the source key), or, when the flow ignores deletes, is returned as gone."""
+    in source-key order; a lookup nothing matches becomes a delete event keyed by the lookup, or, when
+    the flow ignores deletes, is returned as gone. Only a lookup by exactly the declared key columns
+    may become a delete (nothing else proves the row gone): any other lookup nothing matches is gone."""
     if not lookups:
         return [], []
     table = applier.flow.source.table
@@ -120,19 +205,24 @@ def current_events(source: Conn, applier: CdcFlowApplier, lookups: Sequence[Mapp
     for lookup in lookups:
         if _lookup_text(lookup) in seen:
             continue
-        if applier.cdc.deletes == "ignore":
+        if applier.cdc.deletes == "ignore" or sorted(lookup) != sorted(applier.source.key):
             gone.append(dict(lookup))
         else:
             events.append(ChangeEvent("d", dict(lookup), None, info, dict(lookup)))
     return events, gone
 
 
-def apply_events(conn: psycopg.Connection[Any], applier: CdcFlowApplier, events: Sequence[ChangeEvent]
-                 ) -> FlowOutcome:
+def apply_events(conn: psycopg.Connection[Any], applier: CdcFlowApplier, events: Sequence[ChangeEvent],
+                 before: Sequence[tuple[list[Any], int]] = ()) -> FlowOutcome:
     """Apply events as one batch of the event path (net effect per key, then write), in the caller's
-    transaction. Nothing is written when any event breaks a rule (see the outcome's dead letters)."""
+    transaction. Nothing is written when any event breaks a rule (see the outcome's dead letters).
+    ``before``: transitions of an event-log flow's key kept by its dead letter, logged ahead of these."""
     outcome = FlowOutcome()
     pending = applier.net_effect(list(events), set(), outcome)
+    if before:
+        for action in pending.values():
+            if hasattr(action, "history"):
+                action.history = [*before, *action.history]
     if not outcome.dead_letters:
         applier.write(conn, pending, outcome)
     return outcome
@@ -148,4 +238,5 @@ def _matches(image: Mapping[str, Any], lookups: Sequence[Mapping[str, Any]]) -> 
     return {_lookup_text({c: image[c] for c in cols}) for cols in columns}
 
 
-__all__ = ["ReplayFailedError", "apply_events", "current_events", "replay_due"]
+__all__ = ["ReplayCounts", "ReplayFailedError", "apply_events", "current_events", "held_rows", "history_of",
+           "letter_key", "replay_all", "replay_due"]

@@ -13,9 +13,13 @@ import threading
 import time
 from datetime import UTC, datetime
 
+import psycopg
+
 from civicsync import metrics
+from civicsync.capture.replication import ReplicationBrokenError
 from civicsync.config import LoadedConfig
 from civicsync.config.service import Supervisor as SupervisorSettings
+from civicsync.db.errors import describe
 from civicsync.runtime.cdc import CdcWorker
 from civicsync.runtime.state import ServiceState, WorkerState
 from civicsync.status import cdc_sources
@@ -95,11 +99,19 @@ class Supervisor:
 
     def _supervise(self, source: str) -> None:
         delay = self.settings.restart_initial_delay
+        metrics.REPLICATION_BROKEN.labels(source).set(0)
         while not self.stop_event.is_set():
             started = time.monotonic()
             error = self._run_once(source)
             if self.stop_event.is_set():
                 break
+            if isinstance(error, ReplicationBrokenError):
+                # Restarting would fail the same way (and could hide lost changes): stop this worker,
+                # say why, and let an operator act (the runbook of CivicsyncReplicationBroken).
+                self.state.update_worker(source, phase="failed", last_error=str(error))
+                metrics.REPLICATION_BROKEN.labels(source).set(1)
+                log.error("CDC worker %s stopped for good: %s", source, error)
+                return
             if time.monotonic() - started > HEALTHY_AFTER:
                 delay = self.settings.restart_initial_delay
             ws = self.state.workers[source]
@@ -111,8 +123,9 @@ class Supervisor:
             delay = min(delay * 2, self.settings.restart_max_delay)
         self.state.update_worker(source, phase="stopped")
 
-    def _run_once(self, source: str) -> str:
-        """Run one worker until it stops; returns why it stopped if that was not a requested stop."""
+    def _run_once(self, source: str) -> str | ReplicationBrokenError:
+        """Run one worker until it stops; returns why it stopped if that was not a requested stop (the
+        error itself when the replication stream broke for good)."""
         self.state.update_worker(source, phase="starting")
         done = threading.Event()
         try:
@@ -121,9 +134,11 @@ class Supervisor:
             watcher = threading.Thread(target=self._mark_running, args=(source, worker, done), daemon=True)
             watcher.start()
             worker.run()
+        except ReplicationBrokenError as exc:
+            return exc
         except Exception as exc:  # any crash: the supervisor's job is to restart it
             log.debug("CDC worker %s crashed", source, exc_info=True)
-            return f"{type(exc).__name__}: {exc}"
+            return f"{type(exc).__name__}: {describe(exc) if isinstance(exc, psycopg.Error) else exc}"
         finally:
             done.set()
             self._set_up(source, False)

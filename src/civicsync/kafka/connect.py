@@ -200,13 +200,15 @@ def debezium_postgres_config(*, host: str, port: int, user: str, dbname: str, to
         # and every column's PostgreSQL type name in the schema, so the decoder need not guess.
         "decimal.handling.mode": "precise",
         "time.precision.mode": "adaptive",
-        "binary.handling.mode": "base64",
+        # bytes stay Connect bytes (base64 in JSON, but typed "bytes" in the schema, unlike "base64" mode).
+        "binary.handling.mode": "bytes",
         "hstore.handling.mode": "json",
         "interval.handling.mode": "string",
         "column.propagate.source.type": ".*",
         "datatype.propagate.source.type": ".*",
         "include.unknown.datatypes": "true",
         "tombstones.on.delete": "true",
+        "skipped.operations": "none",  # TRUNCATE too: civicsync's flows decide what to do with it
         # Brokers here do not auto-create topics: Connect creates the change topics (-1: broker default).
         "topic.creation.default.partitions": str(partitions),
         "topic.creation.default.replication.factor": str(replication_factor),

@@ -156,12 +156,16 @@ def float_text(value: float | str, single: bool = False) -> str:
         if value in ("NaN", "Infinity", "-Infinity"):
             return value
         value = float(value)
+    return _finite_float_text(value, single)
+
+
+def _finite_float_text(value: float, single: bool) -> str:
     if math.isnan(value):
         return "NaN"
     if math.isinf(value):
         return "Infinity" if value > 0 else "-Infinity"
     if single:  # JSON carries a real as a decimal; the value is the float32 nearest to it
-        value = struct.unpack("f", struct.pack("f", value))[0]
+        value = float(struct.unpack("f", struct.pack("f", value))[0])
     sign, digits, exponent = Decimal(_shortest(value, single)).normalize().as_tuple()
     assert isinstance(exponent, int)
     mantissa = "".join(map(str, digits))

@@ -50,11 +50,36 @@ def kafka_broker() -> Iterator[KafkaCluster]:
         broker.destroy()
 
 
+REPO = Path(__file__).resolve().parents[1]
+# The databases the shipped connector configs (deploy/kafka/connectors/*.json) point at in tests.
+DEPLOY_DBNAMES = {"warehouse": "kafka_deploy_wh", "citizen": "kafka_deploy_cz"}
+
+
+def shipped_worker_properties(group_id: str) -> dict[str, str]:
+    """deploy/kafka's worker config, for one broker: replication factor 1, a fresh group and topics."""
+    props = {}
+    for line in (REPO / "deploy" / "kafka" / "connect-distributed.properties").read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            props[key] = value
+    props.update({"group.id": group_id, "config.storage.topic": f"{group_id}-configs",
+                  "offset.storage.topic": f"{group_id}-offsets", "status.storage.topic": f"{group_id}-status"})
+    props.update({f"{kind}.storage.replication.factor": "1" for kind in ("config", "offset", "status")})
+    return props
+
+
 @pytest.fixture(scope="session")
-def kafka_connect(kafka_broker: KafkaCluster) -> Iterator[KafkaConnect]:
-    """Kafka Connect (distributed, Debezium on its plugin path); started the first time a test asks."""
-    connect = KafkaConnect(kafka_tmp("civicsync-test-connect-"), kafka_broker.bootstrap,
-                           group_id=f"connect-{secrets.token_hex(3)}")
+def kafka_connect(kafka_broker: KafkaCluster, pg_server: LocalPostgres) -> Iterator[KafkaConnect]:
+    """Kafka Connect with deploy/kafka's worker config (Debezium on its plugin path), its environment
+    pointing the shipped connector configs at the test server; started the first time a test asks."""
+    env = {}
+    for connection, dbname in DEPLOY_DBNAMES.items():
+        prefix = f"CIVICSYNC_DEBEZIUM_{connection.upper()}_"
+        env.update({prefix + "HOST": "127.0.0.1", prefix + "PORT": str(pg_server.port), prefix + "USER": SUPERUSER,
+                    prefix + "PASSWORD": "", prefix + "DBNAME": dbname})
+    group = f"connect-{secrets.token_hex(3)}"
+    connect = KafkaConnect(kafka_tmp("civicsync-test-connect-"), kafka_broker.bootstrap, group_id=group,
+                           base=shipped_worker_properties(group), env=env)
     connect.start()
     try:
         yield connect

@@ -38,8 +38,11 @@ class KafkaConnect:
     """One Kafka Connect worker (distributed mode) against ``bootstrap``."""
 
     def __init__(self, workdir: Path, bootstrap: str, group_id: str = "civicsync-connect",
-                 replication_factor: int = 1, heap: str = DEFAULT_HEAP, home: Path | None = None) -> None:
+                 replication_factor: int = 1, heap: str = DEFAULT_HEAP, home: Path | None = None,
+                 base: dict[str, str] | None = None, env: dict[str, str] | None = None) -> None:
         self.home = require_kafka(home)
+        self.base = base  # a worker config to start from (e.g. deploy/kafka's), else worker_properties()
+        self.env = dict(env or {})  # for ${env:NAME} references in connector configs
         self.workdir = workdir
         self.bootstrap = bootstrap
         self.group_id = group_id
@@ -54,31 +57,14 @@ class KafkaConnect:
         return f"http://127.0.0.1:{self.port}"
 
     def worker_properties(self) -> dict[str, str]:
-        """The worker config: JSON with schemas, internal topics named after the group, REST on loopback."""
-        rf = str(self.replication_factor)
-        return {
-            "bootstrap.servers": self.bootstrap,
-            "group.id": self.group_id,
-            "key.converter": JSON_CONVERTER,
-            "value.converter": JSON_CONVERTER,
-            "key.converter.schemas.enable": "true",
-            "value.converter.schemas.enable": "true",
-            "config.storage.topic": f"{self.group_id}-configs",
-            "offset.storage.topic": f"{self.group_id}-offsets",
-            "status.storage.topic": f"{self.group_id}-status",
-            "config.storage.replication.factor": rf,
-            "offset.storage.replication.factor": rf,
-            "status.storage.replication.factor": rf,
-            "offset.storage.partitions": "5",
-            "status.storage.partitions": "1",
-            "offset.flush.interval.ms": "1000",
-            "listeners": self.url,
-            "rest.advertised.host.name": "127.0.0.1",
-            "rest.advertised.port": str(self.port),
-            "plugin.path": str(self.home / "plugins"),
-            # Debezium's jars carry ServiceLoader manifests: no class scanning (measured ~1.5-4x faster start).
-            "plugin.discovery": "service_load",
-        }
+        """This worker's config: ``base`` (or :func:`worker_properties`) with its own address and
+        plugin path."""
+        props = dict(self.base) if self.base is not None else worker_properties(
+            bootstrap=self.bootstrap, group_id=self.group_id, replication_factor=self.replication_factor)
+        props.update({"bootstrap.servers": self.bootstrap, "listeners": self.url,
+                      "rest.advertised.host.name": "127.0.0.1", "rest.advertised.port": str(self.port),
+                      "plugin.path": str(self.home / "plugins")})
+        return props
 
     def start(self, timeout: float = 180.0) -> float:
         """Start the worker and wait until its REST API lists Debezium; the start-up seconds."""
@@ -87,7 +73,7 @@ class KafkaConnect:
         log4j = write_log4j2(self.workdir / "log4j2.properties", ("io.debezium",))
         self.process = JavaProcess("Kafka Connect", "org.apache.kafka.connect.cli.ConnectDistributed",
                                    [str(config)], self.workdir / "connect.log", heap=self.heap)
-        self.process.start(self.home, log4j)
+        self.process.start(self.home, log4j, self.env)
         try:
             self.startup_seconds = self.process.wait_for(self._ready, timeout, "serving its REST API")
         except BaseException:
@@ -171,6 +157,36 @@ class KafkaConnect:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.destroy()
+
+
+def worker_properties(*, bootstrap: str, group_id: str, replication_factor: int,
+                      plugin_path: str = "/opt/civicsync/kafka/plugins") -> dict[str, str]:
+    """A Connect worker config: JSON with schemas, internal topics named after the group (every worker
+    of one group shares them: that is Connect's HA), ``${env:NAME}`` references allowed in connector
+    configs (secrets stay in the workers' environment), Debezium found by ServiceLoader."""
+    rf = str(replication_factor)
+    return {
+        "bootstrap.servers": bootstrap,
+        "group.id": group_id,
+        "key.converter": JSON_CONVERTER,
+        "value.converter": JSON_CONVERTER,
+        "key.converter.schemas.enable": "true",
+        "value.converter.schemas.enable": "true",
+        "config.storage.topic": f"{group_id}-configs",
+        "offset.storage.topic": f"{group_id}-offsets",
+        "status.storage.topic": f"{group_id}-status",
+        "config.storage.replication.factor": rf,
+        "offset.storage.replication.factor": rf,
+        "status.storage.replication.factor": rf,
+        "offset.storage.partitions": "5",
+        "status.storage.partitions": "1",
+        "offset.flush.interval.ms": "1000",
+        "config.providers": "env",
+        "config.providers.env.class": "org.apache.kafka.common.config.provider.EnvVarConfigProvider",
+        "plugin.path": plugin_path,
+        # Debezium's jars carry ServiceLoader manifests: no class scanning (measured ~1.5-4x faster start).
+        "plugin.discovery": "service_load",
+    }
 
 
 def debezium_postgres_config(*, host: str, port: int, user: str, dbname: str, topic_prefix: str,

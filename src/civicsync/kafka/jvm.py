@@ -86,8 +86,8 @@ class JavaProcess:
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
 
-    def start(self, home: Path, log4j_config: Path) -> None:
-        """Launch the JVM (output to ``log_path``); returns at once."""
+    def start(self, home: Path, log4j_config: Path, env: dict[str, str] | None = None) -> None:
+        """Launch the JVM (output to ``log_path``, ``env`` added to the environment); returns at once."""
         java = java_binary()
         if java is None:
             raise KafkaUnavailableError("no `java` on PATH (install openjdk-17-jdk-headless)")
@@ -97,7 +97,8 @@ class JavaProcess:
         with self.log_path.open("ab") as log:
             self.started_at = time.monotonic()
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         cwd=self.log_path.parent, preexec_fn=_die_with_parent)
+                                         cwd=self.log_path.parent, preexec_fn=_die_with_parent,
+                                         env={**os.environ, **(env or {})})
 
     @property
     def pid(self) -> int | None:

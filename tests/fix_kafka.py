@@ -28,7 +28,8 @@ from civicsync.kafka.local import KafkaCluster, single_broker
 from civicsync.localpg import SUPERUSER, LocalPostgres
 
 
-def _skip_if_unavailable() -> None:
+def skip_if_kafka_unavailable() -> None:
+    """Skip with the set-up's one-line reason where Maven Central could not be reached."""
     marker = kafka_home() / "UNAVAILABLE"
     if marker.exists():
         pytest.skip(marker.read_text().strip())
@@ -41,7 +42,7 @@ def kafka_tmp(prefix: str) -> Path:
 @pytest.fixture(scope="session")
 def kafka_broker() -> Iterator[KafkaCluster]:
     """One real KRaft broker (combined mode, 512 MB heap) for the whole session."""
-    _skip_if_unavailable()
+    skip_if_kafka_unavailable()
     broker = single_broker(kafka_tmp("civicsync-test-kafka-"))
     broker.start()
     try:
@@ -87,8 +88,7 @@ def kafka_connect(kafka_broker: KafkaCluster, pg_server: LocalPostgres) -> Itera
         connect.destroy()
 
 
-def consume(bootstrap: str, topic: str, count: int, timeout: float = 60.0,
-            until: Callable[[list[Message]], bool] | None = None) -> list[Message]:
+def consume(bootstrap: str, topic: str, count: int, timeout: float = 60.0) -> list[Message]:
     """Read ``count`` messages (tombstones included) from the start of ``topic`` with a fresh group."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{secrets.token_hex(4)}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False,
@@ -97,7 +97,7 @@ def consume(bootstrap: str, topic: str, count: int, timeout: float = 60.0,
     got: list[Message] = []
     deadline = time.monotonic() + timeout
     try:
-        while time.monotonic() < deadline and len(got) < count and not (until and until(got)):
+        while time.monotonic() < deadline and len(got) < count:
             msg = consumer.poll(0.5)
             if msg is None:
                 continue

@@ -16,10 +16,10 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from civicsync.kafka.connect import KafkaConnect
-from civicsync.kafka.jvm import unavailable_reason
-from civicsync.kafka.local import KafkaCluster
+from civicsync.kafka.jvm import KafkaUnavailableError, unavailable_reason
+from civicsync.kafka.local import KafkaCluster, single_broker
 from civicsync.localpg import LocalPostgres
-from fix_kafka import DebeziumCapture, consume, kafka_tmp, payload
+from fix_kafka import DebeziumCapture, consume, kafka_tmp, payload, skip_if_kafka_unavailable
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,8 +96,7 @@ def test_debezium_snapshots_then_streams_a_table(kafka_connect: KafkaConnect, ka
 
 def test_three_node_cluster_keeps_every_acknowledged_message_when_a_node_dies() -> None:
     """RF 3, min.insync.replicas 2: kill -9 one node mid-stream, lose nothing acknowledged."""
-    if (reason := unavailable_reason()) and "unreachable" in reason:
-        pytest.skip(reason)
+    skip_if_kafka_unavailable()
     cluster = KafkaCluster(kafka_tmp("civicsync-test-cluster-"), size=3, heap="256m")
     with cluster:
         assert all(n.startup_seconds for n in cluster.nodes)
@@ -131,3 +130,13 @@ def test_setup_says_in_one_line_when_maven_central_is_unreachable(tmp_path: Path
     assert "Maven Central is unreachable" in proc.stderr
     reason = unavailable_reason(tmp_path / ".kafka")
     assert reason is not None and "Kafka tests are skipped" in reason
+
+
+def test_kafka_tests_skip_with_the_setup_reason_and_fail_when_merely_not_installed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CIVICSYNC_KAFKA_HOME", str(tmp_path))
+    with pytest.raises(KafkaUnavailableError, match=r"not installed .* run `bash scripts/setup-kafka\.sh`"):
+        single_broker(tmp_path / "work")
+    (tmp_path / "UNAVAILABLE").write_text("Maven Central is unreachable from this machine, ...\n")
+    with pytest.raises(pytest.skip.Exception, match="Maven Central is unreachable"):
+        skip_if_kafka_unavailable()

@@ -54,6 +54,7 @@ class KafkaConnect:
 
     @property
     def url(self) -> str:
+        """The worker's REST API base URL."""
         return f"http://127.0.0.1:{self.port}"
 
     def worker_properties(self) -> dict[str, str]:
@@ -114,6 +115,7 @@ class KafkaConnect:
             time.sleep(0.5)
 
     def connector_status(self, name: str) -> dict[str, Any]:
+        """``GET /connectors/NAME/status``: the connector's and its tasks' states."""
         status: dict[str, Any] = self.request("GET", f"/connectors/{name}/status")
         return status
 
@@ -137,16 +139,20 @@ class KafkaConnect:
         raise ConnectError(f"connector {name} not running after {timeout:.0f}s: {status}")
 
     def delete_connector(self, name: str) -> None:
+        """Remove a connector (its replication slot stays on the database)."""
         self.request("DELETE", f"/connectors/{name}")
 
     def rss_bytes(self) -> int:
+        """Resident memory of the worker JVM."""
         return self.process.rss_bytes() if self.process else 0
 
     def stop(self) -> None:
+        """Clean shutdown of the worker."""
         if self.process is not None:
             self.process.stop()
 
     def destroy(self) -> None:
+        """Stop the worker and delete its files."""
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
 

@@ -64,6 +64,7 @@ def _date(value: int, _s: Schema) -> str:
 
 def _timestamp(scale: int, sentinels: Mapping[int, str]) -> Callable[[int, Schema], str]:
     def decode(value: int, _s: Schema) -> str:
+        """A timestamp in ``scale``-microsecond units (or a sentinel) as text."""
         return sentinels.get(value) or pgtext.timestamp_text(value * scale)
     return decode
 

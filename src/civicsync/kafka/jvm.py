@@ -102,9 +102,11 @@ class JavaProcess:
 
     @property
     def pid(self) -> int | None:
+        """The JVM's process id, once started."""
         return self.proc.pid if self.proc else None
 
     def alive(self) -> bool:
+        """Whether the JVM runs."""
         return self.proc is not None and self.proc.poll() is None
 
     def wait_for(self, ready: Callable[[], bool], timeout: float, what: str) -> float:
@@ -121,12 +123,14 @@ class JavaProcess:
                                     f"{self.log_tail()}")
 
     def log_contains(self, text: str) -> bool:
+        """Whether the JVM's log has ``text`` yet."""
         try:
             return text in self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return False
 
     def log_tail(self, lines: int = 15) -> str:
+        """The last lines of the log, for error messages."""
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:

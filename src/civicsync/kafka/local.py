@@ -53,10 +53,12 @@ class BrokerNode:
 
     @property
     def bootstrap(self) -> str:
+        """This node's client listener."""
         return f"127.0.0.1:{self.port}"
 
     @property
     def controller(self) -> str:
+        """This node's controller listener."""
         return f"127.0.0.1:{self.controller_port}"
 
     def properties(self, voters: list[BrokerNode], extra: dict[str, str]) -> dict[str, str]:
@@ -122,6 +124,7 @@ class BrokerNode:
         return self.startup_seconds
 
     def stop(self) -> None:
+        """Clean shutdown (SIGTERM; SIGKILL after 30 s)."""
         if self.process is not None:
             self.process.stop()
 
@@ -131,9 +134,11 @@ class BrokerNode:
             self.process.kill()
 
     def alive(self) -> bool:
+        """Whether the node's JVM runs."""
         return self.process is not None and self.process.alive()
 
     def rss_bytes(self) -> int:
+        """Resident memory of the node's JVM."""
         return self.process.rss_bytes() if self.process else 0
 
 
@@ -171,6 +176,7 @@ class KafkaCluster:
         return time.monotonic() - began
 
     def node(self, node_id: int) -> BrokerNode:
+        """The node with ``node_id`` (1-based)."""
         return next(n for n in self.nodes if n.node_id == node_id)
 
     def restart(self, node_id: int, timeout: float = 120.0) -> float:
@@ -181,6 +187,7 @@ class KafkaCluster:
         return node.wait_ready(timeout)
 
     def rss_bytes(self) -> int:
+        """Resident memory of all nodes together."""
         return sum(n.rss_bytes() for n in self.nodes)
 
     def stop(self) -> None:

@@ -10,7 +10,7 @@ list is exact: a loss that stops happening, or a new one, fails it (docs/kafka.m
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -255,3 +255,38 @@ def test_bad_messages_get_a_clear_error_without_values() -> None:
     with pytest.raises(DebeziumDecodeError) as err:
         decode_message(b'{"payload": {"d": 1}}', bad)
     assert "secret" not in str(err.value)
+
+
+TIME_ROWS = [
+    {"id": 1, "d": "2024-02-29", "t": "13:14:15.123456", "ts": "2024-02-29 13:14:15.123456",
+     "tstz": "2024-02-29 13:14:15.5+02", "iv": "1 year 2 mons 3 days 04:05:06.789"},
+    {"id": 2, "d": "1969-12-31", "t": "00:00:00.001", "ts": "1969-12-31 23:59:59.999",
+     "tstz": "1900-01-01 00:00:00+00", "iv": "-04:05:06"},
+]
+
+
+def test_other_time_and_interval_modes_decode_with_their_own_losses(
+        scratch_db: str, debezium: Callable[..., DebeziumCapture], pg_server: LocalPostgres,
+        kafka_broker: KafkaCluster) -> None:
+    """time.precision.mode=connect (milliseconds) and interval.handling.mode=numeric (MicroDuration).
+    (The fixtures' order matters: the connector and its slot go before the database.)"""
+    with psycopg.connect(pg_server.dsn(scratch_db), autocommit=True) as conn:
+        conn.execute("CREATE TABLE times (id int PRIMARY KEY, d date, t time, ts timestamp, tstz timestamptz,"
+                     " iv interval)")
+        for row in TIME_ROWS:
+            conn.execute("INSERT INTO times VALUES (%(id)s, %(d)s, %(t)s, %(ts)s, %(tstz)s, %(iv)s)", row)
+        conn.execute("SET TimeZone = 'UTC'")
+        res = conn.pgconn.exec_(b"SELECT * FROM times ORDER BY id")
+        source = [{res.fname(j).decode(): bytes(res.get_value(i, j) or b"").decode() for j in range(res.nfields)}
+                  for i in range(res.ntuples)]
+    capture = debezium(scratch_db, ["public.times"], **{"time.precision.mode": "connect",
+                                                         "interval.handling.mode": "numeric"})
+    events = [decode_message(m.key(), m.value()) for m in consume(kafka_broker.bootstrap,
+                                                                     capture.topic("public.times"), 2)]
+    decoded = [e.after for e in events if isinstance(e, ChangeEvent)]
+    assert decoded[0] == {**source[0],
+                          "t": "13:14:15.123",                  # connect mode: milliseconds only
+                          "ts": "2024-02-29 13:14:15.123",
+                          # MicroDuration: 14 months x 30.4375 days + 3 days + 04:05:06.789, months gone
+                          "iv": "10303:05:06.789"}
+    assert decoded[1] == {**source[1], "iv": "-04:05:06"}

@@ -7,6 +7,8 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -140,3 +142,23 @@ def test_kafka_tests_skip_with_the_setup_reason_and_fail_when_merely_not_install
     (tmp_path / "UNAVAILABLE").write_text("Maven Central is unreachable from this machine, ...\n")
     with pytest.raises(pytest.skip.Exception, match="Maven Central is unreachable"):
         skip_if_kafka_unavailable()
+
+
+def test_a_killed_python_process_leaks_no_broker(tmp_path: Path) -> None:
+    """kill -9 of the process that started a broker takes the broker's JVM with it."""
+    skip_if_kafka_unavailable()
+    script = ("import sys, time; from pathlib import Path; from civicsync.kafka.local import single_broker;"
+              f"b = single_broker(Path({str(tmp_path / 'k')!r})); b.start();"
+              "print(b.nodes[0].process.pid, flush=True); time.sleep(600)")
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        jvm = int(child.stdout.readline())
+        assert Path(f"/proc/{jvm}").exists()
+    finally:
+        child.kill()
+        child.wait()
+    deadline = time.monotonic() + 20
+    while Path(f"/proc/{jvm}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{jvm}").exists(), "the broker JVM outlived the process that started it"

@@ -7,11 +7,8 @@ reason to ``.kafka/UNAVAILABLE``; :func:`unavailable_reason` hands it on so call
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -23,7 +20,6 @@ from civicsync.errors import FatalError
 # Kafka's and Connect's own defaults are sized for servers; these keep a test box responsive.
 DEFAULT_HEAP = "512m"
 _JVM_FLAGS = ("-Xms64m", "-XX:+UseSerialGC", "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true")
-_PR_SET_PDEATHSIG = 1
 
 
 class KafkaUnavailableError(FatalError):
@@ -67,10 +63,12 @@ def java_binary() -> str | None:
     return shutil.which("java")
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    # A JVM must not outlive the Python process that started it (a killed test run leaks no broker).
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+def _die_with_parent() -> list[str]:
+    """A command prefix that makes the JVM die with the Python process that started it, so a killed
+    test run leaks no broker. util-linux's setpriv sets the parent-death signal and execs: no
+    preexec_fn, which is unsafe in a process with threads (librdkafka's, for one)."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL"] if setpriv else []
 
 
 @dataclass
@@ -91,14 +89,13 @@ class JavaProcess:
         java = java_binary()
         if java is None:
             raise KafkaUnavailableError("no `java` on PATH (install openjdk-17-jdk-headless)")
-        cmd = [java, f"-Xmx{self.heap}", *_JVM_FLAGS, *self.extra_flags,
+        cmd = [*_die_with_parent(), java, f"-Xmx{self.heap}", *_JVM_FLAGS, *self.extra_flags,
                f"-Dlog4j2.configurationFile={log4j_config}", "-cp", f"{home / 'lib'}/*", self.main_class, *self.args]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.started_at = time.monotonic()
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         cwd=self.log_path.parent, preexec_fn=_die_with_parent,
-                                         env={**os.environ, **(env or {})})
+                                         cwd=self.log_path.parent, env={**os.environ, **(env or {})})
 
     @property
     def pid(self) -> int | None:

@@ -44,9 +44,12 @@ mkdir -p "$home"
 rm -f "$stamp" "$home/UNAVAILABLE"
 log=$home/maven.log
 echo "setup-kafka: fetching Kafka 4.3.0, Kafka Connect 4.3.0 and Debezium PostgreSQL 3.6.1.Final (Maven)"
-rm -rf "$home/lib" "$home/plugins" "$home/target"
-if ! mvn -q -B -Dstyle.color=never -f deploy/kafka/pom.xml dependency:copy-dependencies@lib dependency:unpack-dependencies@plugins \
-    >"$log" 2>&1; then
+fetch() {
+  rm -rf "$home/lib" "$home/plugins" "$home/target"
+  mvn -q -B -Dstyle.color=never -f deploy/kafka/pom.xml \
+    dependency:copy-dependencies@lib dependency:unpack-dependencies@plugins >"$log" 2>&1
+}
+if ! fetch; then
   # Tell "Maven Central cannot be reached" from a real failure: resolve one small POM into an empty
   # local repository, so nothing can come from the cache.
   probe=$(mktemp -d)
@@ -59,9 +62,13 @@ if ! mvn -q -B -Dstyle.color=never -f deploy/kafka/pom.xml dependency:copy-depen
     exit 0
   fi
   rm -rf "$probe"
-  echo "setup-kafka: Maven failed (its output is in $log):" >&2
-  tail -20 "$log" >&2
-  exit 1
+  # Reachable: a dropped download is worth one more try before calling it a failure.
+  echo "setup-kafka: Maven failed although Maven Central answers; trying once more"
+  if ! fetch; then
+    echo "setup-kafka: Maven failed (its output is in $log):" >&2
+    tail -20 "$log" >&2
+    exit 1
+  fi
 fi
 echo "$want" > "$stamp"
 echo "setup-kafka: ready: $(ls "$home/lib" | wc -l) jars in $home/lib, Debezium in $home/plugins"

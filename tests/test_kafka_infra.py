@@ -162,3 +162,22 @@ def test_a_killed_python_process_leaks_no_broker(tmp_path: Path) -> None:
     while Path(f"/proc/{jvm}").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not Path(f"/proc/{jvm}").exists(), "the broker JVM outlived the process that started it"
+
+
+def test_setup_fails_loudly_when_maven_fails_for_another_reason(tmp_path: Path) -> None:
+    """A pom asking for an artifact that does not exist: Maven Central answers, so this is a real
+    failure (exit 1 with Maven's output), not "unavailable"."""
+    skip_if_kafka_unavailable()
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "deploy" / "kafka").mkdir(parents=True)
+    shutil.copy(REPO / "scripts" / "setup-kafka.sh", tmp_path / "scripts")
+    pom = (REPO / "deploy" / "kafka" / "pom.xml").read_text()
+    broken = pom.replace("<debezium.version>3.6.1.Final</debezium.version>",
+                         "<debezium.version>0.0.0.NoSuchVersion</debezium.version>")
+    assert broken != pom
+    (tmp_path / "deploy" / "kafka" / "pom.xml").write_text(broken)
+    proc = subprocess.run(["bash", str(tmp_path / "scripts" / "setup-kafka.sh")], capture_output=True,
+                          text=True, env={**os.environ, "TMPDIR": str(tmp_path)}, timeout=600, check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Maven failed (its output is in" in proc.stderr
+    assert not (tmp_path / ".kafka" / "UNAVAILABLE").exists()

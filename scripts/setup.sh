@@ -4,6 +4,7 @@
 #     to run a private cluster with wal_level=logical; no system service is configured or started.
 #   - Prometheus and Alertmanager (alert rules are checked with promtool and fired for real in tests),
 #     and headless Chromium (the status page is tested in a real browser); none is started as a service.
+#   - the Kafka broker, Kafka Connect and Debezium jars in .kafka (scripts/setup-kafka.sh, from Maven).
 #   - a virtualenv in .venv with civicsync and its dev dependencies (re-installed when pyproject changes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,4 +37,5 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! .venv/bin/python -
   .venv/bin/python -m pip install -q -e ".[dev]"
   echo "$want" > "$stamp"
 fi
+bash scripts/setup-kafka.sh
 echo "setup: ready"

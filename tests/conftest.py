@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins = ["fix_pg", "fix_db", "fix_capture", "fix_api"]
+pytest_plugins = ["fix_pg", "fix_db", "fix_capture", "fix_api", "fix_kafka"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -1,0 +1,213 @@
+"""Finding personal data in normalised text: e-mail addresses, phone numbers, id shapes, known values.
+
+A :class:`Detector` is built once per masking rule and used once per text. Its :meth:`Detector.redact`
+prefilters cheaply (a text with fewer than six digit-like characters and nothing that reads as '@'
+cannot hold anything it looks for, and is returned untouched without normalising it), then
+normalises (:mod:`civicsync.transform.redact.normalise`), finds spans in the normalised views and
+replaces them in the original text. What is found, in this order (a later step never sees what an
+earlier one took):
+
+1. e-mail addresses (:data:`EMAIL_RE`): unquoted and quoted local parts, domain names and IP literals,
+   in any of the forms the normaliser undoes ('＠', '%40', '(at)', spaces around '@', a zero-width
+   space before it), also inside URLs;
+2. the person's own values (:mod:`civicsync.transform.redact.known`), when the rule declares them;
+3. digit runs (digits with only separators between them, whatever the digits' script):
+
+   - a run that libphonenumber's matcher reads as a phone number for the configured region (at the
+     configured leniency) is a phone: ``[PHONE]``;
+   - a run with exactly one of the configured id lengths of digits is an id: ``[ID]``;
+   - with ``long_numbers``, what remains of a run longer than the longest id length is ``[ID]``
+     (an account or card number contains an id-length window).
+
+Limits: numbers written in words, e-mail addresses without any form of '@' ('ramesh at gmail dot com'
+with plain 'at'), and phone numbers that are not valid for their region are not found (a known value
+is, if the rule declares it).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import phonenumbers
+from phonenumbers import Leniency
+
+from civicsync.config.masking import RedactMask
+from civicsync.transform.redact.normalise import Normalised, at_like_characters, digit_like_class, normalise
+
+Span = tuple[int, int, str]
+"""(start, end, token) in the normalised text."""
+
+EMAIL_TOKEN, ID_TOKEN, PHONE_TOKEN = "[EMAIL]", "[ID]", "[PHONE]"
+
+EMAIL_RE = re.compile(
+    r"""
+    (?: "[^"\r\n]{1,64}"                         # a quoted local part: "ramesh kumar"@...
+      | [\w.!#$%'*+^`{|}~-]{1,64} )              # or unquoted (RFC 5322 less '/?=&': URL punctuation)
+    @
+    (?: \[ [0-9A-Za-z.:]{2,45} \]                # an IP literal: [10.0.0.1], [IPv6:...]
+      | [\w-]{1,63} (?:\.[\w-]{1,63})* )         # or a domain (a dot is not required: 'ramesh@gmail')
+    """,
+    re.VERBOSE,
+)
+"""An e-mail address in the normalised text. Punctuation glued to the front ('x=ramesh@...') is taken
+with it; of a local part longer than 64 characters only the last 64 are taken (this bounds the scan)."""
+
+_RUN = re.compile(r"\+?[0-9](?: *[0-9])*")
+"""A digit run in the ``digits`` view, where every separator is a space; a leading '+' kept for phones."""
+
+_LENIENCY = {"possible": Leniency.POSSIBLE, "valid": Leniency.VALID,
+             "strict_grouping": Leniency.STRICT_GROUPING, "exact_grouping": Leniency.EXACT_GROUPING}
+_BLANK = "x"  # fills spans already taken: a letter, so it also breaks digit runs
+MIN_CANDIDATE_DIGITS = 6
+
+
+@dataclass(frozen=True)
+class KnownNeedles:
+    """One person's protected values, in matchable form."""
+
+    digits: tuple[tuple[str, str], ...] = ()    # (digit string, token)
+    emails: tuple[tuple[str, str], ...] = ()    # (local part, domain), lower case
+
+    def __bool__(self) -> bool:
+        return bool(self.digits or self.emails)
+
+
+def _email_markers() -> str:
+    """What can read as '@' before normalising: '@' and the characters whose normal form is '@',
+    a percent-encoded '@', and '(at)' in brackets."""
+    return "[@" + "".join(re.escape(c) for c in at_like_characters()) + r"]|%40|[(\[{]\s*at\s*[)\]}]"
+
+
+class Detector:
+    """The compiled detection of one redact rule."""
+
+    def __init__(self, spec: RedactMask) -> None:
+        wanted = {p for p in spec.patterns if isinstance(p, str)}
+        self.emails = "email" in wanted
+        self.ids = "national_id" in wanted
+        self.phones = "phone" in wanted
+        self.region = spec.region
+        self.leniency = _LENIENCY[spec.phone_leniency]
+        self.id_lengths = frozenset(spec.national_id.lengths)
+        self.longest_id = max(spec.national_id.lengths)
+        self.shortest_id = min(spec.national_id.lengths)
+        self.long_numbers = spec.national_id.long_numbers
+        d = digit_like_class()
+        self._digits_prefilter = re.compile(rf"\A(?:[^{d[1:-1]}]*{d}){{{MIN_CANDIDATE_DIGITS}}}", re.DOTALL)
+        # The same for ASCII text, with a small class: ten times faster on the texts most rows hold.
+        self._ascii_digits_prefilter = re.compile(rf"\A(?:[^0-9]*[0-9]){{{MIN_CANDIDATE_DIGITS}}}")
+        # Whole-run check before the (slower) matcher, for the leniencies a plain parse can decide.
+        self._whole_run_check = {"possible": phonenumbers.is_possible_number,
+                                 "valid": phonenumbers.is_valid_number}.get(spec.phone_leniency)
+        self._email_prefilter = re.compile(_email_markers(), re.IGNORECASE)
+
+    def candidate(self, text: str) -> bool:
+        """Could ``text`` hold anything this detector (or a known value) finds? Cheap; no false 'no'."""
+        if self._email_prefilter.search(text) is not None:
+            return True
+        digits = self._ascii_digits_prefilter if text.isascii() else self._digits_prefilter
+        return digits.match(text) is not None
+
+    def redact(self, text: str, known: KnownNeedles | None = None) -> str:
+        """``text`` with every finding replaced by its token, in the original text."""
+        if not self.candidate(text):
+            return text
+        n = normalise(text)
+        spans = self.find(n, known)
+        return apply_spans(n, spans) if spans else text
+
+    def find(self, n: Normalised, known: KnownNeedles | None) -> list[Span]:
+        """Every finding in ``n``, as normalised spans."""
+        spans: list[Span] = []
+        digits = n.digits
+        if self.emails and "@" in n.text:
+            for m in EMAIL_RE.finditer(n.text):
+                spans.append((m.start(), m.end(), EMAIL_TOKEN))
+            digits = _blank(digits, spans)
+        if known:
+            from civicsync.transform.redact.known import find_known
+
+            found = find_known(n.text, digits, known)
+            spans += found
+            digits = _blank(digits, found)
+        if self.ids or self.phones:
+            spans += self._numbers(digits)
+        return spans
+
+    def _numbers(self, digits: str) -> list[Span]:
+        spans: list[Span] = []
+        for m in _RUN.finditer(digits):
+            run = m.group()
+            count = sum(c.isdigit() for c in run)
+            if count < 7 and count < self.shortest_id:
+                continue
+            spans += self._run_spans(run, m.start(), count)
+        return spans
+
+    def _run_spans(self, run: str, offset: int, count: int) -> list[Span]:
+        plus = run.startswith("+")
+        if self.ids and count in self.id_lengths and not plus:
+            return [(offset, offset + len(run), ID_TOKEN)]
+        phones: list[Span] = []
+        if self.phones and count >= 7:
+            if self._whole_run_is_phone(run):
+                return [(offset, offset + len(run), PHONE_TOKEN)]
+            for match in phonenumbers.PhoneNumberMatcher(run, self.region, leniency=self.leniency):
+                phones.append((offset + match.start, offset + match.end, PHONE_TOKEN))
+        if not self.ids:
+            return phones
+        rest = _blank(run, [(a - offset, b - offset, t) for a, b, t in phones])
+        left = sum(c.isdigit() for c in rest)
+        if (left in self.id_lengths) or (self.long_numbers and left > self.longest_id) or \
+                (not phones and count in self.id_lengths):
+            return [*phones, *_digit_segments(rest, offset)]
+        return phones
+
+
+    def _whole_run_is_phone(self, run: str) -> bool:
+        if self._whole_run_check is None or len(run) > 40:
+            return False
+        try:
+            return bool(self._whole_run_check(phonenumbers.parse(run, self.region)))
+        except phonenumbers.NumberParseException:
+            return False
+
+
+def _digit_segments(rest: str, offset: int) -> list[Span]:
+    """The stretch from the first to the last digit left in a run, as one [ID] span."""
+    first = next(i for i, c in enumerate(rest) if c.isdigit())
+    last = max(i for i, c in enumerate(rest) if c.isdigit())
+    return [(offset + first, offset + last + 1, ID_TOKEN)]
+
+
+def _blank(text: str, spans: Sequence[Span]) -> str:
+    """``text`` with ``spans`` overwritten by a letter (same length, so offsets hold)."""
+    if not spans:
+        return text
+    chars = list(text)
+    for a, b, _ in spans:
+        chars[a:b] = _BLANK * (b - a)
+    return "".join(chars)
+
+
+def apply_spans(n: Normalised, spans: Sequence[Span]) -> str:
+    """The original text with each span (mapped back to the original) replaced by its token;
+    overlapping spans merge and keep the first token."""
+    mapped = sorted((*n.span(a, b), t) for a, b, t in spans if b > a)
+    merged: list[tuple[int, int, str]] = []
+    for a, b, t in mapped:
+        if merged and a < merged[-1][1]:
+            prev = merged[-1]
+            merged[-1] = (prev[0], max(prev[1], b), prev[2])
+        else:
+            merged.append((a, b, t))
+    out: list[str] = []
+    last = 0
+    for a, b, t in merged:
+        out.append(n.original[last:a])
+        out.append(t)
+        last = b
+    out.append(n.original[last:])
+    return "".join(out)

@@ -1,0 +1,172 @@
+"""Known-value redaction: the person's own protected values, looked up in the source database.
+
+Where a flow can know whose text it carries (a feedback row names its citizen), a rule may declare
+(:class:`~civicsync.config.masking.KnownValues`) where that person's protected values live. Every
+occurrence of them in the text is then redacted whatever its shape: the value's digits with any
+non-letters between them ('98 76-5.4 3210', fullwidth or Devanagari digits, a zero-width space
+inside), its national number under any prefix, an e-mail address in any form the normaliser undoes,
+or the address's local part on its own.
+
+:class:`KnownValueLookup` reads the values: a table of up to ``preload_max_rows`` rows is read whole
+(one query per ``refresh_seconds``), a larger one is queried per key. The detector asks only for texts
+that pass its prefilter, so a text without digits or '@' costs no lookup.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+import phonenumbers
+import psycopg
+from psycopg import sql
+
+from civicsync.config.masking import KnownValues
+from civicsync.transform.redact.detect import EMAIL_TOKEN, ID_TOKEN, PHONE_TOKEN, KnownNeedles, Span
+from civicsync.transform.redact.normalise import normalise
+
+Key = tuple[str | None, ...]
+Connect = Callable[[], "psycopg.Connection[tuple[object, ...]]"]
+"""Opens a connection to the flow's source database."""
+_DIGIT_GROUP = re.compile(r"[0-9](?:[\W_]*[0-9])*")
+_MIN_DIGITS = 6
+_MIN_LOCAL = 3
+_CACHE_LIMIT = 100_000  # per-key mode: forget everything past this many people (bounded memory)
+
+
+def needles_of(values: Iterable[str | None], region: str) -> KnownNeedles:
+    """The matchable forms of one person's protected values."""
+    digits: list[tuple[str, str]] = []
+    emails: list[tuple[str, str]] = []
+    for value in values:
+        if not value:
+            continue
+        text = normalise(value).text.strip()
+        if "@" in text:
+            local, _, domain = text.rpartition("@")
+            if local and domain:
+                emails.append((local.strip('"').lower(), domain.lower()))
+            continue
+        only = "".join(c for c in text if c.isdigit())
+        if len(only) < _MIN_DIGITS:
+            continue
+        token = ID_TOKEN
+        try:
+            number = phonenumbers.parse(text, region)
+            if phonenumbers.is_possible_number(number):
+                token = PHONE_TOKEN
+                national = str(number.national_number)
+                if national != only and len(national) >= _MIN_DIGITS:
+                    digits.append((national, token))
+        except phonenumbers.NumberParseException:
+            pass
+        digits.append((only, token))
+    return KnownNeedles(tuple(dict.fromkeys(digits)), tuple(dict.fromkeys(emails)))
+
+
+def find_known(text: str, digits_view: str, needles: KnownNeedles) -> list[Span]:
+    """Spans of ``needles`` in a normalised text (``digits_view``: its digits view, spans taken blanked)."""
+    spans: list[Span] = []
+    for local, domain in needles.emails:
+        address = re.compile(re.escape(local) + "@" + re.escape(domain), re.IGNORECASE)
+        spans += [(m.start(), m.end(), EMAIL_TOKEN) for m in address.finditer(text)]
+        if len(local) >= _MIN_LOCAL:
+            alone = re.compile(r"(?<![\w.+-])" + re.escape(local) + r"(?![\w+-])", re.IGNORECASE)
+            spans += [(m.start(), m.end(), EMAIL_TOKEN) for m in alone.finditer(text)]
+    if needles.digits:
+        for group in _DIGIT_GROUP.finditer(digits_view):
+            spans += _digit_spans(group.group(), group.start(), needles.digits)
+    return spans
+
+
+def _digit_spans(group: str, offset: int, needles: Sequence[tuple[str, str]]) -> list[Span]:
+    positions = [offset + i for i, c in enumerate(group) if c.isdigit()]
+    only = "".join(c for c in group if c.isdigit())
+    spans: list[Span] = []
+    for needle, token in needles:
+        at = only.find(needle)
+        while at >= 0:
+            spans.append((positions[at], positions[at + len(needle) - 1] + 1, token))
+            at = only.find(needle, at + 1)
+    return spans
+
+
+class KnownValueLookup:
+    """Key (the flow's ``match`` source columns) → that person's needles, from the source database."""
+
+    def __init__(self, spec: KnownValues, connect: Connect, region: str,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.spec = spec
+        self.region = region
+        self._connect = connect
+        self._clock = clock
+        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+        self._cache: dict[Key, KnownNeedles] = {}
+        self._preloaded = False
+        self._loaded_at: float | None = None
+
+    def needles(self, key: Key) -> KnownNeedles | None:
+        """The needles of the person ``key`` names (None: no such person, or no protected value)."""
+        if any(k is None for k in key):
+            return None
+        now = self._clock()
+        if self._loaded_at is None or now - self._loaded_at > self.spec.refresh_seconds:
+            self._refresh(now)
+        if self._preloaded:
+            return self._cache.get(key)
+        if key not in self._cache:
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[key] = self._query_one(key)
+        found = self._cache[key]
+        return found if found else None
+
+    def close(self) -> None:
+        """Close the lookup's connection (it reopens on the next lookup)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # ------------------------------------------------------------------ database
+
+    def _connection(self) -> psycopg.Connection[tuple[object, ...]]:
+        if self._conn is None or self._conn.closed:
+            self._conn = self._connect()
+            self._conn.autocommit = True
+        return self._conn
+
+    def _select(self) -> sql.Composed:
+        schema, table = self.spec.table.split(".")
+        cols = [*self.spec.match.values(), *self.spec.columns]
+        return sql.SQL("SELECT {} FROM {}").format(
+            sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in cols),
+            sql.Identifier(schema, table))
+
+    def _refresh(self, now: float) -> None:
+        self._cache = {}
+        self._loaded_at = now
+        conn = self._connection()
+        limit = self.spec.preload_max_rows
+        counted = conn.execute(sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} LIMIT %s) t").format(
+            sql.Identifier(*self.spec.table.split("."))), (limit + 1,)).fetchone()
+        self._preloaded = counted is not None and int(str(counted[0])) <= limit
+        if not self._preloaded:
+            return
+        width = len(self.spec.match)
+        with conn.cursor() as cur:
+            for row in cur.stream(self._select()):
+                texts = [None if v is None else str(v) for v in row]
+                needles = needles_of(texts[width:], self.region)
+                if needles:
+                    self._cache[tuple(texts[:width])] = needles
+
+    def _query_one(self, key: Key) -> KnownNeedles:
+        where = sql.SQL(" AND ").join(
+            sql.SQL("{} = %s").format(sql.Identifier(c)) for c in self.spec.match.values())
+        row = self._connection().execute(sql.SQL("{} WHERE {} LIMIT 1").format(self._select(), where),
+                                         key).fetchone()
+        if row is None:
+            return KnownNeedles()
+        width = len(self.spec.match)
+        return needles_of([None if v is None else str(v) for v in row[width:]], self.region)

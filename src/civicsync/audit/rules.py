@@ -182,15 +182,18 @@ def protected_sets(config: LoadedConfig) -> list[ProtectedSet]:
 
 
 def legitimate_columns(config: LoadedConfig, connection: str) -> set[tuple[str, str]]:
-    """(table, column) of ``connection`` that hold personal data by design: what flows read from it
-    (its own records), and what flows copy into it unmasked."""
-    out: set[tuple[str, str]] = set()
+    """(table, column) of ``connection`` that hold personal data by design: the database's own records
+    (every column of a table that flows read from it) and what flows copy into it unmasked; a column
+    that a flow writes masked is never one of them."""
     model = config.model
+    own: set[tuple[str, str]] = set()
+    masked: set[tuple[str, str]] = set()
     for flow in model.flows.values():
-        if flow.source.connection == connection and flow.aggregate is None:
+        if flow.source.connection == connection:
             decl = model.connections[connection].tables[flow.source.table]
-            out.update((flow.source.table, c) for c in source_columns_of(flow, decl))
+            own.update((flow.source.table, c) for c in decl.columns)
         if flow.target.connection == connection:
-            out.update((flow.target.table, c) for c, s in flow.columns.items()
-                       if s.from_ is not None and s.mask is None and s.map is None)
-    return out
+            for c, spec in flow.columns.items():
+                plain = spec.from_ is not None and spec.mask is None and spec.map is None
+                (own if plain else masked).add((flow.target.table, c))
+    return own - masked

@@ -88,7 +88,8 @@ def test_officer_id_and_email_in_other_shapes_are_found(synced: Deployment) -> N
     [(email,)] = q(dep, "citizen", "SELECT email FROM citizens WHERE email IS NOT NULL LIMIT 1")
     local, domain = str(email).split("@")
     q(dep, "citizen", "UPDATE applications SET decision_note = %s"
-                      " WHERE application_id = (SELECT min(application_id) FROM applications)", f"approved by {officer}.")
+                      " WHERE application_id = (SELECT min(application_id) FROM applications)",
+      f"approved by {officer}.")
     q(dep, "warehouse", "INSERT INTO applications (application_id, citizen_ref, scheme_id, status, form_data,"
                         " updated_at) VALUES (999999, 'x', (SELECT min(scheme_id) FROM schemes), 'SUBMITTED',"
                         " jsonb_build_object('form', %s::text), now())",
@@ -96,3 +97,30 @@ def test_officer_id_and_email_in_other_shapes_are_found(synced: Deployment) -> N
     report = run_audit(dep.config())
     assert sorted((h.connection, h.column) for h in report.hits) == [
         ("citizen", "public.applications.decision_note"), ("warehouse", "public.applications.form_data")]
+
+
+def test_the_service_schedules_the_audit_and_publishes_its_metric(synced: Deployment) -> None:
+    from civicsync import metrics
+    from civicsync.audit.job import JOB_ID, run_pii_audit_job
+    from civicsync.runtime.scheduler import BatchScheduler, cron_trigger
+    from civicsync.runtime.state import ServiceState
+
+    dep = synced
+    config = dep.config()
+    scheduler = BatchScheduler(config, ServiceState(), config.model.service.scheduler, flows=[])
+    scheduler.start()
+    try:
+        job = scheduler._scheduler.get_job(JOB_ID)
+        schedule = config.model.audit.pii.schedule
+        assert schedule is not None and job is not None and str(job.trigger) == str(cron_trigger(schedule))
+    finally:
+        scheduler.shutdown()
+    report = run_pii_audit_job(config)
+    assert report is not None and report.clean
+    assert metrics.PII_AUDIT_LEAKING_ROWS._value.get() == 0
+    q(dep, "citizen", "INSERT INTO civicsync.dead_letters (flow, row_key, error_kind, error)"
+                      " VALUES ('x', '{}', 'constraint', %s)", f"phone {_a_raw_phone(dep)}")
+    report = run_pii_audit_job(config)
+    assert report is not None and not report.clean
+    assert metrics.PII_AUDIT_LEAKING_ROWS._value.get() == 1
+    assert metrics.PII_AUDIT_LAST_RUN._value.get() > 0

@@ -23,12 +23,10 @@ def pii(config: ConfigOpt = None, as_json: JsonOpt = False, verbose: VerboseOpt 
     """Scan every text/json column of every target database (control schema and dead letters included)
     for raw values of the protected sets the config's masking declares; report table.column and counts."""
     from civicsync.audit import run_audit
-    from civicsync.metrics import record_pii_audit
 
     _setup(verbose)
     with _user_errors():
         report = run_audit(_load(config))
-    record_pii_audit(report.clean, sum(h.rows for h in report.hits))
     if as_json:
         out.print_json(json.dumps(report.as_dict()))
     else:

@@ -230,3 +230,16 @@ def known_values_of(mask: MaskSpec | None) -> KnownValues | None:
     if isinstance(mask, JsonMask):
         return mask.redact.known_values
     return None
+
+
+class PiiAudit(Model):
+    """The scheduled ``audit pii`` run of the service (``civicsync run``)."""
+
+    schedule: str | None = Field(default="30 4 * * *",
+                                 description="cron, UTC; null: only run by hand (`civicsync audit pii`)")
+
+
+class Audit(Model):
+    """Masking validation settings."""
+
+    pii: PiiAudit = Field(default_factory=PiiAudit)

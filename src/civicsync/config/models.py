@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from civicsync.config.base import Model
 from civicsync.config.masking import (  # re-exported: the masking rules are part of the config's models
     DEFAULT_REDACTIONS,
+    Audit,
     Band,
     BandMask,
     CustomPattern,
@@ -37,9 +38,9 @@ from civicsync.config.masking import (  # re-exported: the masking rules are par
 from civicsync.config.service import Service
 
 __all__ = [
-    "DEFAULT_REDACTIONS", "Band", "BandMask", "CustomPattern", "DropMask", "HmacMask", "JsonMask", "JsonMemberRule",
-    "KeepLastMask", "KnownValues", "MaskSpec", "Model", "NationalIdShape", "RedactMask", "RedactPatternName",
-    "Vocabulary", "VocabularyMask", "known_values_of",
+    "DEFAULT_REDACTIONS", "Audit", "Band", "BandMask", "CustomPattern", "DropMask", "HmacMask", "JsonMask",
+    "JsonMemberRule", "KeepLastMask", "KnownValues", "MaskSpec", "Model", "NationalIdShape", "RedactMask",
+    "RedactPatternName", "Vocabulary", "VocabularyMask", "known_values_of",
 ]
 
 
@@ -486,6 +487,7 @@ class Config(Model):
     connections: dict[str, Connection] = Field(min_length=1)
     secrets: dict[str, SecretRef] = Field(default_factory=dict)
     flows: dict[str, Flow] = Field(default_factory=dict)
+    audit: Audit = Field(default_factory=Audit)
 
     def flow(self, name: str) -> Flow:
         """The flow called ``name`` (by config name or spec id, e.g. 'F2')."""

@@ -51,6 +51,8 @@ def _cron_problem(expr: str) -> str | None:
 def check_references(config: Config) -> list[Problem]:
     """Every cross-reference problem in ``config``."""
     problems: list[Problem] = []
+    if config.audit.pii.schedule is not None and (msg := _cron_problem(config.audit.pii.schedule)):
+        problems.append(("audit.pii.schedule", msg))
     seen_ids: dict[str, str] = {}
     for name, flow in config.flows.items():
         where = f"flows.{name}"

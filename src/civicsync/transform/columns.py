@@ -93,8 +93,14 @@ def _known_values_column(mask: MaskSpec, fn: ColumnFn, index: Mapping[str, int],
 
     def column(row: Row) -> str | None:
         value = fn(row)
-        if value is None or not detector.candidate(value):
-            return keyed(value, None)
-        return keyed(value, lookup.needles(tuple(row[i] for i in positions)))
+        if value is None:
+            return None
+        key = tuple(row[i] for i in positions)
+        if detector.candidate(value):
+            return keyed(value, lookup.needles(key))
+        # No digits, no '@': only an e-mail's local part on its own could be there; look only if that
+        # costs no query, and redact only if the text mentions one.
+        needles = lookup.cached(key)
+        return keyed(value, needles if needles is not None and needles.mentioned_in(value) else None)
 
     return column

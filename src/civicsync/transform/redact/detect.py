@@ -73,6 +73,14 @@ class KnownNeedles:
     def __bool__(self) -> bool:
         return bool(self.digits or self.emails)
 
+    def mentioned_in(self, text: str) -> bool:
+        """Could ``text`` mention an e-mail's local part on its own? (A cheap check for texts the
+        detector's prefilter lets pass: they hold no '@' and few digits.)"""
+        if not self.emails:
+            return False
+        lowered = (text if text.isascii() else normalise(text).text).lower()
+        return any(local in lowered for local, _ in self.emails)
+
 
 def _email_markers() -> str:
     """What can read as '@' before normalising: '@' and the characters whose normal form is '@',
@@ -112,7 +120,7 @@ class Detector:
 
     def redact(self, text: str, known: KnownNeedles | None = None) -> str:
         """``text`` with every finding replaced by its token, in the original text."""
-        if not self.candidate(text):
+        if not known and not self.candidate(text):
             return text
         n = normalise(text)
         spans = self.find(n, known)

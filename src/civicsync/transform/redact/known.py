@@ -32,6 +32,7 @@ Connect = Callable[[], "psycopg.Connection[tuple[object, ...]]"]
 _DIGIT_GROUP = re.compile(r"[0-9](?:[\W_]*[0-9])*")
 _MIN_DIGITS = 6
 _MIN_LOCAL = 3
+_MIN_GLUED_LOCAL = 5
 _CACHE_LIMIT = 100_000  # per-key mode: forget everything past this many people (bounded memory)
 
 
@@ -72,7 +73,9 @@ def find_known(text: str, digits_view: str, needles: KnownNeedles) -> list[Span]
         address = re.compile(re.escape(local) + "@" + re.escape(domain), re.IGNORECASE)
         spans += [(m.start(), m.end(), EMAIL_TOKEN) for m in address.finditer(text)]
         if len(local) >= _MIN_LOCAL:
-            alone = re.compile(r"(?<![\w.+-])" + re.escape(local) + r"(?![\w+-])", re.IGNORECASE)
+            # Long enough to be this person's: anywhere, even glued to other words; short: a word of its own.
+            alone = re.compile(re.escape(local) if len(local) >= _MIN_GLUED_LOCAL else
+                               r"(?<![\w.+-])" + re.escape(local) + r"(?![\w+-])", re.IGNORECASE)
             spans += [(m.start(), m.end(), EMAIL_TOKEN) for m in alone.finditer(text)]
     if needles.digits:
         for group in _DIGIT_GROUP.finditer(digits_view):
@@ -113,14 +116,20 @@ class KnownValueLookup:
         now = self._clock()
         if self._loaded_at is None or now - self._loaded_at > self.spec.refresh_seconds:
             self._refresh(now)
-        if self._preloaded:
-            return self._cache.get(key)
         if key not in self._cache:
-            if len(self._cache) >= _CACHE_LIMIT:
+            # Per-key mode, or a person who arrived after the table was read: ask for that one.
+            if not self._preloaded and len(self._cache) >= _CACHE_LIMIT:
                 self._cache.clear()
             self._cache[key] = self._query_one(key)
         found = self._cache[key]
         return found if found else None
+
+    def cached(self, key: Key) -> KnownNeedles | None:
+        """The needles of ``key`` if they are at hand without a query (a preloaded table, or a key
+        looked up before); None otherwise."""
+        if any(k is None for k in key) or self._loaded_at is None:
+            return None
+        return self._cache.get(key) or None
 
     def close(self) -> None:
         """Close the lookup's connection (it reopens on the next lookup)."""
@@ -157,9 +166,7 @@ class KnownValueLookup:
         with conn.cursor() as cur:
             for row in cur.stream(self._select()):
                 texts = [None if v is None else str(v) for v in row]
-                needles = needles_of(texts[width:], self.region)
-                if needles:
-                    self._cache[tuple(texts[:width])] = needles
+                self._cache[tuple(texts[:width])] = needles_of(texts[width:], self.region)
 
     def _query_one(self, key: Key) -> KnownNeedles:
         where = sql.SQL(" AND ").join(

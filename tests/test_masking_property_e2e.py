@@ -22,7 +22,7 @@ from civicsync.config import LoadedConfig
 from civicsync.jobs.batch import run_batch
 from fix_cdc import cdc_config, running, wait_for
 from fix_db import Deployment, q
-from pii_shapes import Pii, any_pii, emails, grouped, in_prose, mobile_digits, id_digits, recoverable
+from pii_shapes import Pii, any_pii, emails, grouped, id_digits, in_prose, mobile_digits, recoverable
 
 KEYS = {"phone": ["phone", "mobile", "Mobile_No", "contactNumber", "PHONE"],
         "national_id": ["national_id", "nationalId", "National_ID", "national-id", "aadhaar", "Aadhaar No"],
@@ -121,9 +121,10 @@ def test_no_raw_value_is_recoverable_from_any_target(fresh_deployment: Deploymen
             notes = [data.draw(in_prose(p)) + " -- OFF-4242" for p in items + own[3:]]
             base = n * 100
             for i, comment in enumerate(feedback):
-                q(dep, "citizen", "INSERT INTO feedback (feedback_id, citizen_id, rating, category, comment, created_at)"
-                                  " VALUES (%s, %s, 3, %s, %s, clock_timestamp())",
-                  base + i, cid, data.draw(st.sampled_from(["usability", "call me on 98765 43210", "praise"])), comment)
+                category = data.draw(st.sampled_from(["usability", "call me on 98765 43210", "praise"]))
+                q(dep, "citizen", "INSERT INTO feedback (feedback_id, citizen_id, rating, category, comment,"
+                                  " created_at) VALUES (%s, %s, 3, %s, %s, clock_timestamp())",
+                  base + i, cid, category, comment)
             for i, form in enumerate(forms):
                 q(dep, "citizen", "INSERT INTO applications (application_id, citizen_id, scheme_id, status, form_data,"
                                   " submitted_at, updated_at) VALUES (%s, %s, 1, 'SUBMITTED', %s::jsonb, now(), now())",
@@ -177,8 +178,7 @@ def test_f3_reasons_pass_only_declared_codes(fresh_deployment: Deployment) -> No
             q(dep, "warehouse", "INSERT INTO eligibility_predictions (prediction_id, citizen_id, scheme_id, score,"
                                 " status, model_version, reasons, predicted_at, updated_at) VALUES"
                                 " (%s, %s, 1, 0.8, 'ELIGIBLE', 'm1', %s::jsonb, now(), now())", i, cid, r)
-            wait_for(lambda r=r: q(dep, "citizen", "SELECT reasons::text FROM eligibility_hints"), what="F3")
-            [(got,)] = q(dep, "citizen", "SELECT reasons FROM eligibility_hints")
+            wait_for(lambda: q(dep, "citizen", "SELECT reasons::text FROM eligibility_hints"), what="F3")
             expected = {1: ["income below scheme limit", "age within range"], 2: ["OTHER", "OTHER"],
                         3: "OTHER", 4: ["income below scheme limit", "OTHER"]}[i]
             wait_for(lambda e=expected: q(dep, "citizen", "SELECT reasons FROM eligibility_hints")[0][0] == e,

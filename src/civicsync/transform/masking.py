@@ -93,7 +93,7 @@ def _redact_masker(spec: RedactMask) -> KeyedMasker:
     def redact(value: str | None, known: KnownNeedles | None) -> str | None:
         if value is None:
             return None
-        value = detector.redact(value, known)
+        value = detector.redact(value, known, checked=known is not None)
         for regex, token in custom:
             value = regex.sub(token, value)
         return value

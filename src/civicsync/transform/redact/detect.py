@@ -44,15 +44,26 @@ EMAIL_TOKEN, ID_TOKEN, PHONE_TOKEN = "[EMAIL]", "[ID]", "[PHONE]"
 EMAIL_RE = re.compile(
     r"""
     (?: "[^"\r\n]{1,64}"                         # a quoted local part: "ramesh kumar"@...
-      | [\w.!#$%'*+^`{|}~-]{1,64} )              # or unquoted (RFC 5322 less '/?=&': URL punctuation)
+      | [\w.!#$%&'*+/=?^`{|}~-]{1,64} )          # or the characters RFC 5322 allows unquoted
     @
     (?: \[ [0-9A-Za-z.:]{2,45} \]                # an IP literal: [10.0.0.1], [IPv6:...]
       | [\w-]{1,63} (?:\.[\w-]{1,63})* )         # or a domain (a dot is not required: 'ramesh@gmail')
     """,
     re.VERBOSE,
 )
-"""An e-mail address in the normalised text. Punctuation glued to the front ('x=ramesh@...') is taken
-with it; of a local part longer than 64 characters only the last 64 are taken (this bounds the scan)."""
+"""An e-mail address in the normalised text. Of a local part longer than 64 characters only the last
+64 are taken (this bounds the scan). Inside a URL ('...?from=ramesh@gmail.com&...') the local part
+starts after the last '/', '?', '=' or '&' (see :func:`_email_start`), so the URL stays readable."""
+
+_URL_PUNCTUATION = re.compile(r".*[/?=&]")
+
+
+def _email_start(m: re.Match[str]) -> int:
+    """Where an address found by :data:`EMAIL_RE` starts: after URL punctuation in its local part,
+    unless nothing of the local part would remain."""
+    local_end = m.group().rfind("@")
+    cut = _URL_PUNCTUATION.match(m.group(), 0, local_end)
+    return m.start() + cut.end() if cut is not None and cut.end() < local_end else m.start()
 
 _RUN = re.compile(r"\+?[0-9](?: *[0-9])*")
 """A digit run in the ``digits`` view, where every separator is a space; a leading '+' kept for phones."""
@@ -109,6 +120,14 @@ class Detector:
         # Whole-run check before the (slower) matcher, for the leniencies a plain parse can decide.
         self._whole_run_check = {"possible": phonenumbers.is_possible_number,
                                  "valid": phonenumbers.is_valid_number}.get(spec.phone_leniency)
+        # The default region's prefixes, for validating a run without parsing it (parsing is most of
+        # the cost of a phone number): '+' or the international prefix with the country code, or the
+        # trunk prefix, in front of the national number.
+        meta = phonenumbers.PhoneMetadata.metadata_for_region(spec.region)
+        self._country_code = meta.country_code if meta is not None else None
+        intl = meta.international_prefix if meta is not None else None
+        self._intl_prefix = intl if intl and intl.isdigit() else None
+        self._trunk_prefix = meta.national_prefix if meta is not None else None
         self._email_prefilter = re.compile(_email_markers(), re.IGNORECASE)
 
     def candidate(self, text: str) -> bool:
@@ -118,9 +137,10 @@ class Detector:
         digits = self._ascii_digits_prefilter if text.isascii() else self._digits_prefilter
         return digits.match(text) is not None
 
-    def redact(self, text: str, known: KnownNeedles | None = None) -> str:
-        """``text`` with every finding replaced by its token, in the original text."""
-        if not known and not self.candidate(text):
+    def redact(self, text: str, known: KnownNeedles | None = None, *, checked: bool = False) -> str:
+        """``text`` with every finding replaced by its token, in the original text (``checked``: the
+        caller has already found it a :meth:`candidate`)."""
+        if not checked and not known and not self.candidate(text):
             return text
         n = normalise(text)
         spans = self.find(n, known)
@@ -132,7 +152,7 @@ class Detector:
         digits = n.digits
         if self.emails and "@" in n.text:
             for m in EMAIL_RE.finditer(n.text):
-                spans.append((m.start(), m.end(), EMAIL_TOKEN))
+                spans.append((_email_start(m), m.end(), EMAIL_TOKEN))
             digits = _blank(digits, spans)
         if known:
             from civicsync.transform.redact.known import find_known
@@ -174,9 +194,28 @@ class Detector:
         return phones
 
 
+    def _national_number(self, run: str) -> str | None:
+        """The run's national number for the default region, when its prefix says so plainly."""
+        cc = str(self._country_code)
+        digits = run.replace(" ", "").lstrip("+")
+        if run.startswith("+"):
+            nsn = digits[len(cc):] if digits.startswith(cc) else None
+        elif self._intl_prefix and digits.startswith(self._intl_prefix + cc):
+            nsn = digits[len(self._intl_prefix) + len(cc):]
+        elif self._trunk_prefix and digits.startswith(self._trunk_prefix):
+            nsn = digits[len(self._trunk_prefix):]
+        else:
+            nsn = digits
+        return nsn if nsn and nsn[0] != "0" and nsn.isdigit() else None
+
     def _whole_run_is_phone(self, run: str) -> bool:
         if self._whole_run_check is None or len(run) > 40:
             return False
+        if self._whole_run_check is phonenumbers.is_valid_number and self._country_code is not None:
+            nsn = self._national_number(run)
+            if nsn is not None and phonenumbers.is_valid_number_for_region(
+                    phonenumbers.PhoneNumber(country_code=self._country_code, national_number=int(nsn)), self.region):
+                return True  # the same metadata and check as parse + is_valid, without the parsing
         try:
             return bool(self._whole_run_check(phonenumbers.parse(run, self.region)))
         except phonenumbers.NumberParseException:

@@ -133,24 +133,19 @@ def _rewrite(text: str, starts: list[int], ends: list[int], pattern: re.Pattern[
 def normalise(original: str) -> Normalised:
     """The normalised views of ``original`` (see the module docstring)."""
     text = original
-    changed = not text.isascii()
-    if changed:
+    starts: list[int] | None = None
+    ends: list[int] | None = None
+    if not text.isascii():
         text, starts, ends = _unicode_pass(text)
-    else:
-        starts, ends = list(range(len(text))), list(range(1, len(text) + 1))
-    if "%" in text:
-        text, starts, ends = _rewrite(text, starts, ends, _PERCENT, None)
-        changed = True
     lowered = text.lower()
-    if "@" in text or "at" in lowered:
-        rewritten, starts, ends = _rewrite(text, starts, ends, _AT_WORD, "@")
-        changed = changed or rewritten != text
-        text = rewritten
-    if "dot" in lowered:
-        rewritten, starts, ends = _rewrite(text, starts, ends, _DOT_WORD, ".")
-        changed = changed or rewritten != text
-        text = rewritten
+    for needed, pattern, replacement in (("%" in text, _PERCENT, None),
+                                         ("@" in text or "at" in lowered, _AT_WORD, "@"),
+                                         ("dot" in lowered, _DOT_WORD, ".")):
+        if needed and pattern.search(text):
+            if starts is None or ends is None:  # an ASCII text keeps the identity map until it changes
+                starts, ends = list(range(len(text))), list(range(1, len(text) + 1))
+            text, starts, ends = _rewrite(text, starts, ends, pattern, replacement)
     digits = text.translate(_TO_SPACE)
-    if not changed:
+    if starts is None or ends is None:
         return Normalised(original, text, digits, None, None)
     return Normalised(original, text, digits, tuple(starts), tuple(ends))

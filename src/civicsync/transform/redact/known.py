@@ -33,11 +33,14 @@ _DIGIT_GROUP = re.compile(r"[0-9](?:[\W_]*[0-9])*")
 _MIN_DIGITS = 6
 _MIN_LOCAL = 3
 _MIN_GLUED_LOCAL = 5
+_MAX_PHONE_DIGITS = 11  # a longer digit value (without a phone prefix) is an id
 _CACHE_LIMIT = 100_000  # per-key mode: forget everything past this many people (bounded memory)
 
 
 def needles_of(values: Iterable[str | None], region: str) -> KnownNeedles:
-    """The matchable forms of one person's protected values."""
+    """The matchable forms of one person's protected values: an e-mail address as (local part,
+    domain); anything with enough digits as its digits, and, for a number written with an
+    international or trunk prefix, also its national number (people leave prefixes out)."""
     digits: list[tuple[str, str]] = []
     emails: list[tuple[str, str]] = []
     for value in values:
@@ -52,18 +55,24 @@ def needles_of(values: Iterable[str | None], region: str) -> KnownNeedles:
         only = "".join(c for c in text if c.isdigit())
         if len(only) < _MIN_DIGITS:
             continue
-        token = ID_TOKEN
-        try:
-            number = phonenumbers.parse(text, region)
-            if phonenumbers.is_possible_number(number):
-                token = PHONE_TOKEN
-                national = str(number.national_number)
-                if national != only and len(national) >= _MIN_DIGITS:
-                    digits.append((national, token))
-        except phonenumbers.NumberParseException:
-            pass
+        national = _national_number(text, only, region)
+        token = PHONE_TOKEN if national is not None or len(only) <= _MAX_PHONE_DIGITS else ID_TOKEN
         digits.append((only, token))
+        if national is not None and national != only and len(national) >= _MIN_DIGITS:
+            digits.append((national, PHONE_TOKEN))
     return KnownNeedles(tuple(dict.fromkeys(digits)), tuple(dict.fromkeys(emails)))
+
+
+def _national_number(text: str, only: str, region: str) -> str | None:
+    """The national number of a value written with a '+', '00' or trunk prefix (parsed by
+    libphonenumber only then: a preload reads every person's values, and most need no parsing)."""
+    if not (text.startswith(("+", "00")) or (only.startswith("0") and len(only) > _MAX_PHONE_DIGITS - 1)):
+        return None
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    return str(number.national_number) if phonenumbers.is_possible_number(number) else None
 
 
 def find_known(text: str, digits_view: str, needles: KnownNeedles) -> list[Span]:

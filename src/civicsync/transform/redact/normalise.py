@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import re
-import sys
 import unicodedata
 from dataclasses import dataclass
 
@@ -51,12 +50,16 @@ class Normalised:
         return self.starts[start], self.ends[end - 1]
 
 
+_LAST_SCANNED = 0x1FFFF
+
+
 @functools.lru_cache(maxsize=1)
 def _special_characters() -> frozenset[str]:
     """Every non-ASCII character whose normal form holds a digit or an '@' (fullwidth, Devanagari,
-    circled, superscript digits; '＠', '﹫'). Computed once per process (about half a second)."""
+    circled, superscript digits; '＠', '﹫'). Computed once per process. Planes 0 and 1 only: the
+    higher planes hold no digit and no '@' (their tag digits are format characters, removed anyway)."""
     found = set()
-    for code in range(0x80, sys.maxunicode + 1):
+    for code in range(0x80, _LAST_SCANNED + 1):
         c = chr(code)
         if unicodedata.decimal(c, None) is not None:
             found.add(c)

@@ -267,3 +267,22 @@ def test_the_unicode_tables_cover_every_decimal_digit() -> None:
     missing = [chr(c) for c in range(0x80, 0x20000) if unicodedata.decimal(chr(c), None) is not None
                and chr(c) not in klass]
     assert missing == []
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.text(alphabet='ab.1@"[]:/?=&x -＠', max_size=40))
+def test_the_fast_address_scan_finds_what_the_documented_pattern_finds(text: str) -> None:
+    from civicsync.transform.redact.detect import EMAIL_RE, _email_start, find_emails
+
+    assert find_emails(text) == [(_email_start(m), m.end()) for m in EMAIL_RE.finditer(text)]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(mobile_digits, st.text(alphabet=string.digits, min_size=6, max_size=13).filter(lambda d: d[0] != "0")))
+def test_phone_validity_is_libphonenumbers(nsn: str) -> None:
+    import phonenumbers
+
+    from civicsync.transform.redact.detect import NationalValidity
+
+    number = phonenumbers.PhoneNumber(country_code=91, national_number=int(nsn))
+    assert NationalValidity("IN")(nsn) == phonenumbers.is_valid_number_for_region(number, "IN")

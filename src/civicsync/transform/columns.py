@@ -90,17 +90,21 @@ def _known_values_column(mask: MaskSpec, fn: ColumnFn, index: Mapping[str, int],
     detector = Detector(redact)
     lookup = KnownValueLookup(redact.known_values, connect_source, redact.region)
     positions = [index[c] for c in redact.known_values.match]
+    # A plain redaction leaves a text without candidates as it is: no need to call it for those.
+    untouched_if_clean = isinstance(mask, RedactMask) and all(isinstance(p, str) for p in mask.patterns)
 
     def column(row: Row) -> str | None:
         value = fn(row)
         if value is None:
             return None
-        key = tuple(row[i] for i in positions)
+        key = tuple([row[i] for i in positions])
         if detector.candidate(value):
             return keyed(value, lookup.needles(key))
         # No digits, no '@': only an e-mail's local part on its own could be there; look only if that
         # costs no query, and redact only if the text mentions one.
         needles = lookup.cached(key)
-        return keyed(value, needles if needles is not None and needles.mentioned_in(value) else None)
+        if needles is not None and needles.mentioned_in(value):
+            return keyed(value, needles)
+        return value if untouched_if_clean else keyed(value, None)
 
     return column

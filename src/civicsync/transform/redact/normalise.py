@@ -29,8 +29,10 @@ from dataclasses import dataclass
 SEPARATORS = " \t\r\n\f\v.-/_()[]{}"
 _TO_SPACE = str.maketrans(dict.fromkeys(SEPARATORS, " "))
 _PERCENT = re.compile(r"%([2-7][0-9A-Fa-f])")
-_AT_WORD = re.compile(r"\s*[(\[{]\s*at\s*[)\]}]\s*|\s+@\s*|@\s+", re.IGNORECASE)
+_AT_SPACED = re.compile(r"\s+@\s*|@\s+")
+_AT_WORD = re.compile(r"\s*[(\[{]\s*at\s*[)\]}]\s*", re.IGNORECASE)
 _DOT_WORD = re.compile(r"\s*[(\[{]\s*dot\s*[)\]}]\s*", re.IGNORECASE)
+_BRACKETS = frozenset("([{")
 
 
 @dataclass(frozen=True)
@@ -140,10 +142,13 @@ def normalise(original: str) -> Normalised:
     ends: list[int] | None = None
     if not text.isascii():
         text, starts, ends = _unicode_pass(text)
-    lowered = text.lower()
+    # Each rewrite only where its cheap precondition holds: most texts need none of them.
+    bracketed = not _BRACKETS.isdisjoint(text)
+    lowered = text.lower() if bracketed else ""
     for needed, pattern, replacement in (("%" in text, _PERCENT, None),
-                                         ("@" in text or "at" in lowered, _AT_WORD, "@"),
-                                         ("dot" in lowered, _DOT_WORD, ".")):
+                                         ("@" in text, _AT_SPACED, "@"),
+                                         (bracketed and "at" in lowered, _AT_WORD, "@"),
+                                         (bracketed and "dot" in lowered, _DOT_WORD, ".")):
         if needed and pattern.search(text):
             if starts is None or ends is None:  # an ASCII text keeps the identity map until it changes
                 starts, ends = list(range(len(text))), list(range(1, len(text) + 1))

@@ -90,6 +90,7 @@ def _known_values_column(mask: MaskSpec, fn: ColumnFn, index: Mapping[str, int],
     detector = Detector(redact)
     lookup = KnownValueLookup(redact.known_values, connect_source, redact.region)
     positions = [index[c] for c in redact.known_values.match]
+    first, single = positions[0], len(positions) == 1
     # A plain redaction leaves a text without candidates as it is: no need to call it for those.
     untouched_if_clean = isinstance(mask, RedactMask) and all(isinstance(p, str) for p in mask.patterns)
 
@@ -97,9 +98,10 @@ def _known_values_column(mask: MaskSpec, fn: ColumnFn, index: Mapping[str, int],
         value = fn(row)
         if value is None:
             return None
-        key = tuple([row[i] for i in positions])
+        key = (row[first],) if single else tuple([row[i] for i in positions])
         if detector.candidate(value):
-            return keyed(value, lookup.needles(key))
+            needles = lookup.needles(key)
+            return keyed(value, needles if needles is not None and needles.may_be_in(value) else None)
         # No digits, no '@': only an e-mail's local part on its own could be there; look only if that
         # costs no query, and redact only if the text mentions one.
         needles = lookup.cached(key)

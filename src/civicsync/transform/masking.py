@@ -198,6 +198,25 @@ def _unkeyed(masker: Masker) -> KeyedMasker:
     return lambda value, known: masker(value)
 
 
+def _value_masker(spec: MaskSpec, secrets: Mapping[str, bytes]) -> Masker | None:
+    """The plain function of a kind that never uses known values (None for ``redact`` and ``json``)."""
+    match spec:
+        case KeepLastMask():
+            return _keep_last_masker(spec)
+        case HmacMask():
+            return _hmac_masker(spec, secrets)
+        case BandMask():
+            return _band_masker(spec)
+        case DropMask():
+            return _drop
+        case VocabularyMask():
+            return _vocabulary_masker(spec)
+        case RedactMask() | JsonMask():
+            return None
+        case _:
+            assert_never(spec)
+
+
 def build_keyed_masker(spec: MaskSpec, secrets: Mapping[str, bytes]) -> KeyedMasker:
     """The masking function for ``spec``, taking the person's known values as a second argument
     (None when the flow knows none; only ``redact`` and ``json`` masks use them).
@@ -212,27 +231,20 @@ def build_keyed_masker(spec: MaskSpec, secrets: Mapping[str, bytes]) -> KeyedMas
     ``band`` value that is not a number or that no band catches, a ``json`` value that is not
     valid JSON. The messages never include the value.
     """
-    match spec:
-        case RedactMask():
-            return _redact_masker(spec)
-        case JsonMask():
-            return build_json_masker(spec, lambda inner: build_keyed_masker(inner, secrets))
-        case KeepLastMask():
-            return _unkeyed(_keep_last_masker(spec))
-        case HmacMask():
-            return _unkeyed(_hmac_masker(spec, secrets))
-        case BandMask():
-            return _unkeyed(_band_masker(spec))
-        case DropMask():
-            return _unkeyed(_drop)
-        case VocabularyMask():
-            return _unkeyed(_vocabulary_masker(spec))
-        case _:
-            assert_never(spec)
+    if isinstance(spec, RedactMask):
+        return _redact_masker(spec)
+    if isinstance(spec, JsonMask):
+        return build_json_masker(spec, lambda inner: build_keyed_masker(inner, secrets))
+    plain = _value_masker(spec, secrets)
+    assert plain is not None
+    return _unkeyed(plain)
 
 
 def build_masker(spec: MaskSpec, secrets: Mapping[str, bytes]) -> Masker:
     """The masking function for ``spec`` when the person's known values are not at hand (see
-    :func:`build_keyed_masker`)."""
+    :func:`build_keyed_masker`); one plain function for the kinds that never use them."""
+    plain = _value_masker(spec, secrets)
+    if plain is not None:
+        return plain
     keyed = build_keyed_masker(spec, secrets)
     return lambda value: keyed(value, None)

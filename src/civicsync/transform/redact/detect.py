@@ -96,6 +96,7 @@ _LENIENCY = {"possible": Leniency.POSSIBLE, "valid": Leniency.VALID,
              "strict_grouping": Leniency.STRICT_GROUPING, "exact_grouping": Leniency.EXACT_GROUPING}
 _BLANK = "x"  # fills spans already taken: a letter, so it also breaks digit runs
 MIN_CANDIDATE_DIGITS = 6
+_NON_DIGIT_BYTES = bytes(b for b in range(256) if not 0x30 <= b <= 0x39)
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,17 @@ class KnownNeedles:
             return False
         lowered = (text if text.isascii() else normalise(text).text).lower()
         return any(local in lowered for local, _ in self.emails)
+
+    def may_be_in(self, text: str) -> bool:
+        """Could ``text`` hold one of these values? Exact for ASCII text (its digits, all separators
+        removed, and its lower case are searched); always True for other text, which is normalised first."""
+        if not text.isascii():
+            return True
+        if self.digits:
+            digits = text.encode("ascii").translate(None, _NON_DIGIT_BYTES).decode("ascii")
+            if any(d in digits for d, _ in self.digits):
+                return True
+        return self.mentioned_in(text)
 
 
 def _email_markers() -> str:

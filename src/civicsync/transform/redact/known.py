@@ -153,7 +153,7 @@ class KnownValueLookup:
 
     def needles(self, key: Key) -> KnownNeedles | None:
         """The needles of the person ``key`` names (None: no such person, or no protected value)."""
-        if any(k is None for k in key):
+        if None in key:
             return None
         now = self._clock()
         if self._loaded_at is None or now - self._loaded_at > self.spec.refresh_seconds:
@@ -169,7 +169,7 @@ class KnownValueLookup:
     def cached(self, key: Key) -> KnownNeedles | None:
         """The needles of ``key`` if they are at hand without a query (a preloaded table, or a key
         looked up before); None otherwise."""
-        if any(k is None for k in key) or self._loaded_at is None:
+        if None in key or self._loaded_at is None:
             return None
         return self._cache.get(key) or None
 

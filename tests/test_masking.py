@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
-from civicsync.config.models import HmacMask, MaskSpec, RedactMask
+from civicsync.config.masking import HmacMask, MaskSpec, RedactMask
 from civicsync.errors import RowRejectedError
 from civicsync.transform.masking import Masker, build_masker
 

@@ -72,3 +72,32 @@ def test_free_text_never_becomes_an_analytics_group(fresh_deployment: Deployment
     run_batch(dep.config(), "F11").raise_for_error()
     groups = q(dep, "warehouse", "SELECT district, event_type, events FROM analytics.user_behavior_daily ORDER BY 1, 2")
     assert groups == [("OTHER", "login", 1), ("OTHER", "other", 1), ("Pune", "login", 2), ("Pune", "other", 2)]
+
+
+def test_vocabulary_in_sql_is_the_vocabulary_in_python(fresh_deployment: Deployment) -> None:
+    """The aggregate dimension (and reconciliation) compute a vocabulary in PostgreSQL; it must give what
+    the Python chain gives, for any text."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from psycopg import sql
+
+    from civicsync.config.masking import Vocabulary
+    from civicsync.transform.vocabulary import vocabulary_function, vocabulary_sql
+
+    spec = Vocabulary(values=["payment_delay", "Praise", "ÜBER ok"], aliases={"late-money": "payment_delay"})
+    fn = vocabulary_function(spec)
+    query = sql.SQL("SELECT {} FROM (SELECT %s::text AS v) t").format(vocabulary_sql(sql.Identifier("t", "v"), spec))
+    with dep_conn(fresh_deployment) as conn:
+
+        @settings(max_examples=300, deadline=None)
+        @given(st.one_of(st.sampled_from(["payment delay", " PAYMENT-delay\t", "late__money", "praise ", "über ok",
+                                          "ÜBER  OK", "İpraise"]), st.text(max_size=20)))
+        def same(value: str) -> None:
+            row = conn.execute(query, (value.replace("\x00", ""),)).fetchone()
+            assert row is not None and row[0] == fn(value.replace("\x00", "")), value
+
+        same()
+
+
+def dep_conn(dep: Deployment) -> Any:
+    return dep.connect("warehouse")

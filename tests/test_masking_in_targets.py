@@ -15,7 +15,7 @@ import psycopg
 from psycopg import sql
 
 from civicsync.config import LoadedConfig
-from civicsync.config.models import BandMask, JsonMask, RedactMask, VocabularyMask
+from civicsync.config.masking import BandMask, JsonMask, RedactMask, VocabularyMask
 from civicsync.db.seed import seed
 from civicsync.jobs.batch import run_batch
 from fix_db import Deployment

@@ -9,17 +9,8 @@ from __future__ import annotations
 import string
 from collections.abc import Iterator
 
-from civicsync.config.models import (
-    Aggregate,
-    Config,
-    Flow,
-    HmacMask,
-    JsonMask,
-    MaskSpec,
-    SetValues,
-    TableDecl,
-    known_values_of,
-)
+from civicsync.config.masking import HmacMask, JsonMask, MaskSpec, known_values_of
+from civicsync.config.models import Aggregate, Config, Flow, SetValues, TableDecl
 
 Problem = tuple[str, str]
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import psycopg
 
-from civicsync.config.models import Flow, TableDecl, known_values_of
+from civicsync.config.masking import known_values_of
+from civicsync.config.models import Flow, TableDecl
 from civicsync.errors import RowRejectedError
 from civicsync.transform.columns import compile_column
 from civicsync.transform.filters import Predicate, compile_filter

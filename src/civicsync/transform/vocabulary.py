@@ -10,13 +10,16 @@ from psycopg import sql
 
 from civicsync.config.masking import Vocabulary
 
-_SPACING = re.compile(r"[\s_-]+")
+# ASCII only on both sides, so that Python and PostgreSQL (under the "C" collation) agree exactly.
+_SEPARATORS = " \t\n\r\f\v_-"
+_SPACING = re.compile(f"[{re.escape(_SEPARATORS)}]+")
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 def vocabulary_key(value: str) -> str:
-    """What two spellings of one entry share: no case, no surrounding spaces, one space for any run of
-    spaces, '-' and '_' ('Payment-Delay ' and 'payment_delay' → 'payment delay')."""
-    return _SPACING.sub(" ", value).strip(" ").lower()
+    """What two spellings of one entry share: no (ASCII) case, no surrounding spaces, one space for any
+    run of spaces, '-' and '_' ('Payment-Delay ' and 'payment_delay' → 'payment delay')."""
+    return _SPACING.sub(" ", value).strip(" ").translate(_ASCII_LOWER)
 
 
 def vocabulary_function(spec: Vocabulary) -> Callable[[str], str]:
@@ -31,7 +34,8 @@ def vocabulary_sql(value: sql.Composable, spec: Vocabulary) -> sql.Composable:
     """The SQL equivalent of :func:`vocabulary_function` over a text expression (NULL stays NULL)."""
     table = {vocabulary_key(v): v for v in spec.values}
     table.update({vocabulary_key(a): v for a, v in spec.aliases.items()})
-    key = sql.SQL("lower(btrim(regexp_replace({}::text, '[[:space:]_-]+', ' ', 'g'), ' '))").format(value)
+    key = sql.SQL("lower(btrim(regexp_replace(({})::text COLLATE \"C\", {}, ' ', 'g'), ' ') COLLATE \"C\")").format(
+        value, sql.Literal(f"[{_SEPARATORS}]+"))
     whens = sql.SQL(" ").join(sql.SQL("WHEN {} THEN {}").format(sql.Literal(k), sql.Literal(v))
                               for k, v in table.items())
     return sql.SQL("CASE WHEN {v} IS NULL THEN NULL ELSE CASE {k} {w} ELSE {d} END END").format(

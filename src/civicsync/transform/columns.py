@@ -101,7 +101,10 @@ def _known_values_column(mask: MaskSpec, fn: ColumnFn, index: Mapping[str, int],
         key = (row[first],) if single else tuple([row[i] for i in positions])
         if detector.candidate(value):
             needles = lookup.needles(key)
-            return keyed(value, needles if needles is not None and needles.may_be_in(value) else None)
+            if needles is not None and not needles.may_be_in(value):
+                needles = None
+            # A plain redaction straight to its detector: the prefilter has been passed already.
+            return detector.redact(value, needles, checked=True) if untouched_if_clean else keyed(value, needles)
         # No digits, no '@': only an e-mail's local part on its own could be there; look only if that
         # costs no query, and redact only if the text mentions one.
         needles = lookup.cached(key)

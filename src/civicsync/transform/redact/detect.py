@@ -13,8 +13,10 @@ earlier one took):
 2. the person's own values (:mod:`civicsync.transform.redact.known`), when the rule declares them;
 3. digit runs (digits with only separators between them, whatever the digits' script):
 
-   - a run that libphonenumber's matcher reads as a phone number for the configured region (at the
-     configured leniency) is a phone: ``[PHONE]``;
+   - a run that libphonenumber reads as a phone number for the configured region (at the configured
+     leniency) is a phone: ``[PHONE]``. The whole run is checked first against the region's metadata
+     (:class:`NationalValidity`, libphonenumber's own validity rule without its parsing); otherwise
+     libphonenumber's ``PhoneNumberMatcher`` looks for numbers inside the run;
    - a run with exactly one of the configured id lengths of digits is an id: ``[ID]``;
    - with ``long_numbers``, what remains of a run longer than the longest id length is ``[ID]``
      (an account or card number contains an id-length window).
@@ -228,7 +230,7 @@ class Detector:
             spans += [(a, b, EMAIL_TOKEN) for a, b in find_emails(n.text)]
             digits = _blank(digits, spans)
         if known:
-            from civicsync.transform.redact.known import find_known
+            from civicsync.transform.redact.known import find_known  # known.py builds on this module
 
             found = find_known(n.text, digits, known)
             spans += found

@@ -205,8 +205,9 @@ class KnownValueLookup:
         if not self._preloaded:
             return
         width = len(self.spec.match)
-        with conn.cursor() as cur:
-            for row in cur.stream(self._select()):
+        # COPY: the whole table in large blocks (a row-by-row stream costs a round trip per row).
+        with conn.cursor() as cur, cur.copy(sql.SQL("COPY ({}) TO STDOUT").format(self._select())) as copy:
+            for row in copy.rows():
                 texts = [None if v is None else str(v) for v in row]
                 self._cache[tuple(texts[:width])] = needles_of(texts[width:], self.region)
 

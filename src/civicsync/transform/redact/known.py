@@ -163,6 +163,8 @@ class KnownValueLookup:
             if not self._preloaded and len(self._cache) >= _CACHE_LIMIT:
                 self._cache.clear()
             self._cache[key] = self._query_one(key)
+            if self._preloaded:
+                self.close()  # a rare miss: no need to hold a connection for the next one
         found = self._cache[key]
         return found if found else None
 
@@ -178,6 +180,10 @@ class KnownValueLookup:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def __del__(self) -> None:
+        # A transform has no end-of-use hook: the lookup closes its connection when it is dropped.
+        self.close()
 
     # ------------------------------------------------------------------ database
 
@@ -210,6 +216,7 @@ class KnownValueLookup:
             for row in copy.rows():
                 texts = [None if v is None else str(v) for v in row]
                 self._cache[tuple(texts[:width])] = needles_of(texts[width:], self.region)
+        self.close()  # everything is in memory; a person added later reopens it for one query
 
     def _query_one(self, key: Key) -> KnownNeedles:
         where = sql.SQL(" AND ").join(

@@ -326,8 +326,17 @@ def data_quality() -> dict[str, Any]:
                  f' / sum by (flow) (increase(civicsync_batch_rows_total{{{F}, outcome="read"}}[1d]))', "{{flow}}"),
            unit="percentunit"),
     ]
+    masking = [
+        single("Rows with raw personal data", "Target rows holding raw protected values at the last scheduled "
+               "`civicsync audit pii` (0: clean). Runbook: CivicsyncPiiLeak.",
+               query(f"max(civicsync_pii_audit_leaking_rows{{{T}}})", instant=True),
+               limits=((None, "green"), (1, "red")), width=8),
+        ts("Time since last PII audit", "The service runs `audit pii` on `audit.pii.schedule` (daily by default).",
+           query(f"time() - max by (instance) (civicsync_pii_audit_last_run_timestamp_seconds{{{T}}})",
+                 "{{instance}}"), unit="s", width=16),
+    ]
     return with_panels(board, [("Dead letters", dead_letters), ("Conflicts", conflicts),
-                               ("Reconciliation", reconcile), ("Batch rows", batch)])
+                               ("Reconciliation", reconcile), ("Batch rows", batch), ("Masking", masking)])
 
 
 def consumer_lag() -> dict[str, Any]:

@@ -148,9 +148,9 @@ def _timed_changes(config: LoadedConfig) -> list[dict[str, Any]]:
             steps.append((
                 "F7", "a citizen uploads a document", cz,
                 "INSERT INTO application_documents (document_id, application_id, doc_type, file_name, storage_uri)"
-                " SELECT (SELECT coalesce(max(document_id), 0) + 1 FROM application_documents), %s, 'INCOME',"
+                " SELECT (SELECT coalesce(max(document_id), 0) + 1 FROM application_documents), %s, 'INCOME_CERT',"
                 " 'salary.pdf', 's3://portal-docs/demo/salary.pdf'", (draft,), wh,
-                "SELECT count(*) > 0 FROM application_documents WHERE application_id = %s AND doc_type = 'INCOME'",
+                "SELECT count(*) > 0 FROM application_documents WHERE application_id = %s AND doc_type = 'INCOME_CERT'",
                 (draft,)))
         for flow_id, what, src, change, args, tgt, check, check_args in steps:
             started = time.monotonic()

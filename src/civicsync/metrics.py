@@ -12,6 +12,7 @@ so a scrape never waits for a database.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -137,3 +138,18 @@ def declare_flows(flows: Iterable[str]) -> None:
     for flow in flows:
         for counter in (CDC_CAPTURED, CDC_APPLIED, DEAD_LETTERS_CREATED, CONFLICTS, RECONCILE_REPAIRED):
             counter.labels(flow)
+
+
+# --- Does masking hold? (audit pii) ----------------------------------------------------------------
+
+PII_AUDIT_LEAKING_ROWS = Gauge("civicsync_pii_audit_leaking_rows",
+                               "Rows of target databases that held raw protected values at the last `audit pii`",
+                               registry=REGISTRY)
+PII_AUDIT_LAST_RUN = Gauge("civicsync_pii_audit_last_run_timestamp_seconds",
+                           "When `audit pii` last completed a scan", registry=REGISTRY)
+
+
+def record_pii_audit(clean: bool, leaking_rows: int) -> None:
+    """Publish the outcome of a PII audit (counts only)."""
+    PII_AUDIT_LEAKING_ROWS.set(0 if clean else max(leaking_rows, 1))
+    PII_AUDIT_LAST_RUN.set(time.time())

@@ -96,7 +96,7 @@ class CdcFlowApplier:
         conns = config.model.connections
         self.source: TableDecl = conns[self.flow.source.connection].tables[self.flow.source.table]
         self.target: TableDecl = conns[self.flow.target.connection].tables[self.flow.target.table]
-        self.transform = build_transform(self.flow, self.source, config.secrets, run_time="")
+        self.transform = build_transform(self.flow, self.source, config.secrets, run_time="", dsn=config.dsn)
         self.columns = list(self.transform.target_columns)
         if self.cdc.top_n is not None:
             self.columns.append(self.cdc.top_n.rank_column)

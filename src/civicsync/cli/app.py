@@ -301,10 +301,12 @@ def demo(
 
 
 from civicsync.cli import apikey as _apikey  # noqa: E402
+from civicsync.cli import audit as _audit  # noqa: E402
 from civicsync.cli import cdc as _cdc  # noqa: E402  (registers its commands)
 from civicsync.cli import reconcile as _reconcile  # noqa: E402
 
 _apikey.register(app)
+_audit.register(app)
 _cdc.register(app)
 _reconcile.register(app)
 

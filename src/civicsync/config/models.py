@@ -11,17 +11,15 @@ Cross-references (a flow naming a table, a column or a secret) are checked by
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from civicsync.config.base import Model
+from civicsync.config.masking import Audit, BandMask, DropMask, HmacMask, KeepLastMask, MaskSpec, Vocabulary
 from civicsync.config.service import Service
 
-
-class Model(BaseModel):
-    """Base of every config model: unknown keys are errors, instances are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+__all__ = ["BandMask", "DropMask", "HmacMask", "KeepLastMask", "MaskSpec", "Model"]  # masking rules: config/masking.py
 
 
 # --------------------------------------------------------------------------- connections & tables
@@ -98,111 +96,6 @@ class SecretRef(Model):
 
     env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$")
     min_length: int = 16
-
-
-# --------------------------------------------------------------------------- masking
-
-
-class KeepLastMask(Model):
-    """Keep the last ``n`` characters; the rest becomes ``template`` with ``{last}`` filled in,
-    or ``mask_char`` repeated when no template is given."""
-
-    kind: Literal["keep_last"]
-    n: int = Field(default=4, ge=0, le=64)
-    mask_char: str = Field(default="X", min_length=1, max_length=1)
-    template: str | None = Field(default=None, description="e.g. 'XXXX-XXXX-{last}'")
-
-    @field_validator("template")
-    @classmethod
-    def _has_placeholder(cls, template: str | None) -> str | None:
-        if template is not None and "{last}" not in template:
-            raise ValueError("template must contain {last}")
-        return template
-
-
-class HmacMask(Model):
-    """Keyed pseudonym: HMAC-SHA256 of the value with a secret; stable, not reversible."""
-
-    kind: Literal["hmac"]
-    secret: str = Field(description="name of an entry in the top-level secrets")
-    length: int = Field(default=32, ge=16, le=64, description="hex characters kept")
-    prefix: str = ""
-
-
-RedactPatternName = Literal["phone", "email", "national_id"]
-DEFAULT_REDACTIONS: tuple[RedactPatternName, ...] = ("email", "national_id", "phone")
-
-
-class CustomPattern(Model):
-    """A regular expression to redact, with the token that replaces each match."""
-
-    regex: str
-    token: str
-
-    @field_validator("regex")
-    @classmethod
-    def _compiles(cls, regex: str) -> str:
-        import re
-
-        try:
-            re.compile(regex)
-        except re.error as exc:
-            raise ValueError(f"invalid regular expression: {exc}") from exc
-        return regex
-
-
-class RedactMask(Model):
-    """Replace personal data inside free text with tokens ([PHONE], [EMAIL], [ID], ...)."""
-
-    kind: Literal["redact"]
-    patterns: list[RedactPatternName | CustomPattern] = Field(
-        default_factory=lambda: list[RedactPatternName | CustomPattern](DEFAULT_REDACTIONS), min_length=1
-    )
-
-
-class Band(Model):
-    """One band: values below ``below`` (exclusive) get ``label``; the last band has no bound."""
-
-    below: float | None = None
-    label: str
-
-
-class BandMask(Model):
-    """Replace a number by the label of the band it falls in (money → '10k-50k')."""
-
-    kind: Literal["band"]
-    bands: list[Band] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _ascending(self) -> BandMask:
-        bounds = [b.below for b in self.bands]
-        if any(b is None for b in bounds[:-1]):
-            raise ValueError("only the last band may have no 'below' bound")
-        finite = [b for b in bounds if b is not None]
-        if finite != sorted(finite) or len(set(finite)) != len(finite):
-            raise ValueError("band bounds must be strictly ascending")
-        return self
-
-
-class DropMask(Model):
-    """The value never leaves its database: the target receives NULL."""
-
-    kind: Literal["drop"]
-
-
-class JsonMask(Model):
-    """Mask values inside a json/jsonb document, addressed by dotted path ('bank_account',
-    'nominee.phone'); a path that is absent in a document is left alone."""
-
-    kind: Literal["json"]
-    paths: dict[str, MaskSpec] = Field(min_length=1)
-
-
-MaskSpec = Annotated[
-    KeepLastMask | HmacMask | RedactMask | BandMask | DropMask | JsonMask,
-    Field(discriminator="kind"),
-]
-JsonMask.model_rebuild()
 
 
 # --------------------------------------------------------------------------- column mappings
@@ -358,6 +251,7 @@ class Dimension(Model):
 
     column: str
     default: str | None = Field(default=None, description="value when NULL (e.g. no joined row)")
+    vocabulary: Vocabulary | None = Field(default=None, description="declared values; any other becomes its default")
 
 
 class Measure(Model):
@@ -623,6 +517,7 @@ class Config(Model):
     connections: dict[str, Connection] = Field(min_length=1)
     secrets: dict[str, SecretRef] = Field(default_factory=dict)
     flows: dict[str, Flow] = Field(default_factory=dict)
+    audit: Audit = Field(default_factory=Audit)
 
     def flow(self, name: str) -> Flow:
         """The flow called ``name`` (by config name or spec id, e.g. 'F2')."""

@@ -9,17 +9,8 @@ from __future__ import annotations
 import string
 from collections.abc import Iterator
 
-from civicsync.config.models import (
-    Aggregate,
-    Config,
-    Flow,
-    HmacMask,
-    JsonMask,
-    MaskSpec,
-    RouteChanges,
-    SetValues,
-    TableDecl,
-)
+from civicsync.config.masking import HmacMask, JsonMask, MaskSpec, known_values_of
+from civicsync.config.models import Aggregate, Config, Flow, RouteChanges, SetValues, TableDecl
 
 Problem = tuple[str, str]
 
@@ -34,7 +25,8 @@ def _secrets_used(mask: MaskSpec) -> Iterator[str]:
         yield mask.secret
     elif isinstance(mask, JsonMask):
         for inner in mask.paths.values():
-            yield from _secrets_used(inner)
+            if not isinstance(inner, str):
+                yield from _secrets_used(inner)
 
 
 def _cron_problem(expr: str) -> str | None:
@@ -50,6 +42,8 @@ def _cron_problem(expr: str) -> str | None:
 def check_references(config: Config) -> list[Problem]:
     """Every cross-reference problem in ``config``."""
     problems: list[Problem] = []
+    if config.audit.pii.schedule is not None and (msg := _cron_problem(config.audit.pii.schedule)):
+        problems.append(("audit.pii.schedule", msg))
     seen_ids: dict[str, str] = {}
     for name, flow in config.flows.items():
         where = f"flows.{name}"
@@ -103,6 +97,7 @@ def _check_flow(config: Config, where: str, flow: Flow) -> list[Problem]:
             for secret in _secrets_used(spec.mask):
                 if secret not in config.secrets:
                     problems.append((f"{path}.mask", f"secret {secret!r} is not declared under secrets"))
+            problems += _check_known_values(config, f"{path}.mask", flow, source, spec.mask)
 
     if flow.kind in ("batch", "hybrid"):
         for key in target.key:
@@ -139,6 +134,25 @@ def _check_flow(config: Config, where: str, flow: Flow) -> list[Problem]:
         problems += _check_aggregate(config, f"{where}.aggregate", flow, flow.aggregate, source, target)
     if flow.cdc is not None:
         problems += _check_cdc(config, f"{where}.cdc", flow, source, target)
+    return problems
+
+
+def _check_known_values(config: Config, where: str, flow: Flow, source: TableDecl, mask: MaskSpec) -> list[Problem]:
+    """A known-value lookup names a table of the flow's source connection, joined on declared columns."""
+    known = known_values_of(mask)
+    if known is None:
+        return []
+    where += ".redact.known_values" if isinstance(mask, JsonMask) else ".known_values"
+    table, problems = _table(config, where, flow.source.connection, known.table)
+    for src_col, col in known.match.items():
+        if src_col not in source.columns:
+            problems.append((f"{where}.match", f"column {src_col!r} is not declared in source table "
+                                               f"{flow.source.table}"))
+        if table is not None and col not in table.columns:
+            problems.append((f"{where}.match", f"column {col!r} is not declared in {known.table}"))
+    for col in known.columns:
+        if table is not None and col not in table.columns:
+            problems.append((f"{where}.columns", f"column {col!r} is not declared in {known.table}"))
     return problems
 
 

@@ -278,7 +278,7 @@ def _transformed(st: _Attempt, transform: RowTransform, rows: Iterator[tuple[str
 
 def _transfer(st: _Attempt, src: Conn, tgt: Conn, old_mark: str | None) -> tuple[MergeResult, str | None]:
     flow = st.flow
-    transform = build_transform(flow, st.source, st.config.secrets, datetime.now(UTC).isoformat())
+    transform = build_transform(flow, st.source, st.config.secrets, datetime.now(UTC).isoformat(), dsn=st.config.dsn)
     writer = MergeWriter(tgt, st.name, flow, st.target, transform.target_columns)
     src_what = f"flow {st.name}: {flow.source.connection} (source)"
     tgt_what = f"flow {st.name}: {flow.target.connection} (target)"

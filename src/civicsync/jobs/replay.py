@@ -107,7 +107,7 @@ def replay_batch_dead_letters(config: LoadedConfig, name: str, ids: list[int] | 
     conns = config.model.connections
     source = conns[flow.source.connection].tables[flow.source.table]
     target = conns[flow.target.connection].tables[flow.target.table]
-    transform = build_transform(flow, source, config.secrets, datetime.now(UTC).isoformat())
+    transform = build_transform(flow, source, config.secrets, datetime.now(UTC).isoformat(), dsn=config.dsn)
     with connect(config.dsn(flow.source.connection, "batch"), purpose=f"replay:{name}", autocommit=True,
                  label=flow.source.connection) as src, \
             connect(config.dsn(flow.target.connection, "batch"), purpose=f"replay:{name}",

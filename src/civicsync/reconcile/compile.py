@@ -10,7 +10,7 @@ the target does. Text comparisons use the "C" collation (code point order, as Py
 
 Compiled: plain columns, constants (evaluated by the chain itself), templates without format specs,
 value maps with or without default, the filters, ``required`` columns, and the masks ``keep_last``,
-``band`` (on a numeric source column), ``drop`` and, only with ``reconcile.hmac_in_source`` and
+``band`` (on a numeric source column), ``drop``, ``vocabulary`` and, only with ``reconcile.hmac_in_source`` and
 pgcrypto in the source, ``hmac``. Rows the chain would refuse (a value outside a map without
 default, a NaN or unbanded number, a missing required value) are flagged, not dropped, so they show
 up as candidates and the verify phase classifies them. Not compiled: ``redact`` (PostgreSQL's regular
@@ -27,11 +27,13 @@ from decimal import Decimal
 
 from psycopg import sql
 
+from civicsync.config.masking import VocabularyMask
 from civicsync.config.models import BandMask, ColumnSpec, DropMask, Filter, HmacMask, KeepLastMask, MaskSpec
 from civicsync.errors import RowRejectedError
 from civicsync.reconcile.catalog import SourceCatalog
 from civicsync.reconcile.plan import Plan
 from civicsync.transform.columns import compile_column
+from civicsync.transform.vocabulary import vocabulary_sql
 
 NUMERIC_TYPES = frozenset({"smallint", "integer", "bigint", "real", "double precision", "numeric"})
 C = sql.SQL(' COLLATE "C"')
@@ -89,7 +91,7 @@ def _may_reject(spec: ColumnSpec, catalog: SourceCatalog) -> bool:
     if spec.map is not None and spec.default is None:
         return True
     mask = spec.mask
-    if mask is None or mask.kind in ("redact", "hmac", "drop", "keep_last"):
+    if mask is None or mask.kind in ("redact", "hmac", "drop", "keep_last", "vocabulary"):
         return False
     if mask.kind == "json":
         # A json/jsonb column always holds valid JSON; anything else might not.
@@ -171,6 +173,8 @@ class _Compiler:
             return sql.SQL("NULL")
         if isinstance(mask, HmacMask):
             return self._hmac(mask, value)
+        if isinstance(mask, VocabularyMask):
+            return vocabulary_sql(value, mask)
         raise NotCompilable(f"{mask.kind} masks have no exact SQL equivalent")
 
     def _band(self, mask: BandMask, spec: ColumnSpec, value: sql.Composable) -> sql.Composable:

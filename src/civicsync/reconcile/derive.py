@@ -60,7 +60,7 @@ class Deriver:
             names = output_columns(plan.flow.aggregate)
             self._index = [names.index(c) for c in plan.staged]
             return
-        self.transform = build_transform(plan.flow, plan.source, config.secrets, run_time="")
+        self.transform = build_transform(plan.flow, plan.source, config.secrets, run_time="", dsn=config.dsn)
         targets = self.transform.target_columns
         # The rank column of a top-N flow comes last, after the transformed columns.
         self._index = [targets.index(c) if c in targets else len(targets) for c in plan.staged]

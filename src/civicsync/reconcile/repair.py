@@ -123,7 +123,8 @@ class _Repair:
         apply = [d.key for d in todo if d.kind != "extra"]
         extra = [d.key for d in todo if d.kind == "extra"]
         if apply:
-            transform = build_transform(plan.flow, plan.source, self.config.secrets, datetime.now(UTC).isoformat())
+            transform = build_transform(plan.flow, plan.source, self.config.secrets, datetime.now(UTC).isoformat(),
+                                        dsn=self.config.dsn)
             merged = merge_source_keys(self.src, self.tgt, plan.name, plan.flow, plan.target, transform,
                                        [self._lookup(k) for k in apply])
             for key in apply:

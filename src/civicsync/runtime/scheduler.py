@@ -94,10 +94,18 @@ class BatchScheduler:
             metrics.BATCH_INTERVAL.labels(name).set(schedule_interval(schedule))
             if not model.flows[name].streams:  # a hybrid flow is up when its worker streams (the supervisor says)
                 metrics.FLOW_UP.labels(name, model.flows[name].kind).set(1)
+        self._schedule_pii_audit()
         self._scheduler.start()
         self._refresh_next_runs()
         for name in self.missed(last_success or {}):
             self.run_now(name)
+
+    def _schedule_pii_audit(self) -> None:
+        from civicsync.audit.job import JOB_ID, run_pii_audit_job  # masking validation (issue 10.6)
+
+        if self.config.model.audit.pii.schedule is not None:
+            self._scheduler.add_job(run_pii_audit_job, cron_trigger(self.config.model.audit.pii.schedule),
+                                    args=[self.config], id=JOB_ID, name=JOB_ID)
 
     def missed(self, last_success: dict[str, datetime | None], now: datetime | None = None) -> list[str]:
         """Flows whose latest scheduled run has no successful run after it, within the grace period."""

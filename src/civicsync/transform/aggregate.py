@@ -9,7 +9,8 @@ from __future__ import annotations
 from psycopg import sql
 
 from civicsync.apply.sqlnames import table_ident
-from civicsync.config.models import Aggregate, Flow
+from civicsync.config.models import Aggregate, Dimension, Flow
+from civicsync.transform.vocabulary import vocabulary_sql
 
 
 def output_columns(agg: Aggregate) -> tuple[str, ...]:
@@ -38,18 +39,24 @@ def _measure(agg: Aggregate, name: str) -> sql.Composable:
     return sql.SQL("{}({})").format(sql.SQL(m.fn), cols[0])
 
 
+def _dimension(agg: Aggregate, dim: Dimension) -> sql.Composable:
+    """A grouping value: the column, NULL as the default, and, with a vocabulary, any value it does not
+    declare as the vocabulary's default (free text never becomes a group)."""
+    col: sql.Composable = _column(agg, dim.column)
+    if dim.default is not None:
+        col = sql.SQL("COALESCE({}::text, {})").format(col, sql.Literal(dim.default))
+    if dim.vocabulary is not None:
+        col = vocabulary_sql(col, dim.vocabulary)
+    return col
+
+
 def aggregate_query(flow: Flow, lower: str | None, upper: str) -> sql.Composable:
     """SELECT the aggregates of the days in [lower, upper) (lower None: from the beginning)."""
     agg = flow.aggregate
     assert agg is not None
     ts = sql.Identifier("s", agg.time.column)
     bucket = sql.SQL("({} AT TIME ZONE 'UTC')::date").format(ts)
-    dims = []
-    for dim in agg.dimensions.values():
-        col: sql.Composable = _column(agg, dim.column)
-        if dim.default is not None:
-            col = sql.SQL("COALESCE({}::text, {})").format(col, sql.Literal(dim.default))
-        dims.append(col)
+    dims = [_dimension(agg, dim) for dim in agg.dimensions.values()]
     select = sql.SQL(", ").join([bucket, *dims, *(_measure(agg, m) for m in agg.measures)])
     source = sql.SQL("{} s").format(table_ident(flow.source.table))
     if agg.join is not None:

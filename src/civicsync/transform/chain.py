@@ -10,10 +10,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
+
+from civicsync.config.masking import known_values_of
 from civicsync.config.models import Flow, TableDecl
 from civicsync.errors import RowRejectedError
 from civicsync.transform.columns import compile_column
 from civicsync.transform.filters import Predicate, compile_filter
+from civicsync.transform.redact.known import Connect
 
 Row = Sequence[str | None]
 OutRow = tuple[str | None, ...]
@@ -26,6 +30,8 @@ def source_columns_of(flow: Flow, source: TableDecl) -> tuple[str, ...]:
     wanted = set(source.key)
     wanted.update(f.column for f in flow.filters)
     for spec in flow.columns.values():
+        if (known := known_values_of(spec.mask)) is not None:
+            wanted.update(known.match)  # whose text it is: the key of the known-value lookup
         if spec.from_ is not None:
             wanted.add(spec.from_)
         if spec.template is not None:
@@ -63,9 +69,11 @@ class RowTransform:
 
 
 def build_transform(
-    flow: Flow, source: TableDecl, secrets: Mapping[str, bytes], run_time: str
+    flow: Flow, source: TableDecl, secrets: Mapping[str, bytes], run_time: str,
+    dsn: Callable[[str], str] | None = None,
 ) -> RowTransform:
-    """Compile a flow's rules into a RowTransform. ``run_time`` fills run_time columns."""
+    """Compile a flow's rules into a RowTransform. ``run_time`` fills run_time columns; ``dsn``
+    (connection name → DSN, e.g. ``LoadedConfig.dsn``) lets known-value redaction read the source."""
     source_columns = source_columns_of(flow, source)
     index = {name: i for i, name in enumerate(source_columns)}
     target_columns = tuple(flow.columns)
@@ -75,13 +83,25 @@ def build_transform(
         target_columns=target_columns,
         source_key=tuple(source.key),
         _filters=tuple(compile_filter(f, index[f.column]) for f in flow.filters),
-        _row=_row_function(flow, index, secrets, run_time),
+        _row=_row_function(flow, index, secrets, run_time, _source_connector(flow, dsn)),
         _required=required,
     )
 
 
+def _source_connector(flow: Flow, dsn: Callable[[str], str] | None) -> Connect | None:
+    if dsn is None:
+        return None
+    from civicsync.db.connect import connect
+
+    def open_source() -> psycopg.Connection[tuple[object, ...]]:
+        return connect(dsn(flow.source.connection), purpose="known-values", autocommit=True,
+                       label=flow.source.connection)
+
+    return open_source
+
+
 def _row_function(flow: Flow, index: Mapping[str, int], secrets: Mapping[str, bytes],
-                  run_time: str) -> Callable[[Row], OutRow]:
+                  run_time: str, connect_source: Connect | None = None) -> Callable[[Row], OutRow]:
     """One function building the whole target row: plain copies become ``row[i]``, everything else
     calls its compiled column function. Runs once per source row, so it is generated as a single
     expression (about 2.5x faster than looping over per-column callables on a million rows). The
@@ -92,7 +112,7 @@ def _row_function(flow: Flow, index: Mapping[str, int], secrets: Mapping[str, by
         if spec.from_ is not None and spec.map is None and spec.mask is None:
             parts.append(f"row[{index[spec.from_]}]")
         else:
-            namespace[f"c{j}"] = compile_column(name, spec, index, secrets, run_time)
+            namespace[f"c{j}"] = compile_column(name, spec, index, secrets, run_time, connect_source)
             parts.append(f"c{j}(row)")
     exec(f"def build(row):\n    return ({', '.join(parts)},)\n", namespace)
     build: Callable[[Row], OutRow] = namespace["build"]

@@ -1,0 +1,2 @@
+"""Free-text redaction: normalisation (:mod:`.normalise`), detection (:mod:`.detect`) and the person's
+own known values (:mod:`.known`)."""

@@ -122,7 +122,13 @@ def _lifecycle(dep: Deployment, app: int, *, then_insert: bool = False) -> None:
 def test_a_delete_in_the_same_batch_keeps_the_keys_transitions(fresh_deployment: Deployment) -> None:
     dep = fresh_deployment
     portal_basics(dep)
-    config = cdc_config(dep)
+
+    def one_batch(raw: dict[str, Any]) -> None:
+        # The read-ahead thread may not have read all seven transactions when the first batch is cut;
+        # waiting up to 5 s after the first one makes the seven one batch even on a loaded machine.
+        raw["connections"]["citizen"]["capture"]["batch_max_wait_ms"] = 5000
+
+    config = cdc_config(dep, one_batch)
     with paused(config, "citizen", ["F6"]) as (worker, sizes):
         _lifecycle(dep, 7000001)
         _lifecycle(dep, 7000002, then_insert=True)

@@ -19,6 +19,7 @@ command -v promtool >/dev/null 2>&1 || apt_packages+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || apt_packages+=(prometheus-alertmanager)
 command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
 command -v curl >/dev/null 2>&1 || apt_packages+=(curl)
+command -v wrk >/dev/null 2>&1 || apt_packages+=(wrk)  # bench/api.py's load generator
 if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "setup: installing system packages: ${apt_packages[*]}"
   as_root apt-get update -qq

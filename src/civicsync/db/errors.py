@@ -67,7 +67,9 @@ def describe(exc: BaseException, *, with_sqlstate: bool = True) -> str:
     names = {k: v for k in ("schema_name", "table_name", "column_name", "datatype_name", "constraint_name")
              if (v := getattr(diag, k, None) if diag is not None else None)}
     message = _scrub(primary, sqlstate, set(names.values()))
-    if sqlstate is not None and sqlstate[:2] in _FREE_TEXT_CLASSES:
+    # A RAISE may use any SQLSTATE (`USING ERRCODE = 'check_violation'`): its context says it was a RAISE.
+    raised = "at RAISE" in str(getattr(diag, "context", None) or "")
+    if raised or (sqlstate is not None and sqlstate[:2] in _FREE_TEXT_CLASSES):
         message = "raised by a function or trigger (its message is not kept: it may quote values)"
     parts = [message]
     for label, key in (("constraint", "constraint_name"), ("table", "table_name"), ("column", "column_name"),

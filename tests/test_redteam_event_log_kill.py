@@ -75,6 +75,7 @@ def _writer(dep: Deployment, changes: int, seed: int, done: threading.Event) -> 
                 for _ in range(n):
                     _one_change(conn, rng, live, next_id)
             made += n
+            time.sleep(0.002)  # a steady stream, so kills land while changes keep coming
     done.set()
 
 
@@ -82,6 +83,10 @@ def _start(config_path: Path, dep: Deployment) -> subprocess.Popen[bytes]:
     env = {**os.environ, **role_environ(dep), "CIVICSYNC_CONFIG": str(config_path)}
     return subprocess.Popen([sys.executable, "-m", "civicsync.cli", "run", "--flow", "F6", "--no-api",
                              "--no-scheduler"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _count(dep: Deployment) -> int:
+    return int(q(dep, "warehouse", "SELECT count(*) FROM application_events")[0][0])
 
 
 def _transitions(dep: Deployment) -> list[tuple[Any, ...]]:
@@ -118,7 +123,10 @@ def test_event_log_one_row_per_transition_under_kill_9(fresh_deployment: Deploym
     try:
         writer.start()
         for _ in range(kills):
-            time.sleep(rng.uniform(0.2, 1.5))
+            # Kill while the run is applying: once the log has grown since the restart, at a random moment.
+            before = _count(dep)
+            wait_for(lambda b=before: _count(dep) > b or done.is_set(), timeout=30, what="the run to apply")
+            time.sleep(rng.uniform(0.0, 0.6))
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
             proc = _start(config_path, dep)

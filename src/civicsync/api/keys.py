@@ -137,6 +137,8 @@ def list_keys(config: LoadedConfig) -> list[ApiKey]:
 
 def revoke_key(config: LoadedConfig, name_or_id: str) -> ApiKey:
     """Revoke the key in force with this name or key_id; it stops working at once."""
+    if "\x00" in name_or_id:  # no name holds one (PostgreSQL text cannot): bad input, not a failed revoke
+        raise ApiKeyError("no key in force is named or has the id given: it holds a NUL byte")
     dsn, label = _api_dsn(config)
     with connect(dsn, purpose="apikey", autocommit=True, label=label) as conn, mapped_errors("revoking an API key"):
         row = conn.execute(

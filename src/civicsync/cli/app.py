@@ -237,7 +237,7 @@ def batch_run(
 @app.command()
 def runs(
     flow: Annotated[str | None, typer.Option(help="Only this flow.")] = None,
-    limit: Annotated[int, typer.Option(min=1)] = 20,
+    limit: Annotated[int, typer.Option(min=1, max=1_000_000)] = 20,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

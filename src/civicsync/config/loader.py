@@ -192,4 +192,7 @@ def load_config(path: Path | str | None = None, environ: Mapping[str, str] | Non
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([ConfigProblem(file, where, f"not valid YAML: {problem}")]) from None
+    except (RecursionError, ValueError) as exc:  # nesting deeper than Python's stack, a 5,000-digit number
+        raise ConfigError([ConfigProblem(file, "(file)", f"not a usable config ({type(exc).__name__}: nested too"
+                                                         " deeply or a number too long)")]) from None
     return parse_config(raw, file, environ, resolve_env=resolve_env)

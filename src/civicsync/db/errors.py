@@ -33,6 +33,7 @@ _QUOTED = re.compile(r'"(?:[^"]|"")*"')
 _KEY_VALUES = re.compile(r"\((?:[^()]|\([^()]*\))*\)=\((?:[^()]|\([^()]*\))*\)")
 # Messages an application wrote itself (RAISE in PL/pgSQL, class P0) may quote anything in any form.
 _FREE_TEXT_CLASSES = frozenset({"P0"})
+_RAISED = re.compile(r"\bRAISE\s*$", re.MULTILINE)
 # Errors about names in civicsync's own statements (undefined table or column, permissions...) quote
 # identifiers, not values: kept as they are. A syntax error (42601) quotes a piece of the statement.
 _IDENTIFIER_CLASSES = frozenset({"42"})
@@ -67,7 +68,10 @@ def describe(exc: BaseException, *, with_sqlstate: bool = True) -> str:
     names = {k: v for k in ("schema_name", "table_name", "column_name", "datatype_name", "constraint_name")
              if (v := getattr(diag, k, None) if diag is not None else None)}
     message = _scrub(primary, sqlstate, set(names.values()))
-    if sqlstate is not None and sqlstate[:2] in _FREE_TEXT_CLASSES:
+    # A RAISE may use any SQLSTATE (`USING ERRCODE = 'check_violation'`): its context says it was a RAISE
+    # ("… line 1 at RAISE"; the statement name stays untranslated whatever lc_messages is).
+    raised = _RAISED.search(str(getattr(diag, "context", None) or "")) is not None
+    if raised or (sqlstate is not None and sqlstate[:2] in _FREE_TEXT_CLASSES):
         message = "raised by a function or trigger (its message is not kept: it may quote values)"
     parts = [message]
     for label, key in (("constraint", "constraint_name"), ("table", "table_name"), ("column", "column_name"),

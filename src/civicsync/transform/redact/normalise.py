@@ -11,7 +11,8 @@ Two views share one offset map (they have the same length):
 
 ``text``
     NFKC (fullwidth letters and '＠' become ASCII), every Unicode decimal digit as its ASCII digit,
-    zero-width and other format characters (Unicode category Cf) removed, '%XX' of a printable ASCII
+    zero-width and other format characters (Unicode categories Cf, Mn, Me) removed, every Unicode dash
+    (en, em, minus) and middle dot as '-', '%XX' of a printable ASCII
     character decoded, '(at)'/'[at]'/'{at}' as '@' and '(dot)'/'[dot]' as '.', and whitespace next to
     an '@' removed. E-mail addresses are searched here.
 ``digits``
@@ -33,6 +34,12 @@ _AT_SPACED = re.compile(r"\s+@\s*|@\s+")
 _AT_WORD = re.compile(r"\s*[(\[{]\s*at\s*[)\]}]\s*", re.IGNORECASE)
 _DOT_WORD = re.compile(r"\s*[(\[{]\s*dot\s*[)\]}]\s*", re.IGNORECASE)
 _BRACKETS = frozenset("([{")
+# Zero-width: format characters and combining marks (a stray accent, the grapheme joiner, variation
+# selectors, a keycap's enclosing mark) are removed, so they cannot split a number.
+_ZERO_WIDTH = frozenset({"Cf", "Mn", "Me"})
+_FILLERS = frozenset("\u115f\u1160\u3164\uffa0")  # Hangul fillers: invisible letters (default-ignorable)
+# The minus sign, middle dot, hyphenation point and Braille blank separate digit groups like '-'.
+_OTHER_DASHES = frozenset("\u2212\u00b7\u2027\u2800")
 
 
 @dataclass(frozen=True)
@@ -89,8 +96,11 @@ def _char_form(c: str) -> str:
     """The normal form of one character ('' for a format character)."""
     if c.isascii():
         return c
-    if unicodedata.category(c) == "Cf":
+    category = unicodedata.category(c)
+    if category in _ZERO_WIDTH or c in _FILLERS:
         return ""
+    if category == "Pd" or c in _OTHER_DASHES:  # en/em dashes, the minus sign: dashes like '-'
+        return "-"
     d = unicodedata.decimal(c, None)
     if d is not None:
         return str(d)

@@ -1,0 +1,21 @@
+"""The topics the config declares: one per Kafka-carried flow, with the flow's settings over the defaults."""
+
+from __future__ import annotations
+
+from civicsync.config import LoadedConfig
+from civicsync.kafka.capture import kafka_settings
+from civicsync.kafka.consume import group_flows
+from civicsync.kafka.topics import TopicSpec
+
+
+def declared_topics(config: LoadedConfig, flows: list[str] | None = None) -> list[TopicSpec]:
+    """A :class:`TopicSpec` per flow carried on Kafka (event-path flows without top_n). Compacting is
+    left off: the topics are a change log that replays must read whole within retention."""
+    settings = kafka_settings(config)
+    specs = []
+    for name in group_flows(config, flows):
+        flow_id = config.model.flows[name].id
+        own = settings.settings(name, flow_id)
+        specs.append(TopicSpec(settings.topic_name(name, flow_id), own.partitions, own.replication_factor,
+                               retention_ms=own.retention_ms, min_insync_replicas=own.min_insync_replicas))
+    return specs

@@ -73,6 +73,9 @@ class ConsumerSettings(Model):
         default="classic", description="classic: cooperative-sticky assignment; consumer: KIP-848")
     session_timeout_ms: int = Field(default=10_000, ge=1_000, le=300_000)
     max_poll_records: int = Field(default=2_000, ge=1, le=100_000)
+    max_workers: int = Field(default=8, ge=1, le=64,
+                             description="most concurrent workers per source (each marks its writes with an "
+                                         "origin of its own; `db init` creates them)")
     max_wait_ms: int = Field(default=200, ge=0, le=60_000,
                              description="longest wait for more records before applying what arrived")
 

@@ -32,7 +32,7 @@ from civicsync.config.models import slot_name
 from civicsync.control import store
 from civicsync.db.connect import connect
 from civicsync.db.errors import classify
-from civicsync.db.origin import origin_for, setup_origin
+from civicsync.db.origin import kafka_origins, setup_origin
 from civicsync.errors import FatalError, TransientError
 from civicsync.kafka.capture import kafka_settings
 from civicsync.kafka.envelope import decode
@@ -93,8 +93,8 @@ class GroupApplier:
                              "group per source and target with --flow")
         source, self.target = pairs.pop()
         self.appliers = {self.settings.topic_name(n, model.flows[n].id): CdcFlowApplier(config, n) for n in names}
-        # The direct worker's origin: the echo rule treats these writes exactly as the direct path's.
-        self.origin = origin_for(config, f"cdc_{slot_name(model, source)}")
+        # Origins of their own, known to the echo rule as writers of these flows (db/origin.py).
+        self.origins = kafka_origins(config, slot_name(model, source))
         self.start = start
         self.stop_event = stop or threading.Event()
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
@@ -118,9 +118,21 @@ class GroupApplier:
         if self.conn is None or self.conn.closed:
             self.conn = connect(self.config.dsn(self.target, "apply"), purpose=f"kafka-apply:{self.group}",
                                 label=self.target)
-            setup_origin(self.conn, self.origin)
-            self.conn.commit()
+            self._take_origin(self.conn)
         return self.conn
+
+    def _take_origin(self, conn: Conn) -> None:
+        """Mark this session's writes with the first origin no other worker holds (PostgreSQL lets one
+        session use an origin at a time)."""
+        for origin in self.origins:
+            try:
+                setup_origin(conn, origin)
+                conn.commit()
+                return
+            except psycopg.errors.ObjectInUse:
+                conn.rollback()
+        raise FatalError(f"group {self.group}: all {len(self.origins)} origins for its workers are in use; raise "
+                         "kafka.consumer.max_workers (and run `civicsync db init`)")
 
     def _on_assign(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         conn = self._connect()

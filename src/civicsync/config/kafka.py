@@ -87,6 +87,16 @@ class ProducerSettings(Model):
     compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = "lz4"
 
 
+class DebeziumSource(Model):
+    """A connection whose changes the real Debezium PostgreSQL connector writes to Kafka (JSON converter
+    with schemas, the settings of :func:`civicsync.kafka.connect.debezium_postgres_config`)."""
+
+    topic_prefix: str = Field(pattern=_TOPIC_PART, description="the connector's topic.prefix: topics are "
+                                                                "<topic_prefix>.<schema>.<table>")
+    replica_identity_full: bool = Field(default=False, description="the captured tables have REPLICA "
+                                                                    "IDENTITY FULL (deletes carry whole rows)")
+
+
 class KafkaSettings(Model):
     """The ``kafka:`` section."""
 
@@ -98,6 +108,9 @@ class KafkaSettings(Model):
                     "may hold); raw: Debezium-style per-table topics <prefix>.<schema>.<table> with the "
                     "source's personal data as it is")
     topics: TopicsSection = Field(default_factory=TopicsSection)
+    debezium: dict[str, DebeziumSource] = Field(
+        default_factory=dict, description="connection name → its Debezium topics: `apply --group` reads that "
+                                          "connection's flows from Debezium instead of `civicsync capture`")
     consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
     producer: ProducerSettings = Field(default_factory=ProducerSettings)
 
@@ -112,6 +125,11 @@ class KafkaSettings(Model):
     def flow_topic(self, flow: str, flow_id: str) -> FlowTopic:
         """The declared topic settings of a flow (by config name or spec id); empty if none."""
         return self.topics.flows.get(flow) or self.topics.flows.get(flow_id) or FlowTopic()
+
+    def debezium_topic(self, connection: str, table: str) -> str | None:
+        """The Debezium topic of ``schema.table`` on ``connection`` (None: not a Debezium source)."""
+        source = self.debezium.get(connection)
+        return None if source is None else f"{source.topic_prefix}.{table}"
 
     def topic_name(self, flow: str, flow_id: str) -> str:
         """The topic that carries ``flow``'s masked records."""

@@ -34,7 +34,9 @@ from civicsync.db.connect import connect
 from civicsync.db.errors import classify
 from civicsync.db.origin import kafka_origins, setup_origin
 from civicsync.errors import FatalError, TransientError
+from civicsync.events import ChangeEvent
 from civicsync.kafka.capture import kafka_settings
+from civicsync.kafka.debezium import Truncated, decode_message
 from civicsync.kafka.envelope import decode
 from civicsync.kafka.offsets import Fenced, advance, read_offsets
 from civicsync.kafka.records import collapse, moved_from
@@ -92,7 +94,10 @@ class GroupApplier:
             raise FatalError(f"the flows read from and write to several databases ({sorted(pairs)}); run one "
                              "group per source and target with --flow")
         source, self.target = pairs.pop()
-        self.appliers = {self.settings.topic_name(n, model.flows[n].id): CdcFlowApplier(config, n) for n in names}
+        # A connection Debezium captures is read from Debezium's per-table topics (source rows, through
+        # the flow's transform here); any other from civicsync capture's per-flow topics (target rows).
+        self.debezium = self.settings.debezium.get(source)
+        self.appliers = {self._topic(n): CdcFlowApplier(config, n) for n in names}
         # Origins of their own, known to the echo rule as writers of these flows (db/origin.py).
         self.origins = kafka_origins(config, slot_name(model, source))
         self.start = start
@@ -111,6 +116,14 @@ class GroupApplier:
             conf.update({"partition.assignment.strategy": "cooperative-sticky",
                          "session.timeout.ms": self.settings.consumer.session_timeout_ms})
         self.consumer = Consumer({**conf, **(consumer_conf or {})})
+
+    def _topic(self, flow: str) -> str:
+        spec = self.config.model.flows[flow]
+        if self.debezium is None:
+            return self.settings.topic_name(flow, spec.id)
+        topic = self.settings.debezium_topic(spec.source.connection, spec.source.table)
+        assert topic is not None
+        return topic
 
     # ------------------------------------------------------------------ set-up and rebalances
 
@@ -244,9 +257,35 @@ class GroupApplier:
 
     def _apply_flow(self, conn: Conn, applier: CdcFlowApplier, msgs: list[Message],
                     blocked: set[tuple[str, str]]) -> None:
-        pending: dict[Any, Any] = {}
         outcome = FlowOutcome()
         letters: list[store.CdcLetter] = []
+        if self.debezium is not None:
+            pending = self._debezium_pending(conn, applier, msgs, blocked, outcome)
+        else:
+            pending = self._civicsync_pending(applier, msgs, blocked, letters)
+        self._write(conn, applier, pending, outcome, letters)
+
+    def _debezium_pending(self, conn: Conn, applier: CdcFlowApplier, msgs: list[Message],
+                          blocked: set[tuple[str, str]], outcome: FlowOutcome) -> dict[Any, Any]:
+        """Debezium's source-row events through the flow's own transform, as the direct path's snapshot."""
+        assert self.debezium is not None
+        events: list[ChangeEvent] = []
+        for m in msgs:
+            event = decode_message(m.key(), m.value(), replica_identity_full=self.debezium.replica_identity_full)
+            if isinstance(event, Truncated):
+                if applier.cdc.truncate == "propagate":  # what came before the TRUNCATE is gone with it
+                    events = []
+                    applier.truncate_target(conn)
+                continue
+            if event is not None:
+                events.append(event)
+        waiting = {k for f, k in blocked if f == applier.name}
+        return applier.net_effect(events, waiting, outcome)
+
+    def _civicsync_pending(self, applier: CdcFlowApplier, msgs: list[Message], blocked: set[tuple[str, str]],
+                           letters: list[store.CdcLetter]) -> dict[Any, Any]:
+        """civicsync capture's target-row records, folded per key in offset order."""
+        pending: dict[Any, Any] = {}
         for m in msgs:
             event = decode(m.key(), m.value())
             if event is None:
@@ -256,13 +295,19 @@ class GroupApplier:
                                 "waiting behind an earlier failure of the same key", 0.0, None))
                 continue
             collapse(applier, pending, event, moved_from(m.value()))
+        return pending
+
+    def _write(self, conn: Conn, applier: CdcFlowApplier, pending: dict[Any, Any], outcome: FlowOutcome,
+               letters: list[store.CdcLetter]) -> None:
+        """The direct path's write; after a failure key by key (savepoints), failing keys dead-lettered."""
+        before = list(outcome.dead_letters)  # rules broken before writing (the transform's rejections)
         try:
             with conn.transaction():  # a savepoint: a failing batch is retried key by key
                 applier.write(conn, pending, outcome)
         except psycopg.Error as exc:
             if isinstance(classify(exc, applier.name), TransientError):
                 raise
-            outcome = FlowOutcome()
+            outcome = FlowOutcome(dead_letters=before)
             for tkey, action in pending.items():
                 try:
                     with conn.transaction():

@@ -216,3 +216,28 @@ def test_a_worker_that_lost_its_partition_is_fenced_and_rolls_back(fresh_deploym
         assert new_owner.execute("SELECT count(*) FROM civicsync.watermarks WHERE flow = 'zombie'").fetchone() == (0,)
         with pytest.raises(Fenced):
             advance(zombie, "g", "t", 0, None, 5, "a")  # a first insert loses to an existing row too
+
+
+def test_consumer_lag_per_partition_counts_unapplied_records_and_their_age(
+        fresh_deployment: Deployment, kafka_broker: KafkaCluster, bootstrap_env: str) -> None:
+    from civicsync.kafka.lag import consumer_lag
+
+    dep = fresh_deployment
+    portal_basics(dep)
+    config = kafka_config(dep, kafka_broker, kafka_raw(partitions=2))
+    with capturing(config) as cap:
+        workload(dep, 2000, 4)
+        with applying(config, "glag"):
+            wait_for(lambda: converged(dep, 4), timeout=60, what="the first records")
+        assert all(r.lag_records == 0 and r.lag_seconds == 0 for r in consumer_lag(config))
+        published = cap.stats.records
+        workload(dep, 3000, 6)  # no worker runs now: these wait in Kafka
+        wait_for(lambda: cap.stats.records >= published + 6 * 5 and cap.producer.flush(0) == 0, timeout=30,
+                 what="the capture to publish")
+        time.sleep(1.5)
+        lags = consumer_lag(config)
+        assert {r.group for r in lags} == {"glag"} and sum(r.lag_records for r in lags) >= 6 * 5
+        assert max(r.lag_seconds for r in lags) >= 1.0
+        with applying(config, "glag"):
+            wait_for(lambda: converged(dep, 10), timeout=60, what="the group to catch up")
+    wait_for(lambda: sum(r.lag_records for r in consumer_lag(config)) == 0, timeout=10, what="lag 0")

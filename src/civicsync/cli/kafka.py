@@ -84,3 +84,25 @@ def topics(
         out.print("topics match the config")
     for change in changes:
         out.print(("done: " if do_apply else "to do: ") + str(change), highlight=False)
+
+
+@kafka_app.command("lag")
+def lag(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Consumer lag per group and partition (records not applied, age of the oldest), from the offsets
+    stored in the targets and the partitions' high watermarks."""
+    import json
+
+    from rich.table import Table
+
+    from civicsync.kafka.lag import consumer_lag
+
+    with _user_errors():
+        rows = consumer_lag(_load(config))
+    if as_json:
+        out.print_json(json.dumps([r.as_dict() for r in rows]))
+        return
+    table = Table("group", "topic", "partition", "applied", "high watermark", "lag", "lag s", "owner")
+    for r in rows:
+        table.add_row(r.group, r.topic, str(r.partition), str(r.applied_offset), str(r.high_watermark),
+                      str(r.lag_records), f"{r.lag_seconds:.1f}", r.owner)
+    out.print(table)

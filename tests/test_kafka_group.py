@@ -241,3 +241,27 @@ def test_consumer_lag_per_partition_counts_unapplied_records_and_their_age(
         with applying(config, "glag"):
             wait_for(lambda: converged(dep, 10), timeout=60, what="the group to catch up")
     wait_for(lambda: sum(r.lag_records for r in consumer_lag(config)) == 0, timeout=10, what="lag 0")
+
+
+def test_publish_raw_puts_source_rows_on_per_table_topics_and_the_group_applies_them_the_same(
+        fresh_deployment: Deployment, kafka_broker: KafkaCluster, bootstrap_env: str) -> None:
+    """`publish: raw`: Debezium-style `<prefix>.<schema>.<table>` topics carrying the source rows (the
+    personal data as it is, which is why the config must say so), applied through the flows' transforms."""
+    from fix_kafka import consume
+
+    dep = fresh_deployment
+    portal_basics(dep)
+    raw = kafka_raw()
+    raw["kafka"]["publish"] = "raw"
+    config = kafka_config(dep, kafka_broker, raw)
+    topics = {s.name for s in declared_topics(config, ["F6", "F7"])}
+    prefix = raw["kafka"]["topic_prefix"]
+    assert topics == {f"{prefix}.public.applications", f"{prefix}.public.application_documents"}
+    apps = 12
+    with capturing(config):
+        workload(dep, 4000, apps)
+        with applying(config, "graw"):
+            wait_for(lambda: converged(dep, apps), timeout=90, what="the group to apply the raw topics")
+    assert_exact(dep, config, apps)
+    on_bus = b"".join((m.value() or b"") for m in consume(bootstrap_env, f"{prefix}.public.applications", 5 * apps))
+    assert CIT.encode() in on_bus  # raw: the source's citizen id travels (the masked default never does)

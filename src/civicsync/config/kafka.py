@@ -126,6 +126,10 @@ class KafkaSettings(Model):
         """The declared topic settings of a flow (by config name or spec id); empty if none."""
         return self.topics.flows.get(flow) or self.topics.flows.get(flow_id) or FlowTopic()
 
+    def raw_topic(self, table: str) -> str:
+        """The per-table topic of ``publish: raw`` (Debezium's naming: ``<prefix>.<schema>.<table>``)."""
+        return f"{self.topic_prefix}.{table}"
+
     def debezium_topic(self, connection: str, table: str) -> str | None:
         """The Debezium topic of ``schema.table`` on ``connection`` (None: not a Debezium source)."""
         source = self.debezium.get(connection)

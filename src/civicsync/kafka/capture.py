@@ -28,6 +28,8 @@ from civicsync.config.models import publication_name, slot_name
 from civicsync.db.connect import connect
 from civicsync.db.origin import echo_origins
 from civicsync.errors import FatalError, TransientError
+from civicsync.events import events_of
+from civicsync.kafka.envelope import encode
 from civicsync.kafka.records import action_records, partition_of
 
 log = logging.getLogger(__name__)
@@ -110,7 +112,9 @@ class KafkaCapture:
             # delete in another partition than its writes, and per-key order would be lost.
             raise FatalError(f"kafka.topics.flows.{name}.partition_by names {', '.join(unknown)}: only target key "
                              f"columns of flow {name} ({', '.join(applier.target.key)}) can partition it")
-        return FlowRoute(applier, self.settings.topic_name(name, flow_id),
+        topic = (self.settings.raw_topic(applier.flow.source.table) if self.settings.publish == "raw"
+                 else self.settings.topic_name(name, flow_id))
+        return FlowRoute(applier, topic,
                          self.settings.settings(name, flow_id).partitions,
                          [list(applier.target.key).index(c) for c in by], echo_origins(self.config, name))
 
@@ -159,6 +163,8 @@ class KafkaCapture:
 
     def publish(self, txn: Transaction) -> int:
         """Produce the records of one source transaction; returns how many."""
+        if self.settings.publish == "raw":
+            return self._publish_raw(txn)
         count = 0
         for change in txn.changes:
             for route in self.routes.get(change.relation.qualified_name, ()):
@@ -175,6 +181,24 @@ class KafkaCapture:
                     self.producer.produce(route.topic, value=record.value, key=record.key, partition=part,
                                           on_delivery=self._delivered)
                     count += 1
+            self.producer.poll(0)
+        self.stats.records += count
+        return count
+
+    def _publish_raw(self, txn: Transaction) -> int:
+        """``publish: raw``: the source rows as captured, one topic per source table (shared by every
+        flow of the table, partitioned by the source key). No transform: personal data as it is."""
+        keys = {t: list(routes[0].applier.source.key) for t, routes in self.routes.items()}
+        count = 0
+        for event in events_of(txn, self.db, keys):
+            routes = self.routes.get(event.table)
+            if not routes or all(txn.origin is not None and txn.origin in r.skip_origins for r in routes):
+                continue
+            part = partition_of([event.key.get(k) for k in keys[event.table]], routes[0].partitions)
+            for record in encode(event):
+                self.producer.produce(routes[0].topic, value=record.value, key=record.key, partition=part,
+                                      on_delivery=self._delivered)
+                count += 1
             self.producer.poll(0)
         self.stats.records += count
         return count

@@ -97,7 +97,9 @@ class GroupApplier:
         # A connection Debezium captures is read from Debezium's per-table topics (source rows, through
         # the flow's transform here); any other from civicsync capture's per-flow topics (target rows).
         self.debezium = self.settings.debezium.get(source)
-        self.appliers = {self._topic(n): CdcFlowApplier(config, n) for n in names}
+        self.appliers: dict[str, list[CdcFlowApplier]] = {}  # a raw or Debezium topic may feed several flows
+        for n in names:
+            self.appliers.setdefault(self._topic(n), []).append(CdcFlowApplier(config, n))
         # Origins of their own, known to the echo rule as writers of these flows (db/origin.py).
         self.origins = kafka_origins(config, slot_name(model, source))
         self.start = start
@@ -120,6 +122,8 @@ class GroupApplier:
     def _topic(self, flow: str) -> str:
         spec = self.config.model.flows[flow]
         if self.debezium is None:
+            if self.settings.publish == "raw":
+                return self.settings.raw_topic(spec.source.table)
             return self.settings.topic_name(flow, spec.id)
         topic = self.settings.debezium_topic(spec.source.connection, spec.source.table)
         assert topic is not None
@@ -235,9 +239,10 @@ class GroupApplier:
             for (topic, part), offset in sorted(last.items()):
                 # First, so a fenced worker learns it before writing anything (and holds the row lock).
                 advance(conn, self.group, topic, part, self.held[(topic, part)], offset + 1, self.owner)
-            blocked = store.pending_keys(conn, [a.name for a in self.appliers.values()])
+            blocked = store.pending_keys(conn, [a.name for flows in self.appliers.values() for a in flows])
             for topic, msgs in by_topic.items():
-                self._apply_flow(conn, self.appliers[topic], msgs, blocked)
+                for applier in self.appliers[topic]:
+                    self._apply_flow(conn, applier, msgs, blocked)
             conn.commit()
         except Fenced:
             conn.rollback()
@@ -259,19 +264,22 @@ class GroupApplier:
                     blocked: set[tuple[str, str]]) -> None:
         outcome = FlowOutcome()
         letters: list[store.CdcLetter] = []
-        if self.debezium is not None:
-            pending = self._debezium_pending(conn, applier, msgs, blocked, outcome)
+        if self.debezium is not None or self.settings.publish == "raw":
+            pending = self._source_row_pending(conn, applier, msgs, blocked, outcome)
         else:
             pending = self._civicsync_pending(applier, msgs, blocked, letters)
         self._write(conn, applier, pending, outcome, letters)
 
-    def _debezium_pending(self, conn: Conn, applier: CdcFlowApplier, msgs: list[Message],
-                          blocked: set[tuple[str, str]], outcome: FlowOutcome) -> dict[Any, Any]:
-        """Debezium's source-row events through the flow's own transform, as the direct path's snapshot."""
-        assert self.debezium is not None
+    def _source_row_pending(self, conn: Conn, applier: CdcFlowApplier, msgs: list[Message],
+                            blocked: set[tuple[str, str]], outcome: FlowOutcome) -> dict[Any, Any]:
+        """Source-row events (Debezium's, or civicsync's ``publish: raw``) through the flow's own
+        transform, as the direct path applies its snapshot's events."""
         events: list[ChangeEvent] = []
+        full = self.debezium.replica_identity_full if self.debezium is not None else False
         for m in msgs:
-            event = decode_message(m.key(), m.value(), replica_identity_full=self.debezium.replica_identity_full)
+            event: ChangeEvent | Truncated | None = (
+                decode_message(m.key(), m.value(), replica_identity_full=full) if self.debezium is not None
+                else decode(m.key(), m.value()))
             if isinstance(event, Truncated):
                 if applier.cdc.truncate == "propagate":  # what came before the TRUNCATE is gone with it
                     events = []

@@ -12,10 +12,14 @@ def declared_topics(config: LoadedConfig, flows: list[str] | None = None) -> lis
     """A :class:`TopicSpec` per flow carried on Kafka (event-path flows without top_n). Compacting is
     left off: the topics are a change log that replays must read whole within retention."""
     settings = kafka_settings(config)
-    specs = []
+    specs: dict[str, TopicSpec] = {}
     for name in group_flows(config, flows):
-        flow_id = config.model.flows[name].id
-        own = settings.settings(name, flow_id)
-        specs.append(TopicSpec(settings.topic_name(name, flow_id), own.partitions, own.replication_factor,
-                               retention_ms=own.retention_ms, min_insync_replicas=own.min_insync_replicas))
-    return specs
+        flow = config.model.flows[name]
+        if flow.source.connection in settings.debezium:
+            continue  # Debezium's topics are Debezium's (deploy/kafka/connectors)
+        own = settings.settings(name, flow.id)
+        topic = (settings.raw_topic(flow.source.table) if settings.publish == "raw"
+                 else settings.topic_name(name, flow.id))
+        specs.setdefault(topic, TopicSpec(topic, own.partitions, own.replication_factor, retention_ms=own.retention_ms,
+                                          min_insync_replicas=own.min_insync_replicas))
+    return list(specs.values())

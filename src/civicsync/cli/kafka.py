@@ -36,13 +36,14 @@ def _run_until_signalled(verbose: bool, config: ConfigOpt,
 
 def capture(
     source: Annotated[str, typer.Argument(help="Source connection (e.g. citizen).")],
+    flows: FlowsOpt = None,
     config: ConfigOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Publish the source's CDC flows to Kafka (after each flow's transform) until SIGINT/SIGTERM."""
     from civicsync.kafka.capture import KafkaCapture
 
-    _run_until_signalled(verbose, config, lambda loaded, stop: KafkaCapture(loaded, source, stop=stop))
+    _run_until_signalled(verbose, config, lambda loaded, stop: KafkaCapture(loaded, source, stop=stop, flows=flows))
 
 
 def apply(

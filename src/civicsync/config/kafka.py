@@ -143,3 +143,33 @@ class KafkaSettings(Model):
         """A flow's effective topic settings (its own over the defaults), validated together."""
         own = self.flow_topic(flow, flow_id).model_dump(exclude={"name", "partition_by"}, exclude_none=True)
         return TopicSettings.model_validate({**self.topics.defaults.model_dump(exclude_none=True), **own})
+
+
+def kafka_problems(settings: KafkaSettings, flows: dict[str, tuple[str, str, list[str], bool]],
+                   connections: set[str]) -> list[tuple[str, str]]:
+    """What the ``kafka:`` section gets wrong about the rest of the config, as (path, message).
+    ``flows``: name → (spec id, source connection, target key columns, carried on Kafka)."""
+    found = []
+    ids = {spec_id: name for name, (spec_id, *_rest) in flows.items()}
+    for ref, topic in settings.topics.flows.items():
+        name = ref if ref in flows else ids.get(ref)
+        path = f"kafka.topics.flows.{ref}"
+        if name is None:
+            found.append((path, f"no flow called {ref!r}"))
+            continue
+        _, _, key, carried = flows[name]
+        if not carried:
+            found.append((path, f"flow {name} is not carried on Kafka (only event-path flows without top_n are)"))
+        outside = [c for c in topic.partition_by or [] if c not in key]
+        if outside:
+            found.append((f"{path}.partition_by", f"{', '.join(outside)} not in the target key ({', '.join(key)}): "
+                                                  "a delete carries only the key, so per-key order would break"))
+        merged = {**settings.topics.defaults.model_dump(exclude_none=True),
+                  **topic.model_dump(exclude={"name", "partition_by"}, exclude_none=True)}
+        isr, rf = merged.get("min_insync_replicas"), merged.get("replication_factor", 1)
+        if isr is not None and isr > rf:
+            found.append((path, f"min_insync_replicas ({isr}) cannot exceed replication_factor ({rf})"))
+    for conn in settings.debezium:
+        if conn not in connections:
+            found.append((f"kafka.debezium.{conn}", f"no connection called {conn!r}"))
+    return found

@@ -23,11 +23,11 @@ from civicsync.apply.cdc import CdcFlowApplier, FlowOutcome
 from civicsync.capture.replication import ReplicationStream, Transaction
 from civicsync.capture.slots import check_wal_level, ensure_publication, ensure_slot
 from civicsync.config import LoadedConfig
-from civicsync.config.kafka import KafkaSettings
+from civicsync.config.kafka import KafkaSettings, kafka_problems
 from civicsync.config.models import publication_name, slot_name
 from civicsync.db.connect import connect
 from civicsync.db.origin import echo_origins
-from civicsync.errors import FatalError, TransientError
+from civicsync.errors import ConfigError, ConfigProblem, FatalError, TransientError
 from civicsync.events import events_of
 from civicsync.kafka.envelope import encode
 from civicsync.kafka.records import action_records, partition_of
@@ -41,10 +41,28 @@ class DeliveryError(TransientError):
 
 
 def kafka_settings(config: LoadedConfig) -> KafkaSettings:
-    """The config's ``kafka:`` section (a clear error when it has none)."""
-    if config.model.kafka is None:
-        raise FatalError("the config has no kafka: section (bootstrap_env, topics, ...)")
-    return config.model.kafka
+    """The config's ``kafka:`` section, checked against the flows and connections (a ConfigError, exit 2,
+    listing every problem; a clear error when there is no section)."""
+    model = config.model
+    if model.kafka is None:
+        raise ConfigError([ConfigProblem(str(config.path), "kafka", "the config has no kafka: section "
+                                         "(bootstrap_env, topics, ...)")])
+    flows = {}
+    for name, flow in model.flows.items():
+        key = list(model.connections[flow.target.connection].tables[flow.target.table].key)
+        carried = flow.streams and flow.cdc is not None and flow.cdc.top_n is None
+        flows[name] = (flow.id, flow.source.connection, key, carried)
+    problems = kafka_problems(model.kafka, flows, set(model.connections))
+    if problems:
+        raise ConfigError([ConfigProblem(str(config.path), path, message) for path, message in problems])
+    return model.kafka
+
+
+def group_flows(config: LoadedConfig, only: list[str] | None) -> list[str]:
+    """The Kafka-carried flows (event-path flows without top_n) among ``only`` (names or ids)."""
+    model = config.model
+    return [n for n, f in model.flows.items() if f.streams and f.cdc is not None and f.cdc.top_n is None
+            and (only is None or n in only or f.id in only)]
 
 
 def capture_slot(config: LoadedConfig, source: str) -> str:
@@ -78,13 +96,17 @@ class KafkaCapture:
     """Streams one source connection's CDC flows into their Kafka topics."""
 
     def __init__(self, config: LoadedConfig, source: str, stop: threading.Event | None = None,
-                 producer_conf: dict[str, Any] | None = None) -> None:
+                 producer_conf: dict[str, Any] | None = None, flows: list[str] | None = None) -> None:
         self.config = config
         self.settings = kafka_settings(config)
         self.source = source
-        names = config.model.streaming_flows(source)
+        names = [n for n in config.model.streaming_flows(source, flows) if n in group_flows(config, flows)]
         if not names:
-            raise FatalError(f"no CDC flow reads from connection {source!r}")
+            raise FatalError(f"no flow carried on Kafka reads from connection {source!r} (event-path flows "
+                             "without top_n)")
+        left = sorted(set(config.model.streaming_flows(source, flows)) - set(names))
+        if left:
+            log.warning("flows %s rank rows per partition (top_n) and stay on the direct path", ", ".join(left))
         self.slot = capture_slot(config, source)
         self.publication = publication_name(config.model, source)
         self.stop_event = stop or threading.Event()
@@ -100,9 +122,6 @@ class KafkaCapture:
 
     def _route(self, name: str) -> FlowRoute:
         applier = CdcFlowApplier(self.config, name)
-        if applier.cdc.top_n is not None:
-            raise FatalError(f"flow {name} ranks rows per partition (top_n): it is not published to Kafka yet; "
-                             "run it on the direct path")
         flow_id = applier.flow.id
         declared = self.settings.flow_topic(name, flow_id)
         by = declared.partition_by or list(applier.target.key)

@@ -35,7 +35,7 @@ from civicsync.db.errors import classify
 from civicsync.db.origin import kafka_origins, setup_origin
 from civicsync.errors import FatalError, TransientError
 from civicsync.events import ChangeEvent
-from civicsync.kafka.capture import kafka_settings
+from civicsync.kafka.capture import group_flows, kafka_settings
 from civicsync.kafka.debezium import Truncated, decode_message
 from civicsync.kafka.envelope import decode
 from civicsync.kafka.offsets import Fenced, advance, read_offsets
@@ -54,13 +54,6 @@ class GroupStats:
     batches: int = 0
     fenced: int = 0
     dead_letters: int = 0
-
-
-def group_flows(config: LoadedConfig, only: list[str] | None) -> list[str]:
-    """The Kafka-carried flows (event-path flows without top_n) among ``only`` (names or ids)."""
-    model = config.model
-    return [n for n, f in model.flows.items() if f.streams and f.cdc is not None and f.cdc.top_n is None
-            and (only is None or n in only or f.id in only)]
 
 
 def start_offsets(consumer: Consumer, parts: Sequence[TopicPartition], start: str | None) -> dict[TP, int]:

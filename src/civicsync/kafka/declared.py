@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from civicsync.config import LoadedConfig
-from civicsync.kafka.capture import kafka_settings
-from civicsync.kafka.consume import group_flows
+from civicsync.kafka.capture import group_flows, kafka_settings
 from civicsync.kafka.topics import TopicSpec
 
 

@@ -17,8 +17,7 @@ from civicsync import metrics
 from civicsync.config import LoadedConfig
 from civicsync.db.connect import connect
 from civicsync.errors import TransientError
-from civicsync.kafka.capture import kafka_settings
-from civicsync.kafka.consume import group_flows
+from civicsync.kafka.capture import group_flows, kafka_settings
 from civicsync.kafka.offsets import all_offsets
 
 _TIMEOUT = 10.0

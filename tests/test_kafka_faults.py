@@ -127,3 +127,58 @@ def test_broker_restart_loses_nothing(fresh_deployment: Deployment, kafka_broker
 def bootstrap_env(kafka_broker: KafkaCluster, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv(BOOTSTRAP_ENV, kafka_broker.bootstrap)
     return kafka_broker.bootstrap
+
+
+@pytest.mark.slow
+def test_three_node_cluster_kill_the_leader_of_the_busiest_partition_loses_nothing(
+        fresh_deployment: Deployment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RF 3, min.insync.replicas 2: kill -9 the leader of the busiest partition mid-stream; capture and the
+    group move to the new leaders; 0 lost, 0 doubled; the time until records flow again is printed."""
+    import time
+
+    from confluent_kafka import Consumer, TopicPartition
+
+    from civicsync.kafka.topics import admin_client
+    from fix_kafka import kafka_tmp, skip_if_kafka_unavailable
+
+    skip_if_kafka_unavailable()
+    cluster = KafkaCluster(kafka_tmp("civicsync-test-kafka3-"), size=3, heap="256m")
+    cluster.start()
+    try:
+        monkeypatch.setenv(BOOTSTRAP_ENV, cluster.bootstrap)
+        dep = fresh_deployment
+        portal_basics(dep)
+        raw = kafka_raw(partitions=3)
+        raw["kafka"]["topics"]["defaults"].update(replication_factor=3, min_insync_replicas=2)
+        config = kafka_config(dep, cluster, raw)
+        apps = 90
+        topic = config.model.kafka.topic_name("application_submissions", "F6")  # type: ignore[union-attr]
+        with capturing(config), applying(config, "g3") as worker:
+            writer = threading.Thread(target=workload, args=(dep, 11000, apps))
+            writer.start()
+            wait_for(lambda: worker.stats.records > 60, timeout=90, what="records before the failover")
+            partitions = admin_client(cluster.bootstrap).list_topics(topic, timeout=10).topics[topic].partitions
+            counts = {p: applied_partition(dep, "g3", topic, p) for p in partitions}
+            busiest = max(counts, key=lambda p: counts[p])
+            leader = partitions[busiest].leader
+            probe = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "probe"})
+            _, high = probe.get_watermark_offsets(TopicPartition(topic, busiest), timeout=10)
+            probe.close()
+            killed = time.monotonic()
+            cluster.node(leader).kill()
+            # Records past the high watermark at the kill were produced to, and read from, a new leader.
+            wait_for(lambda: applied_partition(dep, "g3", topic, busiest) > high, timeout=120,
+                     what="records produced after the failover applied")
+            print(f"failover: partition {busiest} (leader node {leader} killed) applied records produced after the "
+                  f"kill {time.monotonic() - killed:.1f}s later")
+            writer.join(240)
+            wait_for(lambda: converged(dep, apps), timeout=180, what="convergence after the failover")
+        assert_exact(dep, config, apps)
+    finally:
+        cluster.destroy()
+
+
+def applied_partition(dep: Deployment, group: str, topic: str, partition: int) -> int:
+    rows = q(dep, "warehouse", "SELECT next_offset FROM civicsync.kafka_offsets WHERE group_id = %s AND topic = %s"
+                               " AND partition = %s", group, topic, partition)
+    return int(rows[0][0]) if rows else 0

@@ -113,7 +113,7 @@ STATUSES = ("SUBMITTED", "UNDER_REVIEW", "APPROVED")
 
 def workload(dep: Deployment, first: int, count: int) -> None:
     """``count`` applications: a DRAFT (stays home), then three status changes (three events each), a
-    note edit (no event), one document inserted, updated, and every third deleted."""
+    note edit (no event), one document inserted, updated, and every third deleted, every third re-keyed."""
     for app in range(first, first + count):
         q(dep, "citizen", "INSERT INTO applications (application_id, citizen_id, scheme_id, status, form_data)"
                           " VALUES (%s, %s, 1, 'DRAFT', %s)", app, CIT, '{"bank_account": "123456789012"}')
@@ -127,6 +127,9 @@ def workload(dep: Deployment, first: int, count: int) -> None:
         q(dep, "citizen", "UPDATE application_documents SET size_bytes = 20 WHERE document_id = %s", app)
         if app % 3 == 0:
             q(dep, "citizen", "DELETE FROM application_documents WHERE document_id = %s", app)
+        elif app % 3 == 1:  # a key change: a delete (+ tombstone) of the old key and a create of the new one
+            q(dep, "citizen", "UPDATE application_documents SET document_id = %s WHERE document_id = %s",
+              app + 500_000, app)
 
 
 def converged(dep: Deployment, apps: int) -> bool:

@@ -11,6 +11,7 @@ loses.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -213,8 +214,10 @@ class KafkaCapture:
             routes = self.routes.get(event.table)
             if not routes or all(txn.origin is not None and txn.origin in r.skip_origins for r in routes):
                 continue
-            part = partition_of([event.key.get(k) for k in keys[event.table]], routes[0].partitions)
             for record in encode(event):
+                # Per record: a key change's delete goes where the old key's earlier records went.
+                key = json.loads(record.key)
+                part = partition_of([key.get(k) for k in keys[event.table]], routes[0].partitions)
                 self.producer.produce(routes[0].topic, value=record.value, key=record.key, partition=part,
                                       on_delivery=self._delivered)
                 count += 1

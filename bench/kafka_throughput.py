@@ -24,6 +24,7 @@ What it does
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import secrets
@@ -32,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,7 @@ from cdc_throughput import (
 from civicsync.config import LoadedConfig
 from civicsync.config.loader import parse_config, reference_config_path
 from civicsync.kafka.capture import KafkaCapture
+from civicsync.kafka.consume import GroupApplier
 from civicsync.kafka.declared import declared_topics
 from civicsync.kafka.local import single_broker
 from civicsync.kafka.topics import admin_client, ensure_topics
@@ -140,6 +143,60 @@ def run_group(config: LoadedConfig, raw: dict[str, Any], env: dict[str, str], wo
             "end_to_end_with_startup_rate": changes / (done - launched), "peak_rss_mb": sorted(rss.values())}
 
 
+class TimedApplier(GroupApplier):
+    """A worker that notes, per applied record, source commit → target commit (the wall clock right
+    after the batch's COMMIT minus the source commit time the record carries)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.latencies: list[float] = []
+
+    def apply(self, batch: list[Any]) -> None:
+        super().apply(batch)
+        now = time.time()
+        for m in batch:
+            if m.value() is not None:
+                self.latencies.append(now - json.loads(m.value())["source"]["ts_us"] / 1e6)
+
+
+def run_latency(config: LoadedConfig, rate: int, seconds: float, first_id: int) -> dict[str, Any]:
+    """Capture and one worker (threads) at a steady ``rate`` changes/s: 10 decisions per source
+    transaction, one transaction every 10/rate seconds, from the plan table."""
+    reset_f4_target(config)
+    stop = threading.Event()
+    cap = KafkaCapture(config, "warehouse", stop=stop)
+    cap.prepare()
+    # A new group starts at the records written from now on (not at the backlog of the drain runs).
+    worker = TimedApplier(config, f"lat-{secrets.token_hex(3)}", [F4], stop=stop,
+                          start=datetime.now(UTC).isoformat())
+    threads = [threading.Thread(target=cap.run, daemon=True), threading.Thread(target=worker.run, daemon=True)]
+    for t in threads:
+        t.start()
+    time.sleep(3)  # the worker joins its group and is assigned the partitions
+    total = int(rate * seconds)
+    with psycopg.connect(config.dsn("warehouse"), autocommit=True) as wh:
+        began = time.monotonic()
+        for i in range(0, total, 10):
+            wh.execute("INSERT INTO public.application_decisions (decision_id, application_id, citizen_id, scheme_id,"
+                       " decision_code, reason, amount_sanctioned, officer_id, decided_at, updated_at)"
+                       " SELECT %s + seq, application_id, citizen_id, scheme_id, code, reason, amount, officer,"
+                       " clock_timestamp(), clock_timestamp() FROM public.bench_f4_plan WHERE seq >= %s AND seq < %s",
+                       (first_id, i, i + 10))
+            pause = began + (i + 10) / rate - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+        achieved = total / (time.monotonic() - began)
+    deadline = time.monotonic() + 60
+    while len(worker.latencies) < total and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stop.set()
+    for t in threads:
+        t.join(60)
+    lat = sorted(worker.latencies)
+    return {"rate_target": rate, "rate_achieved": achieved, "applied": len(lat),
+            "p50_ms": 1000 * lat[len(lat) // 2], "p99_ms": 1000 * lat[int(len(lat) * 0.99)]}
+
+
 def measure(args: argparse.Namespace, server: LocalPostgres) -> dict[str, Any]:
     environ = environ_for(server, "kafka", secrets.token_hex(16))
     workdir = Path(tempfile.mkdtemp(prefix="civicsync-bench-kafka-"))
@@ -170,6 +227,9 @@ def measure(args: argparse.Namespace, server: LocalPostgres) -> dict[str, Any]:
             log(f"apply with {workers} worker(s): drain {res['drain_rate']:,.0f} events/s, "
                 f"{res['end_to_end_with_startup_rate']:,.0f} with start-up; RSS {res['peak_rss_mb']} MB; "
                 f"{res['check']}")
+        report["latency"] = lat = run_latency(config, args.rate, args.seconds, world.next_decision + args.changes)
+        log(f"latency at {lat['rate_achieved']:,.0f} changes/s: p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms "
+            f"({lat['applied']:,} applied)")
         reset_f4_target(config)
         direct = run_civicsync(environ, F4, "backlog", args.changes, args.txn_rows, world.next_decision,
                                args.timeout, lambda: check_f4(config, plan))
@@ -194,6 +254,8 @@ def main() -> int:
     parser.add_argument("--citizens", type=int, default=30_000)
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("--rate", type=int, default=1000, help="changes/s of the latency run (default 1,000)")
+    parser.add_argument("--seconds", type=float, default=15.0, help="length of the latency run (default 15 s)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     return run_on_private_server(lambda server: measure(args, server), print_report, as_json=args.json)

@@ -268,3 +268,26 @@ def test_publish_raw_puts_source_rows_on_per_table_topics_and_the_group_applies_
     assert_exact(dep, config, apps)
     on_bus = b"".join((m.value() or b"") for m in consume(bootstrap_env, f"{prefix}.public.applications", 5 * apps))
     assert CIT.encode() in on_bus  # raw: the source's citizen id travels (the masked default never does)
+
+
+def test_from_a_timestamp_starts_at_the_first_record_at_or_after_it(
+        fresh_deployment: Deployment, kafka_broker: KafkaCluster, bootstrap_env: str) -> None:
+    """`apply --group G --from TIMESTAMP`: records before the time are not re-applied; a time after the last
+    record starts at the end (not at the beginning)."""
+    from datetime import UTC, datetime
+
+    dep = fresh_deployment
+    portal_basics(dep)
+    config = kafka_config(dep, kafka_broker, kafka_raw(partitions=2))
+    with capturing(config) as cap:
+        workload(dep, 6000, 3)
+        wait_for(lambda: cap.stats.records >= 3 * 5 and cap.producer.flush(0) == 0, timeout=30, what="published")
+        time.sleep(1.0)
+        later = datetime.now(UTC).isoformat()
+        with applying(config, "gfrom", start=later) as worker:
+            time.sleep(4)  # assigned, positioned at the end: nothing of the earlier records is applied
+            assert worker.stats.records == 0
+            workload(dep, 6100, 2)
+            wait_for(lambda: q(dep, "warehouse", "SELECT count(*) FROM applications") == [(2,)], timeout=60,
+                     what="only the records after the timestamp")
+    assert q(dep, "warehouse", "SELECT min(application_id) FROM applications") == [(6100,)]

@@ -76,7 +76,7 @@ class ConsumerSettings(Model):
     max_workers: int = Field(default=8, ge=1, le=64,
                              description="most concurrent workers per source (each marks its writes with an "
                                          "origin of its own; `db init` creates them)")
-    max_wait_ms: int = Field(default=200, ge=0, le=60_000,
+    max_wait_ms: int = Field(default=50, ge=0, le=60_000,
                              description="longest wait for more records before applying what arrived")
 
 

@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, Message, TopicPartition
 
 from civicsync import metrics
 from civicsync.apply.cdc import CdcFlowApplier, FlowOutcome
@@ -67,7 +67,8 @@ def start_offsets(consumer: Consumer, parts: Sequence[TopicPartition], start: st
     except ValueError:
         raise FatalError(f"--from must be 'earliest' or an ISO timestamp, not {start[:40]!r}") from None
     found = consumer.offsets_for_times([TopicPartition(p.topic, p.partition, ms) for p in parts], timeout=30)
-    return {(p.topic, p.partition): (p.offset if p.offset >= 0 else OFFSET_BEGINNING) for p in found}
+    # No record at or after that time: start at the end (what is written from now on), not at the start.
+    return {(p.topic, p.partition): (p.offset if p.offset >= 0 else OFFSET_END) for p in found}
 
 
 class GroupApplier:

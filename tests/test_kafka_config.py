@@ -81,3 +81,16 @@ def test_cli_says_what_is_wrong_with_exit_2_and_no_traceback(tmp_path: Path, mon
     path.write_text(yaml.safe_dump(raw))
     result = CliRunner().invoke(app, ["kafka", "topics", "-c", str(path)])
     assert result.exit_code == 1 and "KB is not set" in result.output
+
+
+@pytest.mark.parametrize("start", ["yesterday", "2026-12-02T10:00:00"])
+def test_a_bad_from_is_refused_with_exit_2(start: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = reference_raw()
+    raw["kafka"] = {"bootstrap_env": "KB"}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    for key, value in {**ENV, "KB": "127.0.0.1:1"}.items():
+        monkeypatch.setenv(key, value)
+    result = CliRunner().invoke(app, ["apply", "--group", "g", "--from", start, "-c", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "--from" in result.output and "Traceback" not in result.output

@@ -33,7 +33,7 @@ from civicsync.control import store
 from civicsync.db.connect import connect
 from civicsync.db.errors import classify
 from civicsync.db.origin import kafka_origins, setup_origin
-from civicsync.errors import FatalError, TransientError
+from civicsync.errors import FatalError, TransientError, UsageError
 from civicsync.events import ChangeEvent
 from civicsync.kafka.capture import group_flows, kafka_settings
 from civicsync.kafka.debezium import Truncated, decode_message
@@ -56,16 +56,24 @@ class GroupStats:
     dead_letters: int = 0
 
 
+def start_millis(start: str) -> int:
+    """``--from TIMESTAMP`` in milliseconds since the epoch (a UsageError, exit 2, if it is not one)."""
+    try:
+        moment = datetime.fromisoformat(start)
+    except ValueError:
+        raise UsageError(f"--from must be 'earliest' or an ISO timestamp, not {start[:40]!r}") from None
+    if moment.tzinfo is None:
+        raise UsageError("--from needs a timezone (e.g. 2026-12-02T10:00:00+00:00)")
+    return int(moment.timestamp() * 1000)
+
+
 def start_offsets(consumer: Consumer, parts: Sequence[TopicPartition], start: str | None) -> dict[TP, int]:
     """Where ``--from`` starts each partition: ``earliest`` or an ISO timestamp (its first record at or after)."""
     if start is None:
         return {}
     if start == "earliest":
         return {(p.topic, p.partition): OFFSET_BEGINNING for p in parts}
-    try:
-        ms = int(datetime.fromisoformat(start).timestamp() * 1000)
-    except ValueError:
-        raise FatalError(f"--from must be 'earliest' or an ISO timestamp, not {start[:40]!r}") from None
+    ms = start_millis(start)
     found = consumer.offsets_for_times([TopicPartition(p.topic, p.partition, ms) for p in parts], timeout=30)
     # No record at or after that time: start at the end (what is written from now on), not at the start.
     return {(p.topic, p.partition): (p.offset if p.offset >= 0 else OFFSET_END) for p in found}
@@ -78,6 +86,8 @@ class GroupApplier:
                  stop: threading.Event | None = None, consumer_conf: dict[str, Any] | None = None) -> None:
         self.config = config
         self.settings = kafka_settings(config)
+        if start is not None and start != "earliest":
+            start_millis(start)  # a bad --from is refused before anything starts
         self.group = group
         names = group_flows(config, flows)
         if not names:

@@ -153,3 +153,18 @@ def record_pii_audit(clean: bool, leaking_rows: int) -> None:
     """Publish the outcome of a PII audit (counts only)."""
     PII_AUDIT_LEAKING_ROWS.set(0 if clean else max(leaking_rows, 1))
     PII_AUDIT_LAST_RUN.set(time.time())
+
+# Kafka (issue 13): consumer-group apply (`civicsync apply --group`) and `civicsync capture`.
+KAFKA_CONSUMER_LAG_RECORDS = Gauge("civicsync_kafka_consumer_lag_records",
+                                   "Records of a partition the group has not applied (high watermark - stored offset)",
+                                   ["group", "topic", "partition"], registry=REGISTRY)
+KAFKA_CONSUMER_LAG_SECONDS = Gauge("civicsync_kafka_consumer_lag_seconds",
+                                   "Age of the oldest record of a partition not yet applied (0 when caught up)",
+                                   ["group", "topic", "partition"], registry=REGISTRY)
+KAFKA_APPLIED = Counter("civicsync_kafka_records_applied_total", "Kafka records applied to the target",
+                        ["group", "topic"], registry=REGISTRY)
+KAFKA_FENCED = Counter("civicsync_kafka_fenced_total",
+                       "Batches rolled back because another worker of the group owned the partition",
+                       ["group"], registry=REGISTRY)
+KAFKA_PUBLISHED = Counter("civicsync_kafka_records_published_total", "Records civicsync capture delivered to Kafka",
+                          ["topic"], registry=REGISTRY)

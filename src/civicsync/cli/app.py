@@ -303,11 +303,13 @@ def demo(
 from civicsync.cli import apikey as _apikey  # noqa: E402
 from civicsync.cli import audit as _audit  # noqa: E402
 from civicsync.cli import cdc as _cdc  # noqa: E402  (registers its commands)
+from civicsync.cli import kafka as _kafka  # noqa: E402
 from civicsync.cli import reconcile as _reconcile  # noqa: E402
 
 _apikey.register(app)
 _audit.register(app)
 _cdc.register(app)
+_kafka.register(app)
 _reconcile.register(app)
 
 from civicsync.cli import service as _service  # noqa: E402

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from civicsync.config.base import Model
+from civicsync.config.kafka import KafkaSettings
 from civicsync.config.masking import Audit, BandMask, DropMask, HmacMask, KeepLastMask, MaskSpec, Vocabulary
 from civicsync.config.service import Service
 
@@ -518,6 +519,7 @@ class Config(Model):
     secrets: dict[str, SecretRef] = Field(default_factory=dict)
     flows: dict[str, Flow] = Field(default_factory=dict)
     audit: Audit = Field(default_factory=Audit)
+    kafka: KafkaSettings | None = None
 
     def flow(self, name: str) -> Flow:
         """The flow called ``name`` (by config name or spec id, e.g. 'F2')."""

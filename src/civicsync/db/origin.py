@@ -5,6 +5,7 @@ PostgreSQL lets one session use an origin at a time):
 
 - ``<prefix>_cdc_<slot>`` and ``<prefix>_replay_<slot>``: the CDC worker of a source's slot and
   replays of its dead letters; they write for every event-path flow of that source;
+- ``<prefix>_kafka<i>_<slot>``: the i-th concurrent ``apply --group`` worker for that source's flows;
 - ``<prefix>_batch_<flow>``, ``<prefix>_reconcile_<flow>``, ``<prefix>_resync_<flow>``: one flow's
   batch runs, reconciliation repairs and slot re-synchronisations.
 
@@ -51,10 +52,18 @@ def writers(config: LoadedConfig) -> dict[str, set[str]]:
         slot = slot_name(model, source)
         for kind in SLOT_WRITERS:
             found.setdefault(origin_for(config, f"{kind}_{slot}"), set()).update(model.streaming_flows(source))
+        for origin in kafka_origins(config, slot):  # the apply --group workers of this source's flows
+            found.setdefault(origin, set()).update(model.streaming_flows(source))
     for name in model.flows:
         for kind in FLOW_WRITERS:
             found.setdefault(origin_for(config, f"{kind}_{name}"), set()).add(name)
     return found
+
+
+def kafka_origins(config: LoadedConfig, slot: str) -> list[str]:
+    """The origins of `apply --group` workers for a source's flows (one per concurrent worker)."""
+    kafka = config.model.kafka
+    return [origin_for(config, f"kafka{i}_{slot}") for i in range(kafka.consumer.max_workers if kafka else 0)]
 
 
 def written_tables(flow: Flow) -> set[str]:

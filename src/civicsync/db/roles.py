@@ -22,7 +22,7 @@ from civicsync.capture.slots import ensure_publication
 from civicsync.config import LoadedConfig
 from civicsync.config.models import publication_name, slot_name
 from civicsync.db.connect import connect
-from civicsync.db.origin import origin_for
+from civicsync.db.origin import kafka_origins, origin_for
 from civicsync.errors import FatalError
 
 Conn = psycopg.Connection[Any]
@@ -61,7 +61,7 @@ def cdc_tables(config: LoadedConfig, connection: str) -> CdcTables:
 def origins_of(config: LoadedConfig, source: str) -> list[str]:
     """The replication origins the CDC writers of a source's slot use."""
     slot = slot_name(config.model, source)
-    return [origin_for(config, f"cdc_{slot}"), origin_for(config, f"replay_{slot}")]
+    return [origin_for(config, f"cdc_{slot}"), origin_for(config, f"replay_{slot}"), *kafka_origins(config, slot)]
 
 
 def _ensure_role(conn: Conn, role: str, replication: bool) -> None:

@@ -93,15 +93,40 @@ def test_regressions_found_by_the_red_team(text: str, digits: str) -> None:
 
 
 EMAILS_NOT_CAUGHT = ["mail ramesh.k1987&#64;example.org", "mail ramesh.k1987&commat;example.org",
-                     "mail ramesh.k1987 <at> example.org", "mail ramesh.k1987%2540example.org"]
+                     "mail ramesh.k1987 <at> example.org", "mail ramesh.k1987%2540example.org",
+                     "mail ramesh.k1987&#x40;example.org", "mail ramesh.k1987&amp;#64;example.org",
+                     "mail ramesh.k1987&#64example.org", "mail ramesh.k1987 &lt;at&gt; example.org",
+                     "mail ramesh.k1987%252540example.org", "mail ramesh.k1987&#x0040;example&#46;org",
+                     "mail ramesh.k1987&#65312;example.org", "mail ramesh.k1987%26%2364%3Bexample.org"]
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: e-mails with an HTML-entity '@' (&#64;, &commat;), '<at>' or a"
-                                       " double-encoded %2540 pass F12's redaction (SPEC §3: every written form)")
 @pytest.mark.parametrize("text", EMAILS_NOT_CAUGHT)
 def test_emails_in_html_entity_and_other_forms(text: str) -> None:
+    """Issue 10 item 1 (SPEC §3, 'every written form'): HTML character references, '<at>' and repeated
+    percent-encoding are decoded before detection; the redaction replaces the original span only."""
     out = F12.redact(text)
     assert not recoverable(Pii("email", text, local="ramesh.k1987", domain="example.org"), out), out
+    assert out == "mail [EMAIL]", out  # the rest of the text stays as written
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("fish &amp; chips 50% off &copy; R&D, 100%25 sure <b>at</b> home", None),
+    ("call &#57;&#56;&#55;&#54;&#53;&#52;&#51;&#50;&#49;&#48; today", "call [PHONE] today"),
+    ("Q&amp;A: write to ramesh&#64;example.org &amp; wait", "Q&amp;A: write to [EMAIL] &amp; wait"),
+])
+def test_decoding_keeps_the_rest_of_the_text(text: str, expected: str | None) -> None:
+    """Entities and percent signs that are no personal data are left as written."""
+    assert F12.redact(text) == (text if expected is None else expected)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["&#64;", "&#x40;", "&#X40;", "&commat;", "&#064;", "%40", "%2540",
+                                 "&amp;#64;", " <at> ", "<AT>", "&#65312;"]), min_size=1, max_size=1),
+       st.sampled_from(WORDS), st.sampled_from(WORDS))
+def test_any_encoded_at_is_an_email(at: list[str], left: str, right: str) -> None:
+    text = f"{left} ramesh.k1987{at[0]}example.org {right}"
+    out = F12.redact(text)
+    assert out == f"{left} [EMAIL] {right}", (text, out)
 
 
 def test_f12_end_to_end_and_the_audit_agrees(fresh_deployment: Deployment) -> None:

@@ -12,6 +12,10 @@ A rule tree is built once from the declared paths (segments in canonical form, s
   as its redacted text, if redaction changed it), and a mask receives the value's text;
 - a string holding a JSON object or array (a form stored as a string, at any depth) is masked as a
   document under the same rules and stays a string;
+- after the walk, the strings that were redacted one by one (declared ``text`` and ``redact`` members,
+  kept undeclared ones) are read once more as one text, in document order, so that a number or an
+  address split over array elements or sibling members is found too
+  (:mod:`civicsync.transform.redact.pieces`);
 - an object or array reached where the rules expect a scalar is treated member by member, so a
   ``keep`` never passes undeclared members inside it.
 
@@ -27,9 +31,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from civicsync.config.masking import JsonMask
+from civicsync.config.masking import JsonMask, RedactMask
 from civicsync.errors import RowRejectedError
 from civicsync.transform.redact.detect import Detector, KnownNeedles
+from civicsync.transform.redact.pieces import Piece, redact_across
 
 KeyedMasker = Callable[[str | None, KnownNeedles | None], str | None]
 _DROP = object()  # a member that does not leave the source
@@ -63,6 +68,10 @@ def dump(node: Any) -> str:
         return "{" + ",".join(_dump_str(k) + ":" + dump(v) for k, v in node.items()) + "}"
     if isinstance(node, list):
         return "[" + ",".join(dump(v) for v in node) + "]"
+    if isinstance(node, Piece):
+        return dump(node.value)
+    if isinstance(node, _Embedded):
+        return _dump_str(dump(node.document))
     if isinstance(node, _JsonNumber):
         return str.__str__(node)
     if isinstance(node, str):
@@ -100,9 +109,18 @@ def _embedded(text: str) -> Any:
 
 
 @dataclass
+class _Embedded:
+    """A masked document that was stored as a string: dumped as a string at the end, after the
+    cross-leaf redaction has seen its pieces too."""
+
+    document: Any
+
+
+@dataclass
 class _Node:
     rule: str | KeyedMasker | None = None  # 'keep', 'text', a masker, or None (a path prefix)
     children: dict[str, _Node] = field(default_factory=dict)
+    redacts: bool = False  # a declared redact mask: its strings take part in the cross-leaf redaction
 
 
 @dataclass
@@ -112,19 +130,29 @@ class _Walk:
     undeclared: str
     detector: Detector
     known: KnownNeedles | None
+    pieces: list[Piece] = field(default_factory=list)  # the redacted strings, in document order
+
+    def piece(self, value: Any) -> Any:
+        """``value`` (a redacted string or number) as a piece of the cross-leaf redaction."""
+        if not isinstance(value, str):
+            return value
+        p = Piece(value)
+        self.pieces.append(p)
+        return p
 
     def node(self, value: Any, node: _Node, depth: int) -> Any:
         if isinstance(value, list):
             return [v for v in (self.node(item, node, depth) for item in value) if v is not _DROP]
         if callable(node.rule):
-            return self.leaf(value, node.rule)  # a declared mask sees any value, containers as their text
+            masked = self.leaf(value, node.rule)  # a declared mask sees any value, containers as their text
+            return self.piece(masked) if node.redacts else masked
         if isinstance(value, str) and not isinstance(value, _JsonNumber):
             inner = _embedded(value)
             if inner is not None:
                 if depth >= _MAX_EMBEDDED:
                     return self.undeclared_value(value, depth)
                 masked = self.node(inner, node, depth + 1)
-                return _DROP if masked is _DROP else dump(masked)
+                return _DROP if masked is _DROP else _Embedded(masked)
         if node.rule is not None and not isinstance(value, dict):
             return self.leaf(value, node.rule)
         if node.rule == "text":
@@ -156,7 +184,7 @@ class _Walk:
                 return value
             text = str.__str__(value)
             redacted = self.detector.redact(text, self.known)
-            return value if redacted == text else redacted
+            return self.piece(value if redacted == text else redacted)
         assert callable(rule)
         return rule(_as_text(value), self.known)
 
@@ -174,8 +202,8 @@ class _Walk:
         if isinstance(value, str):
             inner = _embedded(value) if depth < _MAX_EMBEDDED else None
             if inner is not None:
-                return dump(self.redacted(inner, depth + 1))
-            return _UNDECLARED_DIGITS.sub(_NUMBER_TOKEN, self.detector.redact(value, self.known))
+                return _Embedded(self.redacted(inner, depth + 1))
+            return self.piece(_UNDECLARED_DIGITS.sub(_NUMBER_TOKEN, self.detector.redact(value, self.known)))
         return value
 
 
@@ -190,6 +218,7 @@ def build_json_masker(spec: JsonMask, inner: Callable[[Any], KeyedMasker]) -> Ke
                     raise ValueError(f"json mask: path {path!r} has an empty segment")
                 node = node.children.setdefault(canonical_key(segment), _Node())
         node.rule = rule if isinstance(rule, str) else inner(rule)
+        node.redacts = isinstance(rule, RedactMask)
     detector = Detector(spec.redact)
     undeclared = spec.undeclared
 
@@ -204,10 +233,12 @@ def build_json_masker(spec: JsonMask, inner: Callable[[Any], KeyedMasker]) -> Ke
                 "mask", f"json mask: invalid JSON ({exc.msg} at position {exc.pos})") from None
         except (ValueError, RecursionError) as exc:
             raise RowRejectedError("mask", f"json mask: unusable JSON ({type(exc).__name__})") from None
+        walk = _Walk(undeclared, detector, known)
         try:
-            masked = _Walk(undeclared, detector, known).node(document, root, 0)
+            masked = walk.node(document, root, 0)
         except RecursionError:
             raise RowRejectedError("mask", "json mask: document nested too deeply") from None
+        redact_across(walk.pieces, detector, known)
         return "null" if masked is _DROP else dump(masked)
 
     return mask_document

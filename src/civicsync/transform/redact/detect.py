@@ -8,8 +8,8 @@ replaces them in the original text. What is found, in this order (a later step n
 earlier one took):
 
 1. e-mail addresses (:data:`EMAIL_RE`): unquoted and quoted local parts, domain names and IP literals,
-   in any of the forms the normaliser undoes ('＠', '%40', '(at)', spaces around '@', a zero-width
-   space before it), also inside URLs;
+   in any of the forms the normaliser undoes ('＠', '%40', '%2540', '&#64;', '&commat;', '(at)', '<at>',
+   spaces around '@', a zero-width space before it), also inside URLs;
 2. the person's own values (:mod:`civicsync.transform.redact.known`), when the rule declares them;
 3. digit runs (digits with only separators between them, whatever the digits' script):
 
@@ -133,10 +133,13 @@ class KnownNeedles:
 
 def _email_markers() -> str:
     """What can read as '@' before normalising: '@' and the characters whose normal form is '@',
-    a percent-encoded '@', and '(at)' in brackets."""
-    return "[@" + "".join(re.escape(c) for c in at_like_characters()) + r"]|%40|[(\[{]\s*at\s*[)\]}]"
+    a percent-encoded '@' (also twice: '%2540'), an HTML character reference of '@' ('&#64;', '&#x40;',
+    '&commat;', also as '&amp;#64;') and '(at)' or '<at>' in brackets."""
+    return ("[@" + "".join(re.escape(c) for c in at_like_characters()) + r"]|%(?:25)*40|[(\[{<]\s*at\s*[)\]}>]"
+            r"|&(?:amp;)*(?:#0*64|#x0*40|commat|lt;\s*at)")
 
 
+_MARKER_STARTS = frozenset("([{<&%")  # the first characters of the markers other than '@'
 _VALID_TYPES = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan", "voicemail",
                 "fixed_line", "mobile")
 
@@ -208,7 +211,7 @@ class Detector:
         if text.isascii():  # most texts: plain membership tests and one C-level pass over the bytes
             if "@" in text or "%40" in text:
                 return True
-            if ("(" in text or "[" in text or "{" in text) and self._email_prefilter.search(text) is not None:
+            if not _MARKER_STARTS.isdisjoint(text) and self._email_prefilter.search(text) is not None:
                 return True
             return len(text) - len(text.encode("ascii").translate(None, b"0123456789")) >= MIN_CANDIDATE_DIGITS
         return self._email_prefilter.search(text) is not None or self._digits_prefilter.match(text) is not None

@@ -11,10 +11,12 @@ Two views share one offset map (they have the same length):
 
 ``text``
     NFKC (fullwidth letters and '＠' become ASCII), every Unicode decimal digit as its ASCII digit,
-    zero-width and other format characters (Unicode categories Cf, Mn, Me) removed, every Unicode dash
-    (en, em, minus) and middle dot as '-', '%XX' of a printable ASCII
-    character decoded, '(at)'/'[at]'/'{at}' as '@' and '(dot)'/'[dot]' as '.', and whitespace next to
-    an '@' removed. E-mail addresses are searched here.
+    zero-width and other format characters (Unicode categories Cf, Mn, Me) and Hangul fillers removed,
+    every Unicode dash (en, em, minus), middle dot and Braille blank as '-', HTML character references
+    ('&#64;', '&#x40;', '&commat;') and '%XX' of a printable ASCII character decoded, repeatedly (up to
+    three rounds: '%2540', '&amp;#64;'), '(at)'/'[at]'/'{at}'/'<at>' as '@' and '(dot)'/'[dot]' as '.',
+    and whitespace next to an '@' removed. The decoding runs only on a text holding '&' or '%'.
+    E-mail addresses are searched here.
 ``digits``
     ``text`` with every separator (whitespace, '.', '-', '/', '_', brackets) as a space. Phone
     numbers and id shapes are searched here.
@@ -23,17 +25,22 @@ Two views share one offset map (they have the same length):
 from __future__ import annotations
 
 import functools
+import html
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 
 SEPARATORS = " \t\r\n\f\v.-/_()[]{}"
 _TO_SPACE = str.maketrans(dict.fromkeys(SEPARATORS, " "))
 _PERCENT = re.compile(r"%([2-7][0-9A-Fa-f])")
 _AT_SPACED = re.compile(r"\s+@\s*|@\s+")
-_AT_WORD = re.compile(r"\s*[(\[{]\s*at\s*[)\]}]\s*", re.IGNORECASE)
+_AT_WORD = re.compile(r"\s*[(\[{<]\s*at\s*[)\]}>]\s*", re.IGNORECASE)
+# An HTML character reference: '&#64;', '&#x40;', '&commat;' (';' optional, as browsers read it).
+_HTML_REF = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});?")
+_DECODE_ROUNDS = 3  # '%2540' and '&amp;#64;' are encoded twice; deeper nesting is not followed
 _DOT_WORD = re.compile(r"\s*[(\[{]\s*dot\s*[)\]}]\s*", re.IGNORECASE)
-_BRACKETS = frozenset("([{")
+_BRACKETS = frozenset("([{<")
 # Zero-width: format characters and combining marks (a stray accent, the grapheme joiner, variation
 # selectors, a keycap's enclosing mark) are removed, so they cannot split a number.
 _ZERO_WIDTH = frozenset({"Cf", "Mn", "Me"})
@@ -121,20 +128,36 @@ def _unicode_pass(text: str) -> tuple[str, list[int], list[int]]:
     return "".join(chars), starts, ends
 
 
+def _percent(m: re.Match[str]) -> str:
+    return chr(int(m.group(1), 16))
+
+
+def _html_ref(m: re.Match[str]) -> str | None:
+    """A character reference's normal form, or None when it is not one ('&copy' is; '&x' is not)."""
+    decoded = html.unescape(m.group())
+    return None if decoded == m.group() else "".join(_char_form(c) for c in decoded)
+
+
+Replacement = str | Callable[[re.Match[str]], str | None]
+
+
 def _rewrite(text: str, starts: list[int], ends: list[int], pattern: re.Pattern[str],
-             replace: str | None) -> tuple[str, list[int], list[int]]:
-    """Replace each match of ``pattern`` by ``replace`` (None: the decoded %XX character); the
-    replacement's characters span the whole original span of the match."""
+             replace: Replacement) -> tuple[str, list[int], list[int]]:
+    """Replace each match of ``pattern`` by ``replace`` (a function: what it returns for the match,
+    None to leave the match as it is); the replacement's characters span the whole original span of
+    the match."""
     out: list[str] = []
     new_starts: list[int] = []
     new_ends: list[int] = []
     last = 0
     for m in pattern.finditer(text):
+        rep = replace if isinstance(replace, str) else replace(m)
+        if rep is None:
+            continue
         a, b = m.span()
         out.append(text[last:a])
         new_starts += starts[last:a]
         new_ends += ends[last:a]
-        rep = chr(int(m.group(1), 16)) if replace is None else replace
         out.append(rep)
         new_starts += [starts[a]] * len(rep)
         new_ends += [ends[b - 1]] * len(rep)
@@ -145,6 +168,28 @@ def _rewrite(text: str, starts: list[int], ends: list[int], pattern: re.Pattern[
     return "".join(out), new_starts, new_ends
 
 
+def _identity(text: str, starts: list[int] | None, ends: list[int] | None) -> tuple[list[int], list[int]]:
+    """The offset map, made explicit: an ASCII text keeps the identity map (None) until it changes."""
+    if starts is None or ends is None:
+        return list(range(len(text))), list(range(1, len(text) + 1))
+    return starts, ends
+
+
+def _decode(text: str, starts: list[int] | None,
+            ends: list[int] | None) -> tuple[str, list[int] | None, list[int] | None]:
+    """HTML character references and '%XX' decoded, repeatedly ('%2540' is '%40' is '@';
+    '&amp;#64;' is '&#64;' is '@'), while a round still changes something."""
+    for _ in range(_DECODE_ROUNDS):
+        before = text
+        for needed, pattern, replacement in (("&" in text, _HTML_REF, _html_ref), ("%" in text, _PERCENT, _percent)):
+            if needed and pattern.search(text):
+                starts, ends = _identity(text, starts, ends)
+                text, starts, ends = _rewrite(text, starts, ends, pattern, replacement)
+        if text == before or ("&" not in text and "%" not in text):
+            break
+    return text, starts, ends
+
+
 def normalise(original: str) -> Normalised:
     """The normalised views of ``original`` (see the module docstring)."""
     text = original
@@ -153,15 +198,15 @@ def normalise(original: str) -> Normalised:
     if not text.isascii():
         text, starts, ends = _unicode_pass(text)
     # Each rewrite only where its cheap precondition holds: most texts need none of them.
+    if "&" in text or "%" in text:
+        text, starts, ends = _decode(text, starts, ends)
     bracketed = not _BRACKETS.isdisjoint(text)
     lowered = text.lower() if bracketed else ""
-    for needed, pattern, replacement in (("%" in text, _PERCENT, None),
-                                         ("@" in text, _AT_SPACED, "@"),
+    for needed, pattern, replacement in (("@" in text, _AT_SPACED, "@"),
                                          (bracketed and "at" in lowered, _AT_WORD, "@"),
                                          (bracketed and "dot" in lowered, _DOT_WORD, ".")):
         if needed and pattern.search(text):
-            if starts is None or ends is None:  # an ASCII text keeps the identity map until it changes
-                starts, ends = list(range(len(text))), list(range(1, len(text) + 1))
+            starts, ends = _identity(text, starts, ends)
             text, starts, ends = _rewrite(text, starts, ends, pattern, replacement)
     digits = text.translate(_TO_SPACE)
     if starts is None or ends is None:

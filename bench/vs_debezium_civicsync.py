@@ -24,8 +24,8 @@ import time
 
 T_PROCESS = time.time()  # as early as this module runs (the interpreter has started)
 
+from civicsync.capture.changes import events_of  # noqa: E402
 from civicsync.capture.replication import ReplicationStream  # noqa: E402
-from civicsync.events import events_of  # noqa: E402
 
 
 def main() -> int:

@@ -23,8 +23,8 @@ import yaml
 from psycopg.conninfo import conninfo_to_dict
 
 from civicsync.config import reference_config_path
-from civicsync.db.seed import seed
 from civicsync.localpg import free_port
+from civicsync.reference.seed import seed
 from fix_db import Deployment
 from helpers import reference_raw
 

@@ -168,7 +168,7 @@ def test_events_carry_the_debezium_envelope_and_typed_values(source: Source) -> 
     import datetime as dt
     from decimal import Decimal
 
-    from civicsync.events import events_of
+    from civicsync.capture.changes import events_of
 
     with source.connect() as conn:
         conn.execute("CREATE TABLE typed (id int PRIMARY KEY, n numeric, ts timestamptz, j jsonb, a int[],"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from civicsync.config.service import Scheduler as SchedulerSettings
-from civicsync.db.provision import init_databases
+from civicsync.provision.databases import init_databases
 from civicsync.runtime.scheduler import BatchScheduler
 from civicsync.runtime.state import ServiceState
 from fix_cdc import cdc_config, cleanup, running, wait_for

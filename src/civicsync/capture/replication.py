@@ -43,7 +43,7 @@ from civicsync.config.models import Retry
 from civicsync.db.connect import SESSION_OPTIONS
 from civicsync.db.errors import describe, sqlstate_of
 from civicsync.errors import FatalError
-from civicsync.jobs.retry import backoff_delays
+from civicsync.retry import backoff_delays
 
 log = logging.getLogger(__name__)
 

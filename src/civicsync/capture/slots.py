@@ -14,8 +14,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from civicsync.apply.sqlnames import table_ident
 from civicsync.errors import FatalError
+from civicsync.sqlnames import table_ident
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 

@@ -497,7 +497,7 @@ class Flow(Model):
 
 class Roles(Model):
     """The least-privilege roles `db init` creates and grants: CDC capture and apply, batch runs,
-    reconciliation, the HTTP API (see civicsync.db.roles and civicsync.db.work_roles)."""
+    reconciliation, the HTTP API (see civicsync.provision.roles and civicsync.provision.work_roles)."""
 
     capture: str = Field(default="civicsync_capture", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     apply: str = Field(default="civicsync_apply", pattern=r"^[a-z_][a-z0-9_]{0,62}$")

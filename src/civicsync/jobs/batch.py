@@ -30,7 +30,7 @@ from civicsync.db.errors import mapped_errors
 from civicsync.db.origin import origin_for, setup_origin
 from civicsync.errors import CivicsyncError, FatalError, RowRejectedError, TransientError, ValidationFailedError
 from civicsync.extract.source import begin_snapshot, in_flight_horizon, stream_query, stream_rows
-from civicsync.jobs.retry import with_retry
+from civicsync.retry import with_retry
 from civicsync.transform.aggregate import aggregate_query, output_columns
 from civicsync.transform.chain import RowTransform, build_transform
 

@@ -19,9 +19,7 @@ import json
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,34 +45,18 @@ from civicsync.db.catalog import replica_identity
 from civicsync.db.connect import connect
 from civicsync.db.errors import describe, mapped_errors
 from civicsync.db.origin import echo_origins, origin_for, setup_origin, writers
-from civicsync.db.roles import MissingGrantError, cdc_tables, check_apply, check_capture
+from civicsync.deadletters.cdc import ReplayCounts
 from civicsync.errors import CivicsyncError, FatalError, TransientError
 from civicsync.events import ChangeEvent, Image, SourceInfo
 from civicsync.extract.source import stream_rows
-from civicsync.jobs.retry import backoff_delays
-from civicsync.runtime.applying import BatchApplying, NeedsIsolation, TableWork, rollback
+from civicsync.provision.roles import MissingGrantError, cdc_tables, check_apply, check_capture
+from civicsync.retry import backoff_delays
+from civicsync.runtime.applying import BatchApplying, NeedsIsolation, TableWork, WorkerStats, rollback
 from civicsync.runtime.flowstops import FlowStops
-from civicsync.runtime.replay import ReplayCounts
 
 log = logging.getLogger(__name__)
 Conn = psycopg.Connection[tuple[Any, ...]]
 Stream = ReplicationStream | PrefetchingStream
-
-
-@dataclass
-class WorkerStats:
-    """What the worker has done so far (read by status, metrics, tests and the demo)."""
-
-    transactions: int = 0
-    events: int = 0
-    batches: int = 0
-    dead_letters: int = 0
-    skipped_own: int = 0
-    position: int = 0
-    last_commit_time: datetime | None = None
-    waiting_since: datetime | None = None  # source commit time of the oldest change read but not yet applied
-    stalled: str | None = None  # why the worker is retrying instead of applying (None when it is not)
-    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))  # source commit → target commit
 
 
 class CdcWorker(BatchApplying):
@@ -450,7 +432,7 @@ class CdcWorker(BatchApplying):
         """Replay every pending dead letter of this worker's flows (or only ``ids``) at once, from outside
         a running worker (the CLI, the API). Uses its own origin: a running worker holds the CDC one, and
         PostgreSQL lets one session use an origin at a time. A database error is raised, not hidden."""
-        from civicsync.runtime.replay import replay_due
+        from civicsync.deadletters.cdc import replay_due
 
         self.origin = origin_for(self.config, f"replay_{self.slot}")
         self._connect_target()
@@ -475,7 +457,7 @@ class CdcWorker(BatchApplying):
         many converged. Errors are logged: the next round tries again."""
         if self._tgt is None:
             return 0
-        from civicsync.runtime.replay import replay_due
+        from civicsync.deadletters.cdc import replay_due
 
         try:
             # An operator may have discarded or replayed entries from the CLI meanwhile.

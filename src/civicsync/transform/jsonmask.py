@@ -29,7 +29,8 @@ from typing import Any
 
 from civicsync.config.masking import JsonMask
 from civicsync.errors import RowRejectedError
-from civicsync.transform.redact.detect import Detector, KnownNeedles
+from civicsync.transform.redact.detect import Detector
+from civicsync.transform.redact.needles import KnownNeedles
 
 KeyedMasker = Callable[[str | None, KnownNeedles | None], str | None]
 _DROP = object()  # a member that does not leave the source

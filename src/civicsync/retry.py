@@ -5,13 +5,25 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
-from civicsync.config.models import Retry
 from civicsync.errors import TransientError
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+
+
+class Retry(Protocol):
+    """A backoff policy: the config's ``Retry`` model (civicsync.config.models) is one."""
+
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def initial_delay(self) -> float: ...
+    @property
+    def max_delay(self) -> float: ...
+    @property
+    def multiplier(self) -> float: ...
 
 
 class RetriesExhaustedError(TransientError):

@@ -45,7 +45,7 @@ from civicsync.config.loader import parse_config, reference_config_path
 from civicsync.jobs.batch import run_batch
 from civicsync.localpg import LocalPostgres
 from civicsync.provision.databases import init_databases
-from civicsync.reference.seed import _feedback_comment  # the reference seed's comment distribution
+from civicsync.reference.seed.activity import _feedback_comment  # the reference seed's comment distribution
 
 TARGET_RATIO = 0.5
 RESET_SQL = ("TRUNCATE analytics.feedback",

@@ -47,6 +47,7 @@ def stand_in_reconcile(record):
     module = types.ModuleType("civicsync.reconcile")
     module.__spec__ = importlib.machinery.ModuleSpec("civicsync.reconcile", None)
     class Outcome:
+        skipped = False  # a run that did not wait for an initial snapshot (ReconcileResult.skipped)
         def __init__(self, name): self.name = name
         def as_dict(self): return {"flow": self.name, "differences": 0}
     def reconcile_flow(config, name, repair):

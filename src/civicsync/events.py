@@ -1,4 +1,5 @@
-"""The change event: Debezium's envelope, so a Kafka path can carry civicsync's or Debezium's events.
+"""The change event, shaped like Debezium's envelope (op, before, after, source), so a Kafka path can
+carry civicsync's or Debezium's events (the codec is civicsync.kafka.envelope).
 
 ``op`` is ``c`` (insert), ``u`` (update), ``d`` (delete) or ``r`` (read: initial snapshot).
 ``before``/``after`` map column names to PostgreSQL text values; an unchanged TOASTed column is
@@ -56,9 +57,6 @@ class SourceInfo:
     tx_id: int
     ts: datetime        # source commit time
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"connector": "civicsync", "db": self.db, "schema": self.schema, "table": self.table,
-                "lsn": self.lsn, "txId": self.tx_id, "ts_ms": int(self.ts.timestamp() * 1000)}
 
 
 @dataclass(frozen=True)
@@ -84,16 +82,6 @@ class ChangeEvent:
     @property
     def table(self) -> str:
         return f"{self.source.schema}.{self.source.table}"
-
-    def envelope(self) -> dict[str, Any]:
-        """The Debezium-format value (unchanged TOAST values are Debezium's placeholder string)."""
-        def plain(image: Image | None) -> dict[str, Any] | None:
-            if image is None:
-                return None
-            return {k: ("__debezium_unavailable_value" if v is UNCHANGED else v) for k, v in image.items()}
-
-        return {"before": plain(self.before), "after": plain(self.after), "op": self.op,
-                "source": self.source.as_dict(), "ts_ms": int(self.source.ts.timestamp() * 1000)}
 
     def describe(self) -> str:
         return f"{self.op} {self.table} {self.key} at {format_lsn(self.source.lsn)}"

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
+from civicsync.errors import RetriesExhaustedError as RetriesExhaustedError  # re-exported: it lives in the one tree
 from civicsync.errors import TransientError
 
 T = TypeVar("T")
@@ -24,15 +25,6 @@ class Retry(Protocol):
     def max_delay(self) -> float: ...
     @property
     def multiplier(self) -> float: ...
-
-
-class RetriesExhaustedError(TransientError):
-    """Every attempt failed with a transient error; ``last`` is the final one."""
-
-    def __init__(self, what: str, attempts: int, last: TransientError) -> None:
-        self.attempts = attempts
-        self.last = last
-        super().__init__(f"{what}: gave up after {attempts} attempts; last error: {last}")
 
 
 def backoff_delays(retry: Retry) -> list[float]:

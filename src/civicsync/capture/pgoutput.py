@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
 
+from civicsync.errors import DecodeError as DecodeError  # re-exported: it lives in the one tree
 from civicsync.events import UNCHANGED as UNCHANGED
 from civicsync.events import Value as Value
 from civicsync.events import format_lsn as format_lsn
@@ -35,10 +36,6 @@ class MessageType(enum.Enum):
     DELETE = b"D"
     TRUNCATE = b"T"
     MESSAGE = b"M"
-
-
-class DecodeError(ValueError):
-    """A message that does not follow the protocol (a bug or a version mismatch, never data)."""
 
 
 @dataclass(frozen=True)
@@ -346,8 +343,6 @@ def decode(payload: bytes) -> Message:
             content = r.raw(r.int32())
             return LogicalMessage(bool(flags & 1), lsn, prefix, content)
     raise DecodeError(f"unhandled message type {kind}")  # pragma: no cover
-
-
 
 
 def parse_lsn(text: str) -> int:

@@ -24,6 +24,7 @@ from civicsync.db.catalog import column_types
 from civicsync.db.errors import describe
 from civicsync.deadletters.batch import matching
 from civicsync.errors import CivicsyncError, RowRejectedError
+from civicsync.errors import ReplayFailedError as ReplayFailedError  # re-exported: it lives in the one tree
 from civicsync.events import ChangeEvent, Image, SourceInfo
 from civicsync.extract.source import stream_query
 from civicsync.retry import backoff_delays
@@ -48,10 +49,6 @@ class ReplayHost(Protocol):
     def source_reader(self) -> Conn: ...
 
     def unblock(self, flow: str, key: dict[str, Any]) -> None: ...
-
-
-class ReplayFailedError(CivicsyncError):
-    """The key still cannot be applied."""
 
 
 @dataclass

@@ -22,15 +22,11 @@ from civicsync.config import LoadedConfig
 from civicsync.config.models import publication_name, slot_name
 from civicsync.db.connect import connect
 from civicsync.db.origin import origin_for
-from civicsync.errors import FatalError
+from civicsync.errors import MissingGrantError as MissingGrantError  # re-exported: it lives in the one tree
 from civicsync.sqlnames import table_ident
 
 Conn = psycopg.Connection[Any]
 ORIGIN_FUNCTIONS = ("pg_replication_origin_session_setup(text)", "pg_replication_origin_oid(text)")
-
-
-class MissingGrantError(FatalError):
-    """A role civicsync runs as lacks a privilege a flow needs; the message names the grant."""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@
     │   ├── ReplicationBrokenError    the replication stream failed for good (keeps its SQLSTATE)
     │   ├── DecodeError               a pgoutput message that breaks the protocol (also a ValueError)
     │   ├── FlowBusyError             another run of the flow holds its lock
+    │   ├── CheckpointRegressionError a checkpoint would move back: refused (a bug, never data)
     │   ├── ApiServerError            the HTTP API could not start
     │   └── LocalPostgresError        the local PostgreSQL (demo, tests) could not start
     ├── TransientError                retry with backoff: the same work may succeed later
@@ -201,4 +202,14 @@ class ReplayFailedError(CivicsyncError):
 
 class ReconcileFailedError(CivicsyncError):
     """A reconciliation run could not finish."""
+
+
+class CheckpointRegressionError(FatalError):
+    """A source position lower than the one stored was about to be committed; it is refused."""
+
+    def __init__(self, slot: str, lsn: int, stored: int) -> None:
+        self.slot = slot
+        self.lsn = lsn
+        self.stored = stored
+        super().__init__(f"slot {slot}: refusing to move the stored position back from {stored} to {lsn}")
 

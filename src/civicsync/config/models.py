@@ -229,6 +229,20 @@ class Retry(Model):
     multiplier: float = Field(default=2.0, ge=1)
 
 
+class Retries(Model):
+    """The event path's own retries (the defaults are the values that were built in before)."""
+
+    target_commit: Retry = Field(
+        default_factory=lambda: Retry(attempts=30, initial_delay=0.2, max_delay=10.0),
+        description="committing a CDC batch while the target is down or a lock/statement times out")
+    source_reconnect: Retry = Field(
+        default_factory=lambda: Retry(attempts=100, initial_delay=0.2, max_delay=5.0),
+        description="reconnecting the replication stream to the source")
+    dead_letters: Retry = Field(
+        default_factory=lambda: Retry(attempts=12, initial_delay=1.0, max_delay=300.0),
+        description="the schedule of a CDC dead letter's replays (its last pause repeats)")
+
+
 # --------------------------------------------------------------------------- flows
 
 
@@ -294,6 +308,14 @@ class Flow(Model):
         """The flow has a batch path (``batch run`` and the scheduler run it)."""
         return self.kind in ("batch", "aggregate", "hybrid")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_cdc(cls, data: Any) -> Any:
+        # An event-path flow with no settings of its own needs no 'cdc: {}' (older files keep it).
+        if isinstance(data, dict) and data.get("kind") in ("cdc", "hybrid") and data.get("cdc") is None:
+            return {**data, "cdc": {}}
+        return data
+
     @field_validator("columns", mode="before")
     @classmethod
     def _shorthand(cls, columns: Any) -> Any:
@@ -315,7 +337,7 @@ class Flow(Model):
             if not self.columns:
                 raise ValueError(f"a {self.kind} flow needs at least one entry in 'columns'")
         if self.streams != (self.cdc is not None):
-            raise ValueError("kinds cdc and hybrid need a 'cdc' section, and only they take one")
+            raise ValueError("only kinds cdc and hybrid take a 'cdc' section")
         if self.kind == "cdc":
             if self.incremental is not None or self.on_missing != "keep":
                 raise ValueError("'incremental' and 'on_missing' do not apply to kind cdc")
@@ -359,6 +381,7 @@ class Config(Model):
     secrets: dict[str, SecretRef] = Field(default_factory=dict)
     flows: dict[str, Flow] = Field(default_factory=dict)
     audit: Audit = Field(default_factory=Audit)
+    retries: Retries = Field(default_factory=Retries)
 
     def flow(self, name: str) -> Flow:
         """The flow called ``name`` (by config name or spec id, e.g. 'F2')."""

@@ -32,8 +32,6 @@ from civicsync.sqlnames import table_ident
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 BATCH = 100
-# Backoff between retries of one dead letter: 1 s, 2 s, 4 s, ... capped at 5 minutes.
-DLQ_RETRY = Retry(attempts=12, initial_delay=1.0, max_delay=300.0, multiplier=2.0)
 
 
 class ReplayHost(Protocol):
@@ -62,9 +60,10 @@ class ReplayCounts:
         return ReplayCounts(self.replayed + other.replayed, self.failed + other.failed)
 
 
-def replay_due(worker: ReplayHost, *, due_only: bool = True, ids: list[int] | None = None,
+def replay_due(worker: ReplayHost, retry: Retry, *, due_only: bool = True, ids: list[int] | None = None,
                limit: int | None = BATCH) -> ReplayCounts:
-    """Replay pending dead letters of the worker's flows (those due, or all; at most ``limit``)."""
+    """Replay pending dead letters of the worker's flows (those due, or all; at most ``limit``); a
+    failure schedules the next replay by ``retry`` (the config's ``retries.dead_letters``)."""
     conn = worker.target_connection
     rows = conn.execute(
         "SELECT dead_letter_id, flow, row_key, attempts, held FROM civicsync.dead_letters WHERE status = 'pending'"
@@ -84,7 +83,7 @@ def replay_due(worker: ReplayHost, *, due_only: bool = True, ids: list[int] | No
             worker.unblock(flow, key)
             counts.replayed += 1
         except (psycopg.Error, CivicsyncError) as exc:
-            delays = backoff_delays(DLQ_RETRY)
+            delays = backoff_delays(retry)
             delay = delays[min(attempts, len(delays) - 1)]
             conn.execute(
                 "UPDATE civicsync.dead_letters SET attempts = attempts + 1, error = %s, last_seen = clock_timestamp(),"

@@ -26,7 +26,7 @@ from civicsync.capture.replication import RowChange, Transaction
 from civicsync.control import store
 from civicsync.db.errors import classify
 from civicsync.db.origin import is_own
-from civicsync.deadletters.cdc import DLQ_RETRY, ReplayFailedError, held_rows, letter_key
+from civicsync.deadletters.cdc import ReplayFailedError, held_rows, letter_key
 from civicsync.errors import SchemaMismatchError, TransientError
 from civicsync.events import ChangeEvent
 from civicsync.provision.roles import MissingGrantError
@@ -247,7 +247,7 @@ class BatchApplying:
         for d in letters:
             if d.kind != "blocked":  # a key waiting behind its own earlier failure is not a new dead letter
                 metrics.DEAD_LETTERS_CREATED.labels(d.flow).inc()
-        first = DLQ_RETRY.initial_delay
+        first = self.config.model.retries.dead_letters.initial_delay
         store.add_cdc_dead_letters(conn, [
             (d.flow, self._stored_key(d), d.op, d.lsn, d.kind, d.error, first,
              self._held.pop((d.flow, json.dumps(d.source_key, sort_keys=True)), None)) for d in letters])

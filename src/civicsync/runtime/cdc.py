@@ -39,7 +39,7 @@ from civicsync.capture.replication import (
 from civicsync.capture.slots import SlotInfo, check_wal_level, drop_slot, ensure_publication, ensure_slot, slot_info
 from civicsync.capture.snapshot import begin_in_snapshot, slot_with_snapshot
 from civicsync.config import LoadedConfig
-from civicsync.config.models import Retry, publication_name, slot_name
+from civicsync.config.models import publication_name, slot_name
 from civicsync.control import store
 from civicsync.db.catalog import replica_identity
 from civicsync.db.connect import connect
@@ -280,7 +280,7 @@ class CdcWorker(BatchApplying):
         stream = PrefetchingStream(
             ReplicationStream(self.config.dsn(self.source, "capture"), slot=self.slot, publication=self.publication,
                               start_lsn=self.flow_stops.start_position(self.stats.position), stop=self.stop_event,
-                              source=self.source),
+                              source=self.source, reconnect=self.config.model.retries.source_reconnect),
             max_changes=2 * self.capture.batch_max_changes)
         self._stream = stream
         try:
@@ -390,7 +390,7 @@ class CdcWorker(BatchApplying):
                              stream: Stream | None) -> None:
         """Commit the batch; retry transient errors (the target down, a lock or statement timeout) with
         backoff, also while it is applied key by key: a timeout never dead-letters a key."""
-        delays = iter(backoff_delays(Retry(attempts=30, initial_delay=0.2, max_delay=10.0)))
+        delays = iter(backoff_delays(self.config.model.retries.target_commit))
         isolate = False
         while True:
             try:
@@ -440,7 +440,7 @@ class CdcWorker(BatchApplying):
             with mapped_errors(f"replaying the dead letters of {', '.join(self.flows)}"):
                 self._blocked = store.pending_keys(self.target_connection, self.flows)
                 self.target_connection.commit()
-                return replay_due(self, due_only=False, ids=ids, limit=None)
+                return replay_due(self, self.config.model.retries.dead_letters, due_only=False, ids=ids, limit=None)
         finally:
             self.close()
 
@@ -463,7 +463,7 @@ class CdcWorker(BatchApplying):
             # An operator may have discarded or replayed entries from the CLI meanwhile.
             self._blocked = store.pending_keys(self._tgt, self.flows)
             self._tgt.commit()
-            return replay_due(self).replayed
+            return replay_due(self, self.config.model.retries.dead_letters).replayed
         except (psycopg.Error, CivicsyncError) as exc:
             rollback(self._tgt)
             log.warning("slot %s: dead-letter retry failed (%s)", self.slot,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from civicsync.config import load_config
@@ -43,25 +42,9 @@ def worker_file() -> str:
     return header + "".join(f"{k}={v}\n" for k, v in props.items())
 
 
-class _AnyEnv(Mapping[str, str]):
-    """Every environment variable "set": only the config's shape is read here, never a DSN or secret."""
-
-    def __getitem__(self, key: str) -> str:
-        return "placeholder-never-used-0123456789abcdef"
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
-
-    def __contains__(self, key: object) -> bool:
-        return True
-
-
 def connector_files() -> dict[str, str]:
     """{file name: JSON} for every source connection with event-path flows in the reference config."""
-    config = load_config(environ=_AnyEnv()).model
+    config = load_config(resolve_env=False).model  # only the config's shape: no DSN or secret is read
     files = {}
     for connection in sorted(config.connections):
         tables = sorted({config.flows[n].source.table for n in config.streaming_flows(connection)})

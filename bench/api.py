@@ -40,8 +40,8 @@ import httpx
 from benchrun import log, run_on_private_server
 from civicsync.api.keys import create_key
 from civicsync.config.loader import load_config, reference_config_path
-from civicsync.db.provision import init_databases
 from civicsync.localpg import LocalPostgres, free_port
+from civicsync.provision.databases import init_databases
 
 
 def _environ(server: LocalPostgres) -> dict[str, str]:

@@ -47,9 +47,9 @@ from benchrun import log, run_on_private_server
 from civicsync.config import LoadedConfig
 from civicsync.config.loader import load_config, reference_config_path
 from civicsync.db.connect import connect
-from civicsync.db.provision import init_databases
-from civicsync.db.seed import seed
 from civicsync.localpg import LocalPostgres
+from civicsync.provision.databases import init_databases
+from civicsync.reference.seed import seed
 from civicsync.transform.chain import build_transform
 
 HERE = Path(__file__).resolve().parent

@@ -59,8 +59,8 @@ from cdc_harness import (
 from civicsync.capture.replication import Transaction
 from civicsync.config.loader import load_config, reference_config_path
 from civicsync.config.models import slot_name
-from civicsync.db.provision import init_databases
 from civicsync.localpg import LocalPostgres
+from civicsync.provision.databases import init_databases
 
 FLOW = "F7"
 TARGET_P99_MS = 50.0

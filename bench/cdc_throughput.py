@@ -84,9 +84,9 @@ from civicsync.config import LoadedConfig
 from civicsync.config.loader import load_config, reference_config_path
 from civicsync.config.models import slot_name
 from civicsync.db.connect import connect
-from civicsync.db.provision import init_databases
-from civicsync.db.seed import seed
 from civicsync.localpg import LocalPostgres
+from civicsync.provision.databases import init_databases
+from civicsync.reference.seed import seed
 
 TARGET_RATIO = 0.5
 F4, F3 = "F4", "F3"

@@ -54,12 +54,12 @@ from benchrun import log, run_on_private_server
 from civicsync.config import LoadedConfig
 from civicsync.config.loader import load_config, reference_config_path
 from civicsync.db.connect import connect
-from civicsync.db.provision import init_databases
-from civicsync.db.seed import seed
 from civicsync.extract.source import stream_query
 from civicsync.jobs.batch import run_batch
 from civicsync.localpg import LocalPostgres
+from civicsync.provision.databases import init_databases
 from civicsync.reconcile import build_plan, reconcile_flow
+from civicsync.reference.seed import seed
 from civicsync.transform.chain import build_transform
 
 TARGET_RATIO = 3.0

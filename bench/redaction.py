@@ -7,7 +7,7 @@ What it does
     Starts its own PostgreSQL (civicsync.localpg.LocalPostgres, durable) in a temp dir, creates the two
     reference databases (load_config + init_databases) and COPYs ``--citizens`` portal citizens (each with
     a phone and an e-mail, the values F12's known-value redaction looks up) and ``--rows`` feedback rows
-    whose comments follow the reference seed (civicsync.db.seed: about 40 % embed a phone number, an
+    whose comments follow the reference seed (civicsync.reference.seed: about 40 % embed a phone number, an
     e-mail address or an id; about 6 % are empty). Then ``--repeat`` times, alternating which goes first,
     after resetting the target (TRUNCATE analytics.feedback and the flow's control rows) and a CHECKPOINT:
 
@@ -42,10 +42,10 @@ import yaml
 from benchrun import log, run_on_private_server
 from civicsync.config import LoadedConfig
 from civicsync.config.loader import parse_config, reference_config_path
-from civicsync.db.provision import init_databases
-from civicsync.db.seed import _feedback_comment  # the reference seed's comment distribution
 from civicsync.jobs.batch import run_batch
 from civicsync.localpg import LocalPostgres
+from civicsync.provision.databases import init_databases
+from civicsync.reference.seed.activity import _feedback_comment  # the reference seed's comment distribution
 
 TARGET_RATIO = 0.5
 RESET_SQL = ("TRUNCATE analytics.feedback",

@@ -21,12 +21,20 @@ import json
 import resource
 import sys
 import time
+from typing import Any
 
 T_PROCESS = time.time()  # as early as this module runs (the interpreter has started)
 
+from civicsync.capture.changes import events_of  # noqa: E402
 from civicsync.capture.replication import ReplicationStream  # noqa: E402
-from civicsync.events import events_of  # noqa: E402
+from civicsync.events import ChangeEvent  # noqa: E402
+from civicsync.kafka.envelope import encode  # noqa: E402
 
+
+def _value(event: ChangeEvent) -> Any:
+    """The event's Debezium-format value, as the Kafka codec writes it."""
+    value = encode(event)[-1].value
+    return json.loads(value) if value is not None else None
 
 def main() -> int:
     p = argparse.ArgumentParser()
@@ -71,18 +79,18 @@ def main() -> int:
                 first_wall = time.time()
             events = events_of(txn, args.db)
             if as_json:
-                for ev in events:
-                    serialised_bytes += len(json.dumps(ev.key)) + len(json.dumps(ev.envelope()))
+                for ev in events:  # the Kafka path's own codec: what a producer would send
+                    serialised_bytes += sum(len(r.key) + len(r.value or b"") for r in encode(ev))
             for ev in events:
                 ops[ev.op] = ops.get(ev.op, 0) + 1
             if first_event is None:
-                first_event = {"key": events[0].key, "value": events[0].envelope()}
+                first_event = {"key": events[0].key, "value": _value(events[0])}
             count += len(events)
             txns += 1
             stream.acknowledge(txn.end_lsn)
             if count >= args.changes:
                 last = time.perf_counter()
-                last_event = {"key": events[-1].key, "value": events[-1].envelope()}
+                last_event = {"key": events[-1].key, "value": _value(events[-1])}
     finally:
         stream.close()
 

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
 echo "== ruff"; .venv/bin/ruff check src tests bench || exit 1
 echo "== mypy"; .venv/bin/mypy || exit 1
+echo "== import layers"; .venv/bin/lint-imports --no-cache || exit 1
 echo "== pytest"
 .venv/bin/pytest "$@"
 rc=$?

@@ -17,7 +17,7 @@ from civicsync.capture.slots import drop_publication, drop_slot
 from civicsync.config import LoadedConfig
 from civicsync.config.models import publication_name, slot_name
 from civicsync.db.origin import origin_for
-from civicsync.db.provision import init_databases
+from civicsync.provision.databases import init_databases
 from civicsync.runtime.cdc import CdcWorker
 from fix_db import Deployment
 from helpers import config_variant, reference_raw

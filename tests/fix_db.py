@@ -11,8 +11,8 @@ import psycopg
 import pytest
 
 from civicsync.config import LoadedConfig, load_config
-from civicsync.db.provision import init_databases
 from civicsync.localpg import LocalPostgres
+from civicsync.provision.databases import init_databases
 
 PSEUDONYM_KEY = "test-pseudonym-key-0123456789"
 

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from civicsync.config import LoadedConfig
-from civicsync.db.seed import seed
 from civicsync.jobs.batch import run_batch
 from civicsync.localpg import LocalPostgres
 from civicsync.reconcile import ReconcileResult, reconcile_flow
+from civicsync.reference.seed import seed
 from civicsync.runtime.cdc import CdcWorker
 from civicsync.status import cdc_sources
 from fix_cdc import cdc_config, cleanup

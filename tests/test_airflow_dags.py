@@ -23,8 +23,8 @@ import yaml
 from psycopg.conninfo import conninfo_to_dict
 
 from civicsync.config import reference_config_path
-from civicsync.db.seed import seed
 from civicsync.localpg import free_port
+from civicsync.reference.seed import seed
 from fix_db import Deployment
 from helpers import reference_raw
 
@@ -47,7 +47,7 @@ def stand_in_reconcile(record):
     module = types.ModuleType("civicsync.reconcile")
     module.__spec__ = importlib.machinery.ModuleSpec("civicsync.reconcile", None)
     class Outcome:
-        skipped = False  # the event path's initial snapshot is not pending (see jobs.flow_job)
+        skipped = False  # a run that did not wait for an initial snapshot (ReconcileResult.skipped)
         def __init__(self, name): self.name = name
         def as_dict(self): return {"flow": self.name, "differences": 0}
     def reconcile_flow(config, name, repair):

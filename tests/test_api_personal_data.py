@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from civicsync.db.seed import seed
 from civicsync.jobs.batch import run_batch
 from civicsync.reconcile import reconcile_flow
+from civicsync.reference.seed import seed
 from fix_api import RunningApi
 from fix_db import q
 

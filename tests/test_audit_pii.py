@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from civicsync.audit import run_audit
-from civicsync.db.seed import seed
 from civicsync.jobs.batch import run_batch
+from civicsync.reference.seed import seed
 from fix_db import Deployment, q
 
 

@@ -13,7 +13,7 @@ from civicsync.config.models import Retry
 from civicsync.db.errors import is_transient
 from civicsync.errors import DatabaseError, TransientError
 from civicsync.jobs.batch import FlowBusyError, run_batch
-from civicsync.jobs.retry import RetriesExhaustedError, backoff_delays, with_retry
+from civicsync.retry import RetriesExhaustedError, backoff_delays, with_retry
 from fix_db import Deployment
 from helpers import config_variant, digest
 

@@ -3,8 +3,8 @@ the identity; the event's key is still the table's declared key, and a key chang
 
 from __future__ import annotations
 
+from civicsync.capture.changes import events_of, key_of, old_key_of
 from civicsync.capture.replication import ReplicationStream
-from civicsync.events import events_of, key_of, old_key_of
 from fix_capture import Source
 from test_capture import drain
 

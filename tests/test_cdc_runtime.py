@@ -373,7 +373,7 @@ def test_cdc_runs_as_the_least_privilege_roles(fresh_deployment: Deployment) -> 
 ])
 def test_a_missing_grant_fails_at_start_naming_it(fresh_deployment: Deployment, db: str, revoke: str,
                                                   named: str) -> None:
-    from civicsync.db.roles import MissingGrantError
+    from civicsync.provision.roles import MissingGrantError
 
     dep = fresh_deployment
     config = cdc_config(dep)

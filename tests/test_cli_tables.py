@@ -14,14 +14,14 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from civicsync.cli import results_table
-from civicsync.demo import _print_report
+from civicsync.cli.demo import print_report
 
 
 def render(renderable_or_report: Any, width: int = 80) -> str:
     file = io.StringIO()
     console = Console(file=file, width=width, force_terminal=False, color_system=None)
     if isinstance(renderable_or_report, dict):
-        _print_report(console, renderable_or_report, Path("/tmp/demo.env"), "dbname=smart_citizen")
+        print_report(console, renderable_or_report, Path("/tmp/demo.env"), "dbname=smart_citizen")
     else:
         console.print(renderable_or_report)
     return file.getvalue()

@@ -3,13 +3,10 @@ records what the event path missed — on real PostgreSQL with real replication.
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
-import pytest
-
 from civicsync.config.service import Scheduler as SchedulerSettings
-from civicsync.db.provision import init_databases
+from civicsync.provision.databases import init_databases
 from civicsync.runtime.scheduler import BatchScheduler
 from civicsync.runtime.state import ServiceState
 from fix_cdc import cdc_config, cleanup, running, wait_for
@@ -52,7 +49,6 @@ def test_f8_events_arrive_banded_and_the_raw_amount_never_leaves(fresh_deploymen
     assert "120000" not in dump and "12500" not in dump
 
 
-@pytest.mark.skipif(importlib.util.find_spec("civicsync.reconcile") is None, reason="reconciliation not built yet")
 def test_f8_a_change_the_event_path_missed_is_repaired_hourly_and_recorded(fresh_deployment: Deployment) -> None:
     """The worker is stopped, a change is made, the slot is dropped and recreated without a snapshot
     (as after an outage longer than WAL retention): the event path never sees that change. The

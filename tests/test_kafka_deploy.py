@@ -13,12 +13,12 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from civicsync.db.provision import init_databases
 from civicsync.events import ChangeEvent
 from civicsync.kafka.connect import KafkaConnect
 from civicsync.kafka.debezium import decode_message
 from civicsync.kafka.local import KafkaCluster
 from civicsync.localpg import LocalPostgres
+from civicsync.provision.databases import init_databases
 from fix_db import Deployment
 from fix_kafka import DEPLOY_DBNAMES, REPO, consume
 

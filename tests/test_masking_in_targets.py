@@ -16,8 +16,8 @@ from psycopg import sql
 
 from civicsync.config import LoadedConfig
 from civicsync.config.masking import BandMask, JsonMask, RedactMask, VocabularyMask
-from civicsync.db.seed import seed
 from civicsync.jobs.batch import run_batch
+from civicsync.reference.seed import seed
 from fix_db import Deployment
 from helpers import config_variant
 

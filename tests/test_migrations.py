@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from civicsync.db.provision import init_databases
+from civicsync.provision.databases import init_databases
 from fix_db import Deployment
 
 

@@ -44,8 +44,8 @@ from typing import Any
 import pytest
 import yaml
 
-from civicsync.db.seed import seed
 from civicsync.localpg import free_port
+from civicsync.reference.seed import seed
 from fix_cdc import cdc_config, cdc_raw, cleanup, role_environ, write_config
 from fix_db import Deployment
 from fix_monitoring import (

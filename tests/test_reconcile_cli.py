@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
-from civicsync.db.seed import seed
 from civicsync.errors import DatabaseUnavailableError
 from civicsync.jobs.batch import run_batch
 from civicsync.localpg import free_port
 from civicsync.reconcile import UnknownFlowError, reconcile_flow
+from civicsync.reference.seed import seed
 from fix_db import Deployment
 from fix_reconcile import q
 from helpers import config_variant

@@ -9,9 +9,9 @@ import threading
 from typing import Any
 
 from civicsync.config import LoadedConfig
-from civicsync.db.seed import seed
 from civicsync.jobs.batch import run_batch
 from civicsync.reconcile import reconcile_flow
+from civicsync.reference.seed import seed
 from fix_cdc import cdc_config, running, wait_for
 from fix_db import Deployment
 from fix_reconcile import q

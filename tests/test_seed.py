@@ -9,8 +9,8 @@ from datetime import UTC, date, datetime, timedelta
 import psycopg
 import pytest
 
-from civicsync.db.seed import PROGRESS_EVERY, SeedCounts, seed
 from civicsync.localpg import LocalPostgres
+from civicsync.reference.seed import PROGRESS_EVERY, SeedCounts, seed
 from fix_db import Deployment, new_deployment
 
 CITIZENS = 300

@@ -15,10 +15,10 @@ import httpx
 import pytest
 
 from civicsync.config.service import Scheduler as SchedulerSettings
-from civicsync.db.seed import seed
+from civicsync.reference.seed import seed
 from civicsync.runtime.scheduler import BatchScheduler, previous_fire_time, schedule_interval
-from civicsync.runtime.service import Service, ServiceOptions
 from civicsync.runtime.state import ServiceState
+from civicsync.service import Service, ServiceOptions
 from fix_cdc import cdc_config, cdc_raw, cleanup, role_environ, wait_for, write_config
 from fix_db import Deployment
 from helpers import config_variant

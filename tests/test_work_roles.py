@@ -12,10 +12,10 @@ import psycopg
 import pytest
 
 from civicsync.config import LoadedConfig
-from civicsync.db.provision import init_databases
-from civicsync.db.seed import seed
 from civicsync.jobs.batch import run_batch
+from civicsync.provision.databases import init_databases
 from civicsync.reconcile import reconcile_flow
+from civicsync.reference.seed import seed
 from civicsync.runtime.state import ServiceState, WorkerState
 from fix_api import make_keys, serve
 from fix_db import Deployment, q

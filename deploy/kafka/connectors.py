@@ -44,7 +44,7 @@ def worker_file() -> str:
 
 def connector_files() -> dict[str, str]:
     """{file name: JSON} for every source connection with event-path flows in the reference config."""
-    config = load_config(resolve_env=False).model
+    config = load_config(resolve_env=False).model  # only the config's shape: no DSN or secret is read
     files = {}
     for connection in sorted(config.connections):
         tables = sorted({config.flows[n].source.table for n in config.streaming_flows(connection)})

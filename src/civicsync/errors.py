@@ -2,27 +2,78 @@
 
 ::
 
-    CivicsyncError                  base of everything civicsync raises on purpose
-    ├── FatalError                  stop: retrying will not help, a person must act
-    │   ├── ConfigError             the config file is wrong (lists every problem)
-    │   ├── SchemaMismatchError     the database does not match what the config declares
-    │   ├── ValidationFailedError   a batch run's pre-commit validation refused the data
-    │   └── DatabaseError           a database error that is not transient (keeps its SQLSTATE)
-    ├── TransientError              retry with backoff: the same work may succeed later
-    │   └── DatabaseUnavailableError  connection lost, admin shutdown, serialization failure, ...
-    └── RowRejectedError            skip: one source row broke a rule; it goes to the dead letters
+    CivicsyncError                    base of everything civicsync raises on purpose
+    ├── FatalError                    stop: retrying will not help, a person must act
+    │   ├── ConfigError               the config file is wrong (lists every problem)
+    │   ├── UsageError                the command asked for something that cannot be (CLI exit 2)
+    │   │   ├── UnknownFlowError      no flow has that name or id
+    │   │   └── ApiKeyError           a key operation that cannot be done (bad name, scope, key)
+    │   ├── SchemaMismatchError       the database does not match what the config declares
+    │   ├── ValidationFailedError     a batch run's pre-commit validation refused the data
+    │   ├── DatabaseError             a database error that is not transient (keeps its SQLSTATE)
+    │   ├── MigrationError            a migration set disagrees with what the database recorded
+    │   ├── NotMigratedError          the target lacks the reconciliation tables
+    │   ├── MissingGrantError         a role lacks a privilege a flow needs (names the grant)
+    │   ├── CaptureSetupError         the source is not ready for logical replication
+    │   ├── ReplicationBrokenError    the replication stream failed for good (keeps its SQLSTATE)
+    │   ├── DecodeError               a pgoutput message that breaks the protocol (also a ValueError)
+    │   ├── FlowBusyError             another run of the flow holds its lock
+    │   ├── CheckpointRegressionError a checkpoint would move back: refused (a bug, never data)
+    │   ├── ApiServerError            the HTTP API could not start
+    │   ├── KafkaUnavailableError     Kafka's jars or broker are not there (civicsync.kafka.jvm)
+    │   │   └── ConnectError          Kafka Connect failed or refused a connector (civicsync.kafka.connect)
+    │   ├── TopicsError               topics cannot be made as the config says (civicsync.kafka.topics)
+    │   ├── DebeziumDecodeError       a Debezium value that cannot be decoded (civicsync.kafka.debezium)
+    │   ├── EnvelopeError             a record that is not civicsync's envelope (civicsync.kafka.envelope)
+    │   ├── TextDecodeError           a value with no exact PostgreSQL text (civicsync.kafka.pgtext)
+    │   └── LocalPostgresError        the local PostgreSQL (demo, tests) could not start
+    ├── TransientError                retry with backoff: the same work may succeed later
+    │   ├── DatabaseUnavailableError  connection lost, admin shutdown, serialization failure, ...
+    │   ├── RetriesExhaustedError     every attempt failed transiently; ``last`` is the final error
+    │   └── DeliveryError             the broker did not acknowledge a record (civicsync.kafka.capture)
+    ├── RowRejectedError              skip: one source row broke a rule; it goes to the dead letters
+    ├── ReplayFailedError             a dead letter's key still cannot be applied (it stays pending)
+    ├── ReconcileFailedError          a reconciliation run could not finish
+    └── ApiError                      an HTTP error response with named fields (civicsync.api.errors:
+                                      it carries the API's response model)
 
-Database errors are mapped where they enter (:func:`civicsync.db.errors.classify`), so code above
-the database layer only ever sees this tree and the SQLSTATE is never lost.
+Database errors are mapped where they enter (:func:`civicsync.db.errors.classify`, for psycopg 3 and
+psycopg2 alike, through one SQLSTATE table), so code above the database layer only ever sees this
+tree and the SQLSTATE is never lost. The Kafka package's errors live in civicsync.kafka and join
+the tree as drawn.
+
+Not errors, and so outside the tree: ``Stopped`` (capture.replication) and its ``WorkerStopped``
+(runtime.cdc) end a stream because a stop was asked for, and must not be caught as a failure; and a
+few signals that never leave their module (``NeedsIsolation``, ``Unavailable``, ``TooDifferent``,
+``NotCompilable``, and civicsync.kafka.offsets' ``Fenced``).
+
+Every error pickles (a worker process may hand one to its parent): :meth:`CivicsyncError.__reduce__`
+rebuilds the instance from its attributes, whatever its constructor takes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, TypeVar
+
+E = TypeVar("E", bound=BaseException)
+
+
+def _rebuild(cls: type[E], args: tuple[Any, ...], state: dict[str, Any]) -> E:
+    """An instance of ``cls`` with ``args`` and ``state``, without calling its constructor."""
+    exc = cls.__new__(cls, *args)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
 
 
 class CivicsyncError(Exception):
     """Base class of every error civicsync raises on purpose."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The default rebuilds with cls(*self.args): wrong for constructors that take several
+        # arguments and format one message from them. Rebuild from the attributes instead.
+        return _rebuild, (type(self), self.args, dict(self.__dict__))
 
 
 class FatalError(CivicsyncError):
@@ -93,3 +144,79 @@ class RowRejectedError(CivicsyncError):
 class UsageError(FatalError):
     """The command asked for something that cannot be: an unknown flow, a flow of the wrong kind, a
     bad key name or scope. The CLI exits 2 for it (bad input), like for a :class:`ConfigError`."""
+
+
+class UnknownFlowError(UsageError):
+    """No flow has that name or id."""
+
+
+class ApiKeyError(UsageError):
+    """A key operation the operator asked for cannot be done (bad name or scope, unknown key, ...): bad input."""
+
+
+class MigrationError(FatalError):
+    """A migration set is inconsistent with what the database has recorded."""
+
+
+class NotMigratedError(FatalError):
+    """The target database lacks the reconciliation tables."""
+
+
+class MissingGrantError(FatalError):
+    """A role civicsync runs as lacks a privilege a flow needs; the message names the grant."""
+
+
+class CaptureSetupError(FatalError):
+    """The source database is not ready for logical replication (settings, grants, identity)."""
+
+
+class ReplicationBrokenError(FatalError):
+    """The replication stream stopped on an error that reconnecting will not fix."""
+
+    def __init__(self, message: str, sqlstate: str) -> None:
+        self.sqlstate = sqlstate
+        super().__init__(message)
+
+
+class DecodeError(FatalError, ValueError):
+    """A message that does not follow the protocol (a bug or a version mismatch, never data)."""
+
+
+class FlowBusyError(FatalError):
+    """Another run of the same flow holds the flow's lock."""
+
+
+class ApiServerError(FatalError):
+    """The HTTP API could not be started."""
+
+
+class LocalPostgresError(FatalError):
+    """The local PostgreSQL could not be created or started."""
+
+
+class RetriesExhaustedError(TransientError):
+    """Every attempt failed with a transient error; ``last`` is the final one."""
+
+    def __init__(self, what: str, attempts: int, last: TransientError) -> None:
+        self.attempts = attempts
+        self.last = last
+        super().__init__(f"{what}: gave up after {attempts} attempts; last error: {last}")
+
+
+class ReplayFailedError(CivicsyncError):
+    """The key still cannot be applied."""
+
+
+class ReconcileFailedError(CivicsyncError):
+    """A reconciliation run could not finish."""
+
+
+class CheckpointRegressionError(FatalError):
+    """A source position lower than the one stored was about to be committed; it is refused."""
+
+    def __init__(self, slot: str, lsn: int, stored: int) -> None:
+        self.slot = slot
+        self.lsn = lsn
+        self.stored = stored
+        super().__init__(f"slot {slot}: refusing to move the stored position back from {stored} to {lsn}")
+

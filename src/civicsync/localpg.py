@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from civicsync.errors import FatalError
+from civicsync.errors import LocalPostgresError as LocalPostgresError  # re-exported: it lives in the one tree
 
 SUPERUSER = "civicsync_admin"
 
@@ -35,10 +35,6 @@ _SETTINGS = {
 }
 # Only for throw-away test clusters: durability is not what the tests measure.
 _FAST_UNSAFE = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
-
-
-class LocalPostgresError(FatalError):
-    """The local PostgreSQL could not be created or started."""
 
 
 def find_pg_bin() -> Path:

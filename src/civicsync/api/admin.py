@@ -2,7 +2,7 @@
 
 A replay runs the same functions as ``civicsync dlq replay``: each CDC source's
 :meth:`~civicsync.runtime.cdc.CdcWorker.replay_now` and, for batch flows,
-:func:`~civicsync.jobs.replay.replay_batch_dead_letters`. One replay runs at a time per process.
+:func:`~civicsync.deadletters.batch.replay_batch_dead_letters`. One replay runs at a time per process.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from civicsync.api.auth import require_scope
 from civicsync.api.context import ApiContext, context
 from civicsync.api.errors import ApiError, FieldError, responses
-from civicsync.runtime.replay import replay_all
+from civicsync.runtime.dlq import replay_all
 
 router = APIRouter(prefix="/api/v1/dead-letters", tags=["admin"])
 _REF = re.compile(r"^([a-z_][a-z0-9_]*):(\d{1,18})$")

@@ -19,7 +19,7 @@ from civicsync.api.errors import ApiError, FieldError
 from civicsync.api.keys import Principal
 from civicsync.api.models import Alert, AlertResult
 from civicsync.api.writes import columns, item_field, lock_keys, require_references
-from civicsync.apply.sqlnames import table_ident
+from civicsync.sqlnames import table_ident
 
 _CONTENT = ("citizen_id", "scheme_id", "district", "severity", "alert_type", "message", "expires_at")
 """What an alert says: a resend must repeat all of it (the target columns come from the config)."""

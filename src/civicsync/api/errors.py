@@ -47,7 +47,7 @@ class ErrorBody(BaseModel):
     fields: list[FieldError] = Field(default_factory=list)
 
 
-class ApiError(Exception):
+class ApiError(CivicsyncError):
     """Raised by handlers for an error response with named fields."""
 
     def __init__(self, status: int, message: str, fields: Sequence[FieldError] = (),

@@ -26,8 +26,8 @@ from civicsync.api.context import ApiContext, Conn
 from civicsync.api.errors import ApiError, FieldError
 from civicsync.api.models import Forecast, ForecastOutcome, ForecastResult
 from civicsync.api.writes import columns, item_field, lock_keys, plain, require_references
-from civicsync.apply.sqlnames import table_ident
 from civicsync.config.service import ForecastTarget
+from civicsync.sqlnames import table_ident
 
 _PART = re.compile(r"\d+|[A-Za-z]+")
 

@@ -21,7 +21,8 @@ import psycopg
 from civicsync.config import LoadedConfig
 from civicsync.db.connect import connect
 from civicsync.db.errors import mapped_errors
-from civicsync.errors import CivicsyncError, UsageError
+from civicsync.errors import ApiKeyError as ApiKeyError  # re-exported: it lives in the one tree
+from civicsync.errors import CivicsyncError
 
 SCOPES = ("forecasts:write", "alerts:write", "admin:read", "admin:write")
 """Every scope a key may carry."""
@@ -31,10 +32,6 @@ _KEY = re.compile(r"^csk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 
 Conn = psycopg.Connection[tuple[Any, ...]]
-
-
-class ApiKeyError(UsageError):
-    """A key operation the operator asked for cannot be done (bad name or scope, unknown key, ...): bad input."""
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,9 @@ from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from civicsync.config.service import Limits
-from civicsync.errors import FatalError
+from civicsync.errors import ApiServerError as ApiServerError  # re-exported: it lives in the one tree
 
 log = logging.getLogger("civicsync.api")
-
-
-class ApiServerError(FatalError):
-    """The HTTP API could not be started."""
 
 
 class _ThreadServer(uvicorn.Server):

@@ -2,16 +2,14 @@
 
 It is :func:`civicsync.status.flow_status` (what the databases show), with what only a running
 service knows (worker phases, scheduled jobs) laid on top, a verdict per flow (``ok``, ``warning``,
-``error`` and the problems behind it), and the latest reconciliation results when that module exists.
+``error`` and the problems behind it), and the latest reconciliation results.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from civicsync.api.context import ApiContext, Conn
 from civicsync.config import LoadedConfig
 from civicsync.errors import CivicsyncError
+from civicsync.reconcile import latest_results
 from civicsync.status import flow_status
 
 log = logging.getLogger("civicsync.api")
@@ -26,25 +25,6 @@ log = logging.getLogger("civicsync.api")
 LAG_WARNING_SECONDS = 60.0
 
 Health = Literal["ok", "warning", "error"]
-
-
-def _reconciliation_source() -> Callable[[LoadedConfig], Any] | None:
-    """``latest_results(config)`` of civicsync.reconcile (or its store module), if it exists."""
-    for name in ("civicsync.reconcile", "civicsync.reconcile.store"):
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        except Exception:  # a broken reconcile module must not take the API down with it
-            log.exception("cannot import %s; the status shows no reconciliation results", name)
-            return None
-        found = getattr(module, "latest_results", None)
-        if callable(found):
-            return cast(Callable[[LoadedConfig], Any], found)
-    return None
-
-
-_latest_reconciliation = _reconciliation_source()
 
 
 class FlowReport(BaseModel):
@@ -121,11 +101,9 @@ def build_report(ctx: ApiContext, with_keys: bool = False) -> StatusReport:
 
 
 def reconciliation(config: LoadedConfig, with_keys: bool = False) -> list[dict[str, Any]]:
-    """The latest reconciliation results, or [] until civicsync.reconcile provides them; the sample
-    keys (personal data: a citizen id is a key) only ``with_keys``, else how many there are per class."""
-    if _latest_reconciliation is None:
-        return []
-    results = jsonable_encoder(_latest_reconciliation(config) or [])
+    """The latest reconciliation results; the sample keys (personal data: a citizen id is a key) only
+    ``with_keys``, else how many there are per class."""
+    results = jsonable_encoder(latest_results(config) or [])
     return [_without_keys(r) if not with_keys else r if isinstance(r, dict) else {"result": r} for r in results]
 
 

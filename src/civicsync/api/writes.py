@@ -10,8 +10,8 @@ from psycopg import sql
 
 from civicsync.api.context import Conn
 from civicsync.api.errors import ApiError, FieldError
-from civicsync.apply.sqlnames import table_ident
 from civicsync.config.service import IdRef
+from civicsync.sqlnames import table_ident
 
 
 def item_field(index: int, batch: bool, name: str = "") -> str:

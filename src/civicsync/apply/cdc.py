@@ -28,7 +28,7 @@ from psycopg import sql
 
 from civicsync.apply.cdc_rules import History, lifecycle_guard, log_events, route_changes, supersedes
 from civicsync.apply.merge import MergeWriter
-from civicsync.apply.sqlnames import idents, table_ident, texts
+from civicsync.capture.changes import key_of, old_key_of
 from civicsync.capture.pgoutput import UNCHANGED, Relation, format_lsn
 from civicsync.capture.replication import RowChange, Transaction
 from civicsync.config import LoadedConfig
@@ -36,8 +36,9 @@ from civicsync.config.models import Cdc, Flow, TableDecl
 from civicsync.config.references import template_fields
 from civicsync.db.catalog import column_types
 from civicsync.errors import RowRejectedError, SchemaMismatchError
-from civicsync.events import ChangeEvent, key_of, old_key_of
+from civicsync.events import ChangeEvent
 from civicsync.extract.source import stream_query
+from civicsync.sqlnames import idents, table_ident, texts
 from civicsync.transform.chain import build_transform
 
 Conn = psycopg.Connection[tuple[Any, ...]]

@@ -12,11 +12,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from civicsync.apply.sqlnames import table_ident
 from civicsync.capture.pgoutput import format_lsn
 from civicsync.config.models import EventLog, Flow, Lifecycle, RouteChanges
 from civicsync.db.catalog import column_types
 from civicsync.errors import SchemaMismatchError
+from civicsync.sqlnames import table_ident
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 History = list[tuple[list[Any] | None, int]]

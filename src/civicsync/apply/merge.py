@@ -18,8 +18,8 @@ import psycopg
 from psycopg import sql
 
 from civicsync.apply.conflicts import ConflictResolver
-from civicsync.apply.sqlnames import idents, table_ident, texts
 from civicsync.config.models import Flow, SetValues, TableDecl
+from civicsync.sqlnames import idents, table_ident, texts
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
 
+from civicsync.errors import DecodeError as DecodeError  # re-exported: it lives in the one tree
+from civicsync.events import UNCHANGED as UNCHANGED
+from civicsync.events import Value as Value
+from civicsync.events import format_lsn as format_lsn
+
 PG_EPOCH: Final = datetime(2000, 1, 1, tzinfo=UTC)
 
 
@@ -31,28 +36,6 @@ class MessageType(enum.Enum):
     DELETE = b"D"
     TRUNCATE = b"T"
     MESSAGE = b"M"
-
-
-class _Unchanged:
-    """Marker for an unchanged TOASTed column (the server did not send its value)."""
-
-    _instance: _Unchanged | None = None
-
-    def __new__(cls) -> _Unchanged:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "UNCHANGED"
-
-
-UNCHANGED: Final = _Unchanged()
-Value = str | None | _Unchanged
-
-
-class DecodeError(ValueError):
-    """A message that does not follow the protocol (a bug or a version mismatch, never data)."""
 
 
 @dataclass(frozen=True)
@@ -360,11 +343,6 @@ def decode(payload: bytes) -> Message:
             content = r.raw(r.int32())
             return LogicalMessage(bool(flags & 1), lsn, prefix, content)
     raise DecodeError(f"unhandled message type {kind}")  # pragma: no cover
-
-
-def format_lsn(lsn: int) -> str:
-    """An LSN as PostgreSQL writes it ('16/B374D848')."""
-    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
 
 
 def parse_lsn(text: str) -> int:

@@ -41,54 +41,17 @@ from civicsync.capture.pgoutput import (
 )
 from civicsync.config.models import Retry
 from civicsync.db.connect import SESSION_OPTIONS
-from civicsync.db.errors import describe, sqlstate_of
-from civicsync.errors import FatalError
-from civicsync.jobs.retry import backoff_delays
+from civicsync.db.errors import describe, is_permanent, sqlstate_of
+from civicsync.errors import ReplicationBrokenError as ReplicationBrokenError  # re-exported: it lives in the one tree
+from civicsync.retry import backoff_delays
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_PREFIX = "civicsync.heartbeat"
 
 
-# Errors a reconnect does not heal: an object or privilege is missing (42: the slot or publication is
-# gone, the role may not replicate), authentication or the database itself (28, 3D), a feature the
-# server refuses (0A), and 55000, "can no longer get changes from replication slot" (invalidated).
-PERMANENT_CLASSES = frozenset({"42", "28", "3D", "0A"})
-PERMANENT_SQLSTATES = frozenset({"55000"})
-
-
-class ReplicationBrokenError(FatalError):
-    """The replication stream stopped on an error that reconnecting will not fix."""
-
-    def __init__(self, message: str, sqlstate: str) -> None:
-        self.sqlstate = sqlstate
-        super().__init__(message)
-
-
-# psycopg2 gives no SQLSTATE for a connection refused during start-up (libpq reports the FATAL as
-# text): these start-up refusals are recognised by the server's (English) message instead.
-_STARTUP_REFUSALS = (("must be superuser or replication role", "42501"), ("permission denied", "42501"),
-                     ("password authentication failed", "28P01"), ("no pg_hba.conf entry", "28000"),
-                     ('role "', "28000"), ('database "', "3D000"))
-
-
-def _sqlstate(exc: BaseException) -> str | None:
-    sqlstate = sqlstate_of(exc)
-    if sqlstate is None and isinstance(exc, psycopg2.OperationalError) and "FATAL:" in str(exc):
-        fatal = str(exc).split("FATAL:", 1)[1]
-        return next((code for text, code in _STARTUP_REFUSALS if text in fatal
-                     and (not text.endswith('"') or "does not exist" in fatal)), None)
-    return sqlstate
-
-
-def is_permanent(exc: BaseException) -> bool:
-    """True for a replication error whose SQLSTATE says a reconnect would fail the same way."""
-    sqlstate = _sqlstate(exc)
-    return sqlstate is not None and (sqlstate in PERMANENT_SQLSTATES or sqlstate[:2] in PERMANENT_CLASSES)
-
-
 def _broken(slot: str, publication: str, source: str, exc: BaseException) -> ReplicationBrokenError:
-    sqlstate = _sqlstate(exc) or "?"
+    sqlstate = sqlstate_of(exc) or "?"
     if sqlstate == "55000" or "replication slot" in str(exc):
         remedy = f"the slot is gone or invalidated: recover with `civicsync cdc resync {source}`"
     elif "publication" in str(exc):

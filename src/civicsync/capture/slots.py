@@ -14,14 +14,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from civicsync.apply.sqlnames import table_ident
-from civicsync.errors import FatalError
+from civicsync.errors import CaptureSetupError as CaptureSetupError  # re-exported: it lives in the one tree
+from civicsync.sqlnames import table_ident
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-
-
-class CaptureSetupError(FatalError):
-    """The source database is not ready for logical replication (settings, grants, identity)."""
 
 
 def check_name(name: str, what: str) -> str:

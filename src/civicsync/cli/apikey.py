@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from civicsync.api.keys import SCOPES, create_key, list_keys, revoke_key
-from civicsync.cli.app import ConfigOpt, JsonOpt, _load, _user_errors, err, out
+from civicsync.cli.common import ConfigOpt, JsonOpt, err, load, out, user_errors
 
 apikey_app = typer.Typer(help="API keys of the HTTP API: create, list, revoke.", no_args_is_help=True)
 
@@ -28,8 +28,8 @@ def apikey_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Make a key and print it once: only its hash is stored, it cannot be shown again."""
-    with _user_errors():
-        key, record = create_key(_load(config), name, scope, client)
+    with user_errors():
+        key, record = create_key(load(config), name, scope, client)
     if as_json:
         out.print_json(data={**record.as_dict(), "key": key})
         return
@@ -42,8 +42,8 @@ def apikey_create(
 @apikey_app.command("list")
 def apikey_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """List every key (never the keys themselves), revoked ones included."""
-    with _user_errors():
-        keys = list_keys(_load(config))
+    with user_errors():
+        keys = list_keys(load(config))
     if as_json:
         out.print_json(data=[k.as_dict() for k in keys])
         return
@@ -60,8 +60,8 @@ def apikey_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 def apikey_revoke(name_or_id: Annotated[str, typer.Argument(help="The key's name or id.")],
                   config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Revoke a key: requests with it get 401 from now on."""
-    with _user_errors():
-        record = revoke_key(_load(config), name_or_id)
+    with user_errors():
+        record = revoke_key(load(config), name_or_id)
     if as_json:
         out.print_json(data=record.as_dict())
         return

@@ -8,7 +8,7 @@ import json
 import typer
 from rich.table import Table
 
-from civicsync.cli.app import ConfigOpt, JsonOpt, VerboseOpt, _load, _setup, _user_errors, out
+from civicsync.cli.common import ConfigOpt, JsonOpt, VerboseOpt, load, out, setup, user_errors
 
 audit_app = typer.Typer(help="Check that masking holds in the targets.", no_args_is_help=True)
 
@@ -24,9 +24,9 @@ def pii(config: ConfigOpt = None, as_json: JsonOpt = False, verbose: VerboseOpt 
     for raw values of the protected sets the config's masking declares; report table.column and counts."""
     from civicsync.audit import run_audit
 
-    _setup(verbose)
-    with _user_errors():
-        report = run_audit(_load(config))
+    setup(verbose)
+    with user_errors():
+        report = run_audit(load(config))
     if as_json:
         out.print_json(json.dumps(report.as_dict()))
     else:

@@ -12,7 +12,7 @@ import psycopg
 import typer
 from rich.table import Table
 
-from civicsync.cli.app import ConfigOpt, JsonOpt, VerboseOpt, _fail, _load, _setup, _user_errors, err, out
+from civicsync.cli.common import ConfigOpt, FlowsOpt, JsonOpt, VerboseOpt, err, fail, load, out, setup, user_errors
 from civicsync.config import LoadedConfig
 from civicsync.db.connect import connect
 from civicsync.status import cdc_sources, flow_status
@@ -20,7 +20,7 @@ from civicsync.status import cdc_sources, flow_status
 cdc_app = typer.Typer(help="Change data capture: real-time flows.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead letters: list, inspect, replay, discard.", no_args_is_help=True)
 
-FlowsOpt = Annotated[list[str] | None, typer.Option("--flow", "-f", help="Only these flows (repeatable).")]
+
 
 
 def register(app: typer.Typer) -> None:
@@ -35,16 +35,16 @@ def cdc_run(flows: FlowsOpt = None, config: ConfigOpt = None, verbose: VerboseOp
     from civicsync.capture.replication import Stopped
     from civicsync.runtime.cdc import CdcWorker
 
-    _setup(verbose)
+    setup(verbose)
     stop = threading.Event()
     # Before anything else: a SIGTERM during start-up must still mean a clean stop.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with _user_errors():
-        loaded = _load(config)
+    with user_errors():
+        loaded = load(config)
         sources = cdc_sources(loaded, flows)
         if not sources:
-            _fail("no CDC flow matches", 2)
+            fail("no CDC flow matches", 2)
         workers = [CdcWorker(loaded, s, flows, stop=stop) for s in sources]
         try:
             for w in workers:
@@ -72,7 +72,7 @@ def cdc_run(flows: FlowsOpt = None, config: ConfigOpt = None, verbose: VerboseOp
     for t in threads:
         t.join()
     if errors:
-        _fail(f"a CDC worker stopped: {errors[0]}")
+        fail(f"a CDC worker stopped: {errors[0]}")
     for w in workers:
         err.print(f"{w.source}: stopped cleanly at position {w.stats.position} after {w.stats.events:,} events",
                   highlight=False)
@@ -86,17 +86,17 @@ def cdc_resync(source: Annotated[str, typer.Argument(help="The source connection
     source's worker first. Exit 1 when a difference remains."""
     from civicsync.runtime.resync import resync_source
 
-    _setup(verbose)
-    with _user_errors():
-        loaded = _load(config)
+    setup(verbose)
+    with user_errors():
+        loaded = load(config)
         if source not in cdc_sources(loaded):
-            _fail(f"{source!r} is not a connection CDC flows read from; known: {', '.join(cdc_sources(loaded))}", 2)
+            fail(f"{source!r} is not a connection CDC flows read from; known: {', '.join(cdc_sources(loaded))}", 2)
         results = resync_source(loaded, source)
     for r in results:
         out.print(f"{r.flow} ({r.flow_id}): {r.status}; repaired {r.repaired}; remaining {r.remaining}"
                   + (f"; error: {r.error}" if r.error else ""), highlight=False)
     if not all(r.ok for r in results):
-        _fail("the new slot streams, but some differences remain: see `civicsync reconcile FLOW`", 1)
+        fail("the new slot streams, but some differences remain: see `civicsync reconcile FLOW`", 1)
     out.print(f"{source}: resynchronised; start the service (or `civicsync cdc run`) to stream again")
 
 
@@ -105,8 +105,8 @@ def cdc_resync(source: Annotated[str, typer.Argument(help="The source connection
 
 def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Show every flow: state, lag (CDC), last run (batch), dead letters waiting."""
-    with _user_errors():
-        rows = flow_status(_load(config))
+    with user_errors():
+        rows = flow_status(load(config))
     if as_json:
         out.print_json(json.dumps(rows, default=str))
         return
@@ -148,8 +148,8 @@ def dlq_list(flow: Annotated[str | None, typer.Option(help="Only this flow.")] =
              all_: Annotated[bool, typer.Option("--all", help="Include replayed and discarded.")] = False,
              config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """List dead letters (pending ones unless --all)."""
-    with _user_errors():
-        loaded = _load(config)
+    with user_errors():
+        loaded = load(config)
         name = _flow_or_fail(loaded, flow) if flow else None
         rows = [r for r in _dlq_rows(loaded, "true" if all_ else "status = 'pending'")
                 if name is None or r["flow"] == name]
@@ -171,13 +171,13 @@ def _parse_id(ref: str, loaded: LoadedConfig) -> tuple[str, int]:
     if ":" in ref:
         db, num = ref.split(":", 1)
         if db not in targets:
-            _fail(f"no database called {db!r} holds dead letters; known: {', '.join(targets)}", 2)
+            fail(f"no database called {db!r} holds dead letters; known: {', '.join(targets)}", 2)
     else:
         if len(targets) != 1:
-            _fail(f"say which database: DATABASE:ID (one of {', '.join(targets)})", 2)
+            fail(f"say which database: DATABASE:ID (one of {', '.join(targets)})", 2)
         db, num = targets[0], ref
     if not num.isdigit():
-        _fail(f"{ref!r} is not a dead-letter id (DATABASE:ID as `dlq list` shows)", 2)
+        fail(f"{ref!r} is not a dead-letter id (DATABASE:ID as `dlq list` shows)", 2)
     return db, int(num)
 
 
@@ -185,12 +185,12 @@ def _parse_id(ref: str, loaded: LoadedConfig) -> tuple[str, int]:
 def dlq_show(ref: Annotated[str, typer.Argument(help="DATABASE:ID as `dlq list` shows it.")],
              config: ConfigOpt = None) -> None:
     """Show one dead letter in full."""
-    with _user_errors():
-        loaded = _load(config)
+    with user_errors():
+        loaded = load(config)
         db, num = _parse_id(ref, loaded)
         rows = [r for r in _dlq_rows(loaded, "dead_letter_id = %s", (num,)) if r["database"] == db]
     if not rows:
-        _fail(f"no dead letter {ref}", 1)
+        fail(f"no dead letter {ref}", 1)
     out.print_json(json.dumps(rows[0], default=str))
 
 
@@ -201,20 +201,20 @@ def dlq_replay(ref: Annotated[str | None, typer.Argument(help="DATABASE:ID; or u
                config: ConfigOpt = None, verbose: VerboseOpt = False) -> None:
     """Re-apply dead-lettered keys from the source's current rows (after fixing the cause).
     Exit 1 when any of them still fails (its new error is in `dlq list`)."""
-    from civicsync.runtime.replay import replay_all
+    from civicsync.runtime.dlq import replay_all
 
-    _setup(verbose)
+    setup(verbose)
     if sum((ref is not None, flow is not None, all_)) != 1:
-        _fail("give exactly one of ID, --flow or --all", 2)
-    with _user_errors():
-        loaded = _load(config)
+        fail("give exactly one of ID, --flow or --all", 2)
+    with user_errors():
+        loaded = load(config)
         ids = None
         flows = None
         if ref is not None:
             db, num = _parse_id(ref, loaded)
             rows = [r for r in _dlq_rows(loaded, "dead_letter_id = %s", (num,)) if r["database"] == db]
             if not rows:
-                _fail(f"no dead letter {ref}", 1)
+                fail(f"no dead letter {ref}", 1)
             ids, flows = [num], [rows[0]["flow"]]
         elif flow is not None:
             flows = [_flow_or_fail(loaded, flow)]
@@ -223,7 +223,7 @@ def dlq_replay(ref: Annotated[str | None, typer.Argument(help="DATABASE:ID; or u
     out.print(f"replayed {counts.replayed}; still pending {len(left)}"
               + (f" ({counts.failed} failed again)" if counts.failed else ""))
     if counts.failed:
-        _fail(f"{counts.failed} dead letter{'s' * (counts.failed != 1)} still cannot be applied: "
+        fail(f"{counts.failed} dead letter{'s' * (counts.failed != 1)} still cannot be applied: "
               "see `civicsync dlq list` for the errors", 1)
 
 
@@ -232,20 +232,20 @@ def _flow_or_fail(loaded: LoadedConfig, flow: str) -> str:
     try:
         return loaded.model.flow_name(flow)
     except KeyError:
-        _fail(f"no flow called {flow!r}; known: {', '.join(loaded.model.flows)}", 2)
+        fail(f"no flow called {flow!r}; known: {', '.join(loaded.model.flows)}", 2)
 
 
 @dlq_app.command("discard")
 def dlq_discard(ref: Annotated[str, typer.Argument(help="DATABASE:ID as `dlq list` shows it.")],
                 config: ConfigOpt = None) -> None:
     """Give up on a dead letter: its key is no longer held back."""
-    with _user_errors():
-        loaded = _load(config)
+    with user_errors():
+        loaded = load(config)
         db, num = _parse_id(ref, loaded)
         with connect(loaded.dsn(db), purpose="dlq", autocommit=True, label=db) as conn:
             cur = conn.execute("UPDATE civicsync.dead_letters SET status = 'discarded', held = NULL,"
                                " last_seen = clock_timestamp() WHERE dead_letter_id = %s AND status = 'pending'",
                                (num,))
     if cur.rowcount != 1:
-        _fail(f"no pending dead letter {ref}", 1)
+        fail(f"no pending dead letter {ref}", 1)
     out.print(f"discarded {ref}")

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from civicsync.cli.app import ConfigOpt, JsonOpt, VerboseOpt, _load, _setup, _user_errors, out
+from civicsync.cli.common import ConfigOpt, JsonOpt, VerboseOpt, load, out, setup, user_errors
 from civicsync.config import LoadedConfig
 
 kafka_app = typer.Typer(help="Kafka: topics of the flows carried on Kafka.", no_args_is_help=True)
@@ -26,12 +26,12 @@ def register(app: typer.Typer) -> None:
 def _run_until_signalled(verbose: bool, config: ConfigOpt,
                          make: Callable[[LoadedConfig, threading.Event], Any]) -> None:
     """Build a runner from the loaded config and run it until SIGINT/SIGTERM (clean stop, exit 0)."""
-    _setup(verbose)
+    setup(verbose)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with _user_errors():
-        make(_load(config), stop).run()
+    with user_errors():
+        make(load(config), stop).run()
 
 
 def capture(
@@ -74,8 +74,8 @@ def topics(
     from civicsync.kafka.declared import declared_topics
     from civicsync.kafka.topics import admin_client, ensure_topics
 
-    with _user_errors():
-        loaded = _load(config)
+    with user_errors():
+        loaded = load(config)
         admin = admin_client(kafka_settings(loaded).bootstrap())
         changes = ensure_topics(admin, declared_topics(loaded), apply=do_apply)
     if as_json:
@@ -97,8 +97,8 @@ def lag(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 
     from civicsync.kafka.lag import consumer_lag
 
-    with _user_errors():
-        rows = consumer_lag(_load(config))
+    with user_errors():
+        rows = consumer_lag(load(config))
     if as_json:
         out.print_json(json.dumps([r.as_dict() for r in rows]))
         return

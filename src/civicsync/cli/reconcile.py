@@ -12,7 +12,7 @@ import typer
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from civicsync.cli.app import ConfigOpt, JsonOpt, VerboseOpt, _fail, _load, _progress, _setup, _user_errors, err, out
+from civicsync.cli.common import ConfigOpt, JsonOpt, VerboseOpt, err, fail, load, out, progress_bars, setup, user_errors
 
 RepairOpt = Annotated[bool, typer.Option("--repair", help="Fix what differs through the flow's own apply path.")]
 
@@ -44,14 +44,14 @@ def reconcile(
     per class of difference (missing, extra, different, rejected); with --repair, fix them."""
     from civicsync.reconcile import UnknownFlowError, reconcile_flow
 
-    _setup(verbose)
-    with _user_errors():
-        loaded = _load(config)
+    setup(verbose)
+    with user_errors():
+        loaded = load(config)
         try:
-            with _progress() as progress:
+            with progress_bars() as progress:
                 result = reconcile_flow(loaded, flow, repair=repair, progress=_phases(progress, flow))
         except UnknownFlowError as exc:
-            _fail(str(exc), 2)
+            fail(str(exc), 2)
     summary = result.as_dict()
     if as_json:
         out.print_json(json.dumps(summary, default=str))

@@ -8,8 +8,7 @@ from typing import Annotated
 
 import typer
 
-from civicsync.cli.app import ConfigOpt, VerboseOpt, _fail, _load, _setup, _user_errors, err, flow_name
-from civicsync.cli.cdc import FlowsOpt
+from civicsync.cli.common import ConfigOpt, FlowsOpt, VerboseOpt, err, fail, flow_name, load, setup, user_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -24,21 +23,21 @@ def run(config: ConfigOpt = None, verbose: VerboseOpt = False, flows: FlowsOpt =
         no_scheduler: Annotated[bool, typer.Option("--no-scheduler", help="Do not run batch flows.")] = False,
         no_workers: Annotated[bool, typer.Option("--no-workers", help="Do not run CDC workers.")] = False) -> None:
     """Run the CDC workers, the batch scheduler and the HTTP API together; SIGTERM stops cleanly (exit 0)."""
-    from civicsync.runtime.service import Service, ServiceOptions
+    from civicsync.service import Service, ServiceOptions
 
-    _setup(verbose)
+    setup(verbose)
     stop = threading.Event()
     # Before anything else: a SIGTERM during start-up must still mean a clean stop.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with _user_errors():
-        loaded = _load(config)
+    with user_errors():
+        loaded = load(config)
         for flow in flows or []:
             flow_name(loaded, flow)  # an unknown flow is bad input (exit 2), not a service with nothing to do
         service = Service(loaded, ServiceOptions(host=host, port=port, flows=flows, api=not no_api,
                                                         workers=not no_workers, scheduler=not no_scheduler))
         if not (service.supervisor or service.scheduler or service.serves_api):
-            _fail("nothing to run", 2)
+            fail("nothing to run", 2)
         service.start()
         parts = []
         if service.url:

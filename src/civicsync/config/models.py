@@ -10,17 +10,20 @@ Cross-references (a flow naming a table, a column or a secret) are checked by
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from civicsync.config.aggregation import Aggregate, Dimension, Join, Measure, TimeBucket
 from civicsync.config.base import Model
+from civicsync.config.cdc import Cdc, EventLog, Lifecycle, OrderBy, RouteChanges, TopN
 from civicsync.config.kafka import KafkaSettings
-from civicsync.config.masking import Audit, BandMask, DropMask, HmacMask, KeepLastMask, MaskSpec, Vocabulary
+from civicsync.config.masking import Audit, BandMask, DropMask, HmacMask, KeepLastMask, MaskSpec
 from civicsync.config.service import Service
 
-__all__ = ["BandMask", "DropMask", "HmacMask", "KeepLastMask", "MaskSpec", "Model"]  # masking rules: config/masking.py
+# Re-exported: the masking rules (config/masking.py), aggregation (config/aggregation.py) and CDC (config/cdc.py).
+__all__ = ["Aggregate", "BandMask", "Cdc", "Dimension", "DropMask", "EventLog", "HmacMask", "Join", "KeepLastMask",
+           "Lifecycle", "MaskSpec", "Measure", "Model", "OrderBy", "RouteChanges", "TimeBucket", "TopN"]
 
 
 # --------------------------------------------------------------------------- connections & tables
@@ -227,166 +230,18 @@ class Retry(Model):
     multiplier: float = Field(default=2.0, ge=1)
 
 
-# --------------------------------------------------------------------------- aggregation
+class Retries(Model):
+    """The event path's own retries (the defaults are the values that were built in before)."""
 
-
-class Join(Model):
-    """A LEFT JOIN of the source table to another table of the same database."""
-
-    table: str
-    alias: str = Field(pattern=r"^[a-z_][a-z0-9_]*$")
-    match: dict[str, str] = Field(min_length=1, description="source column: joined column")
-
-
-class TimeBucket(Model):
-    """Group rows by the UTC day of a timestamp column; recompute recent days on every run."""
-
-    column: str
-    bucket: Literal["day"] = "day"
-    target: str = Field(description="target column holding the bucket")
-    lookback_days: int = Field(default=2, ge=1, description="days recomputed to absorb late events")
-
-
-class Dimension(Model):
-    """A grouping column: a source column, or ``alias.column`` of the join."""
-
-    column: str
-    default: str | None = Field(default=None, description="value when NULL (e.g. no joined row)")
-    vocabulary: Vocabulary | None = Field(default=None, description="declared values; any other becomes its default")
-
-
-class Measure(Model):
-    """An aggregate over the group."""
-
-    fn: Literal["count", "count_distinct", "sum", "avg", "min", "max"]
-    column: str | list[str] | None = Field(
-        default=None, description="a column; count_distinct also takes a list (a composite key)")
-
-    @model_validator(mode="after")
-    def _column_needed(self) -> Measure:
-        if self.fn != "count" and not self.column:
-            raise ValueError(f"fn {self.fn} needs a column")
-        if isinstance(self.column, list) and self.fn != "count_distinct":
-            raise ValueError(f"fn {self.fn} takes one column; only count_distinct takes a list")
-        return self
-
-    @property
-    def columns(self) -> list[str]:
-        """The measured columns (one, or a composite key's)."""
-        if self.column is None:
-            return []
-        return [self.column] if isinstance(self.column, str) else list(self.column)
-
-
-class Aggregate(Model):
-    """A daily aggregation: only group values and counts reach the target."""
-
-    time: TimeBucket
-    join: Join | None = None
-    dimensions: dict[str, Dimension] = Field(default_factory=dict)
-    measures: dict[str, Measure] = Field(min_length=1)
-
-
-# --------------------------------------------------------------------------- change data capture
-
-
-class Lifecycle(Model):
-    """Forward-only status: a change is applied only if it moves the target's ``column`` to a
-    later stage. ``order`` lists stages from first to last; a nested list is one stage (moves
-    within it are not forward). A ``final`` status never changes again."""
-
-    column: str
-    order: list[str | list[str]] = Field(min_length=2)
-    final: list[str] = Field(default_factory=list)
-
-    def ranks(self) -> dict[str, int]:
-        """Status → stage number (1 = first)."""
-        ranks: dict[str, int] = {}
-        for i, stage in enumerate(self.order, start=1):
-            for status in [stage] if isinstance(stage, str) else stage:
-                ranks[status] = i
-        return ranks
-
-
-class OrderBy(Model):
-    column: str
-    desc: bool = False
-
-
-class TopN(Model):
-    """Keep the first ``n`` rows per partition (after filters), ranked by ``order_by``. Any change
-    to a partition's source rows recomputes the whole partition in the target."""
-
-    partition_by: list[str] | dict[str, str] = Field(
-        min_length=1, description="source columns, mapped to the same-named target columns; or a mapping "
-        "source column: target column (the target column must be mapped from that source column)")
-    order_by: list[OrderBy] = Field(min_length=1)
-    n: int = Field(ge=1, le=1000)
-    rank_column: str = Field(description="target column receiving 1..n")
-
-    @property
-    def target_partition(self) -> list[str]:
-        """The target columns holding the partition values, in partition_by's order."""
-        if isinstance(self.partition_by, dict):
-            return list(self.partition_by.values())
-        return list(self.partition_by)
-
-
-class RouteChanges(Model):
-    """Target fields the source may not write directly: a differing value becomes a request row
-    in ``table`` (for a person to verify) instead of an update."""
-
-    fields: list[str] = Field(min_length=1, description="target columns (mapped by this flow)")
-    table: str
-    key_column: str | None = Field(
-        default=None, description="request column receiving the row's key (single-column keys; or use key)")
-    key: dict[str, str] | None = Field(
-        default=None, min_length=1,
-        description="request column: target key column, one entry per target key column (composite keys)")
-    field_column: str = "field"
-    old_column: str = "old_value"
-    new_column: str = "new_value"
-    time_column: str = Field(description="request column receiving the change's version time")
-    status_column: str | None = Field(
-        default="status", description="request column telling open requests apart (null: the table has none)")
-    pending_value: str = Field(default="PENDING", description="status_column's value for an open request")
-
-    @model_validator(mode="after")
-    def _one_key_form(self) -> RouteChanges:
-        if (self.key_column is None) == (self.key is None):
-            raise ValueError("route_changes needs exactly one of key_column (a single-column key) and key "
-                             "(request column: target key column)")
-        return self
-
-    def key_mapping(self, target_key: Sequence[str]) -> dict[str, str]:
-        """Request column → target key column."""
-        if self.key is not None:
-            return dict(self.key)
-        assert self.key_column is not None
-        return {self.key_column: target_key[0]}
-
-
-class EventLog(Model):
-    """Append one row to ``table`` whenever the target's ``on_change_of`` column changes value."""
-
-    table: str
-    on_change_of: str
-    columns: dict[str, str] = Field(
-        min_length=1, description="event column: target column of the row, or $lsn for the source position")
-
-
-class Cdc(Model):
-    """How a CDC flow applies change events."""
-
-    write: Literal["upsert", "update_only"] = "upsert"
-    deletes: Literal["apply", "ignore"] = "apply"
-    truncate: Literal["propagate", "ignore"] = "ignore"
-    on_missing_target: Literal["dead_letter", "skip"] = Field(
-        default="skip", description="update_only: what to do when the target row does not exist (yet)")
-    lifecycle: Lifecycle | None = None
-    top_n: TopN | None = None
-    route_changes: RouteChanges | None = None
-    event_log: EventLog | None = None
+    target_commit: Retry = Field(
+        default_factory=lambda: Retry(attempts=30, initial_delay=0.2, max_delay=10.0),
+        description="committing a CDC batch while the target is down or a lock/statement times out")
+    source_reconnect: Retry = Field(
+        default_factory=lambda: Retry(attempts=100, initial_delay=0.2, max_delay=5.0),
+        description="reconnecting the replication stream to the source")
+    dead_letters: Retry = Field(
+        default_factory=lambda: Retry(attempts=12, initial_delay=1.0, max_delay=300.0),
+        description="the schedule of a CDC dead letter's replays (its last pause repeats)")
 
 
 # --------------------------------------------------------------------------- flows
@@ -454,6 +309,14 @@ class Flow(Model):
         """The flow has a batch path (``batch run`` and the scheduler run it)."""
         return self.kind in ("batch", "aggregate", "hybrid")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_cdc(cls, data: Any) -> Any:
+        # An event-path flow with no settings of its own needs no 'cdc: {}' (older files keep it).
+        if isinstance(data, dict) and data.get("kind") in ("cdc", "hybrid") and data.get("cdc") is None:
+            return {**data, "cdc": {}}
+        return data
+
     @field_validator("columns", mode="before")
     @classmethod
     def _shorthand(cls, columns: Any) -> Any:
@@ -475,7 +338,7 @@ class Flow(Model):
             if not self.columns:
                 raise ValueError(f"a {self.kind} flow needs at least one entry in 'columns'")
         if self.streams != (self.cdc is not None):
-            raise ValueError("kinds cdc and hybrid need a 'cdc' section, and only they take one")
+            raise ValueError("only kinds cdc and hybrid take a 'cdc' section")
         if self.kind == "cdc":
             if self.incremental is not None or self.on_missing != "keep":
                 raise ValueError("'incremental' and 'on_missing' do not apply to kind cdc")
@@ -498,7 +361,7 @@ class Flow(Model):
 
 class Roles(Model):
     """The least-privilege roles `db init` creates and grants: CDC capture and apply, batch runs,
-    reconciliation, the HTTP API (see civicsync.db.roles and civicsync.db.work_roles)."""
+    reconciliation, the HTTP API (see civicsync.provision.roles and civicsync.provision.work_roles)."""
 
     capture: str = Field(default="civicsync_capture", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     apply: str = Field(default="civicsync_apply", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
@@ -520,6 +383,7 @@ class Config(Model):
     flows: dict[str, Flow] = Field(default_factory=dict)
     audit: Audit = Field(default_factory=Audit)
     kafka: KafkaSettings | None = None
+    retries: Retries = Field(default_factory=Retries)
 
     def flow(self, name: str) -> Flow:
         """The flow called ``name`` (by config name or spec id, e.g. 'F2')."""

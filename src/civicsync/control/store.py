@@ -15,6 +15,8 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from civicsync.errors import CheckpointRegressionError
+
 # The unique index of civicsync.dead_letters (a hash of the key: a key of any length fits).
 ON_KEY = "ON CONFLICT (flow, sha256(jsonb_send(row_key)))"
 
@@ -116,13 +118,17 @@ def read_position(conn: Conn, slot: str) -> int:
 
 
 def write_position(conn: Conn, slot: str, lsn: int, commit_time: datetime | None) -> None:
-    """Store a slot's position (inside the data transaction it covers)."""
-    conn.execute(
+    """Store a slot's position (inside the data transaction it covers). The checkpoint only moves
+    forward: a position below the stored one is refused (:class:`CheckpointRegressionError`), so a
+    bug can never make the next start re-apply, or skip, what this database already holds."""
+    stored = conn.execute(
         "INSERT INTO civicsync.cdc_positions (slot, lsn, commit_time) VALUES (%s, %s, %s)"
         " ON CONFLICT (slot) DO UPDATE SET lsn = excluded.lsn, commit_time = excluded.commit_time,"
-        " updated_at = clock_timestamp()",
+        " updated_at = clock_timestamp() WHERE civicsync.cdc_positions.lsn <= excluded.lsn RETURNING lsn",
         (slot, lsn, commit_time),
-    )
+    ).fetchone()
+    if stored is None:
+        raise CheckpointRegressionError(slot, lsn, read_position(conn, slot))
 
 
 CdcLetter = tuple[str, dict[str, Any], str, int, str, str, float, list[dict[str, Any]] | None]

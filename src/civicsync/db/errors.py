@@ -22,11 +22,32 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
+import psycopg2
 
 from civicsync.errors import CivicsyncError, DatabaseError, DatabaseUnavailableError
 
 TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "53300", "57P01", "57P02", "57P03", "55P03", "57014"})
 TRANSIENT_CLASSES = frozenset({"08"})
+
+# Errors a reconnect does not heal: an object or privilege is missing (42: the slot or publication is
+# gone, the role may not replicate), authentication or the database itself (28, 3D), a feature the
+# server refuses (0A), and 55000, "can no longer get changes from replication slot" (invalidated).
+PERMANENT_CLASSES = frozenset({"42", "28", "3D", "0A"})
+PERMANENT_SQLSTATES = frozenset({"55000"})
+
+
+_STARTUP_REFUSALS = (("must be superuser or replication role", "42501"), ("permission denied", "42501"),
+                     ("password authentication failed", "28P01"), ("no pg_hba.conf entry", "28000"),
+                     ('role "', "28000"), ('database "', "3D000"))
+
+
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """True for a replication error whose SQLSTATE says a reconnect would fail the same way."""
+    sqlstate = sqlstate_of(exc)
+    return sqlstate is not None and (sqlstate in PERMANENT_SQLSTATES or sqlstate[:2] in PERMANENT_CLASSES)
+
 REDACTED = '"…"'
 # A double-quoted part of a message ("" inside is an escaped quote), or a parenthesised key/value list.
 _QUOTED = re.compile(r'"(?:[^"]|"")*"')
@@ -50,7 +71,20 @@ def is_transient(sqlstate: str | None) -> bool:
 
 
 def sqlstate_of(exc: BaseException) -> str | None:
-    """The SQLSTATE of a psycopg 3 or psycopg2 error (None for anything else, or a dead connection)."""
+    """The SQLSTATE of a psycopg 3 or psycopg2 error (None for anything else, or a dead connection).
+    psycopg2 reports a connection the server refused at start-up as text only: its SQLSTATE is
+    recognised from the server's message (:data:`_STARTUP_REFUSALS`)."""
+    code = _driver_sqlstate(exc)
+    if code:
+        return code
+    if isinstance(exc, psycopg2.OperationalError) and "FATAL:" in str(exc):
+        fatal = str(exc).split("FATAL:", 1)[1]
+        return next((code for text, code in _STARTUP_REFUSALS if text in fatal
+                     and (not text.endswith('"') or "does not exist" in fatal)), None)
+    return None
+
+
+def _driver_sqlstate(exc: BaseException) -> str | None:
     code = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
     return str(code) if code else None
 
@@ -60,7 +94,7 @@ def describe(exc: BaseException, *, with_sqlstate: bool = True) -> str:
     redacted, then the names the server gave (constraint, table, column, type) and the SQLSTATE.
     Works for psycopg 3 and psycopg2 errors; anything else gives its first line."""
     diag = getattr(exc, "diag", None)
-    sqlstate = sqlstate_of(exc)
+    sqlstate = _driver_sqlstate(exc)  # as the driver reported it (the message is the server's)
     primary = getattr(diag, "message_primary", None) if diag is not None else None
     if primary is None:
         text = str(exc).strip()
@@ -103,11 +137,13 @@ def redact(message: str, names: set[str] | frozenset[str] = frozenset()) -> str:
     return _QUOTED.sub(quoted, _KEY_VALUES.sub("(…)=(…)", message))
 
 
-def classify(exc: psycopg.Error, what: str) -> CivicsyncError:
-    """The civicsync error for a psycopg error raised while doing ``what`` (its message holds no value)."""
-    sqlstate = exc.sqlstate
+def classify(exc: psycopg.Error | psycopg2.Error, what: str) -> CivicsyncError:
+    """The civicsync error for a psycopg 3 or psycopg2 error raised while doing ``what`` (its message
+    holds no value), by the one SQLSTATE table above."""
+    sqlstate = sqlstate_of(exc)
     message = f"{what}: {describe(exc, with_sqlstate=False)}"  # the civicsync error adds the SQLSTATE
-    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and sqlstate is None:
+    lost = (psycopg.OperationalError, psycopg.InterfaceError, psycopg2.OperationalError, psycopg2.InterfaceError)
+    if isinstance(exc, lost) and sqlstate is None:
         return DatabaseUnavailableError(message)
     if sqlstate is not None and is_transient(sqlstate):
         return DatabaseUnavailableError(message, sqlstate)

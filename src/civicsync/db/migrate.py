@@ -19,14 +19,10 @@ from psycopg import sql
 
 from civicsync.db.connect import connect, describe, with_dbname
 from civicsync.db.errors import mapped_errors
-from civicsync.errors import FatalError
+from civicsync.errors import MigrationError as MigrationError  # re-exported: it lives in the one tree
 
 _FILE = re.compile(r"^(\d{4})_[\w-]+\.sql$")
 _LOCK_KEY = 0x63697669  # 'civi': one advisory lock for all civicsync migrations
-
-
-class MigrationError(FatalError):
-    """A migration set is inconsistent with what the database has recorded."""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from civicsync.apply.sqlnames import idents, table_ident
+from civicsync.sqlnames import idents, table_ident
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 

@@ -29,8 +29,9 @@ from civicsync.db.connect import connect
 from civicsync.db.errors import mapped_errors
 from civicsync.db.origin import origin_for, setup_origin
 from civicsync.errors import CivicsyncError, FatalError, RowRejectedError, TransientError, ValidationFailedError
+from civicsync.errors import FlowBusyError as FlowBusyError  # re-exported: it lives in the one tree
 from civicsync.extract.source import begin_snapshot, in_flight_horizon, stream_query, stream_rows
-from civicsync.jobs.retry import with_retry
+from civicsync.retry import with_retry
 from civicsync.transform.aggregate import aggregate_query, output_columns
 from civicsync.transform.chain import RowTransform, build_transform
 
@@ -39,10 +40,6 @@ log = logging.getLogger(__name__)
 ProgressFn = Callable[[int], None]
 PROGRESS_EVERY = 5_000
 Conn = psycopg.Connection[tuple[Any, ...]]
-
-
-class FlowBusyError(FatalError):
-    """Another run of the same flow holds the flow's lock."""
 
 
 @dataclass

@@ -21,6 +21,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 
 from civicsync.apply.cdc import CdcFlowApplier, FlowOutcome
+from civicsync.capture.changes import events_of
 from civicsync.capture.replication import ReplicationStream, Transaction
 from civicsync.capture.slots import check_wal_level, ensure_publication, ensure_slot
 from civicsync.config import LoadedConfig
@@ -29,7 +30,6 @@ from civicsync.config.models import publication_name, slot_name
 from civicsync.db.connect import connect
 from civicsync.db.origin import echo_origins
 from civicsync.errors import ConfigError, ConfigProblem, FatalError, TransientError
-from civicsync.events import events_of
 from civicsync.kafka.envelope import encode
 from civicsync.kafka.records import action_records, partition_of
 

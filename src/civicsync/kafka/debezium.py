@@ -25,6 +25,7 @@ from typing import Any
 from psycopg.postgres import types as pg_types
 
 from civicsync.capture.pgoutput import UNCHANGED, Value
+from civicsync.errors import FatalError
 from civicsync.events import ChangeEvent, Image, SourceInfo
 from civicsync.kafka import pgtext
 
@@ -40,7 +41,7 @@ _MILLIS_SENTINELS = {9223372036825200: "infinity", -9223372036832400: "-infinity
 _MICROS_SENTINELS = {9223372036825200000: "infinity", -9223372036832400000: "-infinity"}
 
 
-class DebeziumDecodeError(ValueError):
+class DebeziumDecodeError(FatalError, ValueError):
     """A Debezium message is not what this decoder understands (no values in the message text)."""
 
 

@@ -32,13 +32,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from civicsync.capture.pgoutput import UNCHANGED
+from civicsync.errors import FatalError
 from civicsync.events import ChangeEvent, Image, SourceInfo
 
 PLACEHOLDER = "__debezium_unavailable_value"
 ENVELOPE_VERSION = "1"
 
 
-class EnvelopeError(ValueError):
+class EnvelopeError(FatalError, ValueError):
     """A record is not a civicsync envelope (the message never quotes values)."""
 
 

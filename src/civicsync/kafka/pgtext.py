@@ -13,10 +13,12 @@ import re
 import struct
 from decimal import Decimal
 
+from civicsync.errors import FatalError
+
 _DAY_US = 86_400_000_000
 
 
-class TextDecodeError(ValueError):
+class TextDecodeError(FatalError, ValueError):
     """A value cannot be turned into PostgreSQL text (malformed input)."""
 
 

@@ -23,10 +23,10 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import sql
 
-from civicsync.apply.sqlnames import table_ident
 from civicsync.db.errors import mapped_errors
 from civicsync.reconcile.plan import Key
 from civicsync.reconcile.relations import Range
+from civicsync.sqlnames import table_ident
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 T = TypeVar("T")

@@ -18,11 +18,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from civicsync.apply.sqlnames import idents, table_ident
 from civicsync.config import LoadedConfig
 from civicsync.errors import RowRejectedError
 from civicsync.extract.source import stream_query
 from civicsync.reconcile.plan import Key, Plan
+from civicsync.sqlnames import idents, table_ident
 from civicsync.transform.aggregate import aggregate_query, output_columns
 from civicsync.transform.chain import build_transform
 from civicsync.transform.columns import compile_column

@@ -36,6 +36,7 @@ from civicsync.control.store import read_watermark
 from civicsync.db.connect import connect
 from civicsync.db.errors import mapped_errors
 from civicsync.errors import CivicsyncError
+from civicsync.errors import ReconcileFailedError as ReconcileFailedError  # re-exported: it lives in the one tree
 from civicsync.reconcile import store
 from civicsync.reconcile.catalog import SourceCatalog, load_catalog
 from civicsync.reconcile.checksum import Comparison, Side, TooDifferent, sample_bounds, snapshot
@@ -138,10 +139,6 @@ class ReconcileResult:
         if self.error is not None:
             raise ReconcileFailedError(f"reconciling flow {self.flow}: {self.error}")
         return self
-
-
-class ReconcileFailedError(CivicsyncError):
-    """A reconciliation run could not finish."""
 
 
 def reconcile_flow(config: LoadedConfig, flow: str, *, repair: bool = False, sample: int | None = None,

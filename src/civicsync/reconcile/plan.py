@@ -32,7 +32,7 @@ from typing import Literal
 
 from civicsync.config import LoadedConfig
 from civicsync.config.models import Flow, SetValues, TableDecl
-from civicsync.errors import FatalError
+from civicsync.errors import UnknownFlowError as UnknownFlowError  # re-exported: it lives in the one tree
 from civicsync.transform.aggregate import output_columns
 
 Role = Literal["exact", "base", "version", "target_wins"]
@@ -40,10 +40,6 @@ Unit = Literal["key", "partition", "day"]
 ExtraPolicy = Literal["difference", "ignored", "unless_set"]
 MissingPolicy = Literal["difference", "unrepairable", "ignored"]
 Key = tuple[str | None, ...]
-
-
-class UnknownFlowError(FatalError):
-    """No flow has that name or id."""
 
 
 @dataclass(frozen=True)
@@ -101,8 +97,6 @@ class Plan:
         """Can the source rows of a unit be read by plain source columns (or, for a day, its window)?"""
         return self.unit == "day" or all(c in self.source_of for c in self.lookup)
 
-    def role_of(self, column: str) -> Role:
-        return next(c.role for c in self.compared if c.column == column)
 
 
 def build_plan(config: LoadedConfig, flow_name: str) -> Plan:

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from civicsync.apply.sqlnames import table_ident
 from civicsync.reconcile.compile import Derivation
 from civicsync.reconcile.plan import Plan
+from civicsync.sqlnames import table_ident
 from civicsync.transform.aggregate import aggregate_query, output_columns
 
 REJECTED = "civicsync_rejected"

@@ -2,7 +2,7 @@
 path, so masking and conflict rules hold exactly as they do for the flow itself.
 
 - batch flows: the keys' source rows are re-read now and merged by the batch path's
-  :class:`~civicsync.apply.merge.MergeWriter` (:func:`civicsync.jobs.replay.merge_source_keys`, which
+  :class:`~civicsync.apply.merge.MergeWriter` (:func:`civicsync.deadletters.batch.merge_source_keys`, which
   the batch dead-letter replay uses too); extra rows get the flow's ``on_missing`` rule (deleted, or
   given the soft-delete values);
 - event-path flows (CDC, hybrid): the keys' current source rows become read events (and vanished ones
@@ -30,18 +30,18 @@ from psycopg import sql
 
 from civicsync.apply.cdc import CdcFlowApplier, FlowOutcome
 from civicsync.apply.merge import MergeWriter, Scope
-from civicsync.apply.sqlnames import idents, table_ident
 from civicsync.config import LoadedConfig
 from civicsync.config.models import SetValues
 from civicsync.db.connect import connect
 from civicsync.db.errors import describe, mapped_errors
 from civicsync.db.origin import origin_for, setup_origin
+from civicsync.deadletters.batch import canonical, merge_source_keys
+from civicsync.deadletters.cdc import apply_events, current_events
 from civicsync.extract.source import stream_query
-from civicsync.jobs.replay import canonical, merge_source_keys
 from civicsync.reconcile.derive import values_of
 from civicsync.reconcile.plan import Key, Plan
 from civicsync.reconcile.verify import Difference
-from civicsync.runtime.replay import apply_events, current_events
+from civicsync.sqlnames import idents, table_ident
 from civicsync.transform.aggregate import aggregate_query, output_columns
 from civicsync.transform.chain import build_transform
 

@@ -20,15 +20,11 @@ from psycopg.rows import dict_row
 from civicsync import metrics
 from civicsync.config import LoadedConfig
 from civicsync.db.connect import connect
-from civicsync.errors import FatalError
+from civicsync.errors import NotMigratedError as NotMigratedError  # re-exported: it lives in the one tree
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 CLASSES = ("missing", "extra", "different", "rejected")
 METRIC_CLASSES = ("missing", "extra", "different")
-
-
-class NotMigratedError(FatalError):
-    """The target database lacks the reconciliation tables."""
 
 
 def start(conn: Conn, flow: str, method: str, repair: bool) -> int:

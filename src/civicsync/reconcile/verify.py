@@ -28,10 +28,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from civicsync.apply.sqlnames import idents, table_ident
 from civicsync.config.models import SetValues
 from civicsync.reconcile.derive import UNITS_PER_QUERY, Derived, Deriver, values_of
 from civicsync.reconcile.plan import Compared, Key, Plan
+from civicsync.sqlnames import idents, table_ident
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 STAGE = sql.Identifier("civicsync_rc_stage")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,24 +20,40 @@ import psycopg
 
 from civicsync import metrics
 from civicsync.apply.cdc import CdcFlowApplier, DeadLetter, FlowOutcome
+from civicsync.capture.changes import event_of
 from civicsync.capture.pgoutput import format_lsn
 from civicsync.capture.replication import RowChange, Transaction
 from civicsync.control import store
 from civicsync.db.errors import classify
 from civicsync.db.origin import is_own
-from civicsync.db.roles import MissingGrantError
+from civicsync.deadletters.cdc import ReplayFailedError, held_rows, letter_key
 from civicsync.errors import SchemaMismatchError, TransientError
-from civicsync.events import ChangeEvent, event_of
+from civicsync.events import ChangeEvent
+from civicsync.provision.roles import MissingGrantError
 from civicsync.runtime.flowstops import FlowStops
-from civicsync.runtime.replay import DLQ_RETRY, ReplayFailedError, held_rows, letter_key
 
 if TYPE_CHECKING:
     from civicsync.config import LoadedConfig
-    from civicsync.runtime.cdc import WorkerStats
 
 log = logging.getLogger("civicsync.runtime.cdc")  # one logger for the worker, whichever file logs
 Conn = psycopg.Connection[tuple[Any, ...]]
 ISOLATION_CHUNK = 200
+
+
+@dataclass
+class WorkerStats:
+    """What the worker has done so far (read by status, metrics, tests and the demo)."""
+
+    transactions: int = 0
+    events: int = 0
+    batches: int = 0
+    dead_letters: int = 0
+    skipped_own: int = 0
+    position: int = 0
+    last_commit_time: datetime | None = None
+    waiting_since: datetime | None = None  # source commit time of the oldest change read but not yet applied
+    stalled: str | None = None  # why the worker is retrying instead of applying (None when it is not)
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))  # source commit → target commit
 
 
 class BatchApplying:
@@ -230,7 +247,7 @@ class BatchApplying:
         for d in letters:
             if d.kind != "blocked":  # a key waiting behind its own earlier failure is not a new dead letter
                 metrics.DEAD_LETTERS_CREATED.labels(d.flow).inc()
-        first = DLQ_RETRY.initial_delay
+        first = self.config.model.retries.dead_letters.initial_delay
         store.add_cdc_dead_letters(conn, [
             (d.flow, self._stored_key(d), d.op, d.lsn, d.kind, d.error, first,
              self._held.pop((d.flow, json.dumps(d.source_key, sort_keys=True)), None)) for d in letters])

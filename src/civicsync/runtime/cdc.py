@@ -19,9 +19,7 @@ import json
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,40 +39,24 @@ from civicsync.capture.replication import (
 from civicsync.capture.slots import SlotInfo, check_wal_level, drop_slot, ensure_publication, ensure_slot, slot_info
 from civicsync.capture.snapshot import begin_in_snapshot, slot_with_snapshot
 from civicsync.config import LoadedConfig
-from civicsync.config.models import Retry, publication_name, slot_name
+from civicsync.config.models import publication_name, slot_name
 from civicsync.control import store
 from civicsync.db.catalog import replica_identity
 from civicsync.db.connect import connect
 from civicsync.db.errors import describe, mapped_errors
 from civicsync.db.origin import echo_origins, origin_for, setup_origin, writers
-from civicsync.db.roles import MissingGrantError, cdc_tables, check_apply, check_capture
+from civicsync.deadletters.cdc import ReplayCounts
 from civicsync.errors import CivicsyncError, FatalError, TransientError
 from civicsync.events import ChangeEvent, Image, SourceInfo
 from civicsync.extract.source import stream_rows
-from civicsync.jobs.retry import backoff_delays
-from civicsync.runtime.applying import BatchApplying, NeedsIsolation, TableWork, rollback
+from civicsync.provision.roles import MissingGrantError, cdc_tables, check_apply, check_capture
+from civicsync.retry import backoff_delays
+from civicsync.runtime.applying import BatchApplying, NeedsIsolation, TableWork, WorkerStats, rollback
 from civicsync.runtime.flowstops import FlowStops
-from civicsync.runtime.replay import ReplayCounts
 
 log = logging.getLogger(__name__)
 Conn = psycopg.Connection[tuple[Any, ...]]
 Stream = ReplicationStream | PrefetchingStream
-
-
-@dataclass
-class WorkerStats:
-    """What the worker has done so far (read by status, metrics, tests and the demo)."""
-
-    transactions: int = 0
-    events: int = 0
-    batches: int = 0
-    dead_letters: int = 0
-    skipped_own: int = 0
-    position: int = 0
-    last_commit_time: datetime | None = None
-    waiting_since: datetime | None = None  # source commit time of the oldest change read but not yet applied
-    stalled: str | None = None  # why the worker is retrying instead of applying (None when it is not)
-    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))  # source commit → target commit
 
 
 class CdcWorker(BatchApplying):
@@ -298,7 +280,7 @@ class CdcWorker(BatchApplying):
         stream = PrefetchingStream(
             ReplicationStream(self.config.dsn(self.source, "capture"), slot=self.slot, publication=self.publication,
                               start_lsn=self.flow_stops.start_position(self.stats.position), stop=self.stop_event,
-                              source=self.source),
+                              source=self.source, reconnect=self.config.model.retries.source_reconnect),
             max_changes=2 * self.capture.batch_max_changes)
         self._stream = stream
         try:
@@ -408,7 +390,7 @@ class CdcWorker(BatchApplying):
                              stream: Stream | None) -> None:
         """Commit the batch; retry transient errors (the target down, a lock or statement timeout) with
         backoff, also while it is applied key by key: a timeout never dead-letters a key."""
-        delays = iter(backoff_delays(Retry(attempts=30, initial_delay=0.2, max_delay=10.0)))
+        delays = iter(backoff_delays(self.config.model.retries.target_commit))
         isolate = False
         while True:
             try:
@@ -450,7 +432,7 @@ class CdcWorker(BatchApplying):
         """Replay every pending dead letter of this worker's flows (or only ``ids``) at once, from outside
         a running worker (the CLI, the API). Uses its own origin: a running worker holds the CDC one, and
         PostgreSQL lets one session use an origin at a time. A database error is raised, not hidden."""
-        from civicsync.runtime.replay import replay_due
+        from civicsync.deadletters.cdc import replay_due
 
         self.origin = origin_for(self.config, f"replay_{self.slot}")
         self._connect_target()
@@ -458,7 +440,7 @@ class CdcWorker(BatchApplying):
             with mapped_errors(f"replaying the dead letters of {', '.join(self.flows)}"):
                 self._blocked = store.pending_keys(self.target_connection, self.flows)
                 self.target_connection.commit()
-                return replay_due(self, due_only=False, ids=ids, limit=None)
+                return replay_due(self, self.config.model.retries.dead_letters, due_only=False, ids=ids, limit=None)
         finally:
             self.close()
 
@@ -475,13 +457,13 @@ class CdcWorker(BatchApplying):
         many converged. Errors are logged: the next round tries again."""
         if self._tgt is None:
             return 0
-        from civicsync.runtime.replay import replay_due
+        from civicsync.deadletters.cdc import replay_due
 
         try:
             # An operator may have discarded or replayed entries from the CLI meanwhile.
             self._blocked = store.pending_keys(self._tgt, self.flows)
             self._tgt.commit()
-            return replay_due(self).replayed
+            return replay_due(self, self.config.model.retries.dead_letters).replayed
         except (psycopg.Error, CivicsyncError) as exc:
             rollback(self._tgt)
             log.warning("slot %s: dead-letter retry failed (%s)", self.slot,

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from civicsync.apply.sqlnames import table_ident
 from civicsync.config.models import Aggregate, Dimension, Flow
+from civicsync.sqlnames import table_ident
 from civicsync.transform.vocabulary import vocabulary_sql
 
 

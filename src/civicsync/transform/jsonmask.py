@@ -33,7 +33,8 @@ from typing import Any
 
 from civicsync.config.masking import JsonMask, RedactMask
 from civicsync.errors import RowRejectedError
-from civicsync.transform.redact.detect import Detector, KnownNeedles
+from civicsync.transform.redact.detect import Detector
+from civicsync.transform.redact.needles import KnownNeedles
 from civicsync.transform.redact.pieces import Piece, redact_across
 
 KeyedMasker = Callable[[str | None, KnownNeedles | None], str | None]

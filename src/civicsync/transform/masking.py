@@ -67,7 +67,8 @@ from civicsync.config.masking import (
 )
 from civicsync.errors import RowRejectedError
 from civicsync.transform.jsonmask import KeyedMasker, build_json_masker
-from civicsync.transform.redact.detect import Detector, KnownNeedles
+from civicsync.transform.redact.detect import Detector
+from civicsync.transform.redact.needles import KnownNeedles
 from civicsync.transform.vocabulary import vocabulary_function
 
 Masker = Callable[[str | None], str | None]

@@ -30,18 +30,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import phonenumbers
 from phonenumbers import Leniency
 
 from civicsync.config.masking import RedactMask
+from civicsync.transform.redact.known import find_known
+from civicsync.transform.redact.needles import EMAIL_TOKEN, ID_TOKEN, PHONE_TOKEN, KnownNeedles, Span
 from civicsync.transform.redact.normalise import Normalised, at_like_characters, digit_like_class, normalise
-
-Span = tuple[int, int, str]
-"""(start, end, token) in the normalised text."""
-
-EMAIL_TOKEN, ID_TOKEN, PHONE_TOKEN = "[EMAIL]", "[ID]", "[PHONE]"
 
 EMAIL_RE = re.compile(
     r"""
@@ -98,39 +94,6 @@ _LENIENCY = {"possible": Leniency.POSSIBLE, "valid": Leniency.VALID,
              "strict_grouping": Leniency.STRICT_GROUPING, "exact_grouping": Leniency.EXACT_GROUPING}
 _BLANK = "x"  # fills spans already taken: a letter, so it also breaks digit runs
 MIN_CANDIDATE_DIGITS = 6
-_NON_DIGIT_BYTES = bytes(b for b in range(256) if not 0x30 <= b <= 0x39)
-
-
-@dataclass(frozen=True)
-class KnownNeedles:
-    """One person's protected values, in matchable form."""
-
-    digits: tuple[tuple[str, str], ...] = ()    # (digit string, token)
-    emails: tuple[tuple[str, str], ...] = ()    # (local part, domain), lower case
-
-    def __bool__(self) -> bool:
-        return bool(self.digits or self.emails)
-
-    def mentioned_in(self, text: str) -> bool:
-        """Could ``text`` mention an e-mail's local part on its own? (A cheap check for texts the
-        detector's prefilter lets pass: they hold no '@' and few digits.)"""
-        if not self.emails:
-            return False
-        lowered = (text if text.isascii() else normalise(text).text).lower()
-        return any(local in lowered for local, _ in self.emails)
-
-    def may_be_in(self, text: str) -> bool:
-        """Could ``text`` hold one of these values? Exact for ASCII text (its digits, all separators
-        removed, and its lower case are searched); always True for other text, which is normalised first."""
-        if not text.isascii():
-            return True
-        if self.digits:
-            digits = text.encode("ascii").translate(None, _NON_DIGIT_BYTES).decode("ascii")
-            if any(d in digits for d, _ in self.digits):
-                return True
-        return self.mentioned_in(text)
-
-
 def _email_markers() -> str:
     """What can read as '@' before normalising: '@' and the characters whose normal form is '@',
     a percent-encoded '@' (also twice: '%2540'), an HTML character reference of '@' ('&#64;', '&#x40;',
@@ -233,7 +196,6 @@ class Detector:
             spans += [(a, b, EMAIL_TOKEN) for a, b in find_emails(n.text)]
             digits = _blank(digits, spans)
         if known:
-            from civicsync.transform.redact.known import find_known  # known.py builds on this module
 
             found = find_known(n.text, digits, known)
             spans += found

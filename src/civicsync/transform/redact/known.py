@@ -23,7 +23,7 @@ import psycopg
 from psycopg import sql
 
 from civicsync.config.masking import KnownValues
-from civicsync.transform.redact.detect import EMAIL_TOKEN, ID_TOKEN, PHONE_TOKEN, KnownNeedles, Span
+from civicsync.transform.redact.needles import EMAIL_TOKEN, ID_TOKEN, PHONE_TOKEN, KnownNeedles, Span
 from civicsync.transform.redact.normalise import normalise
 
 Key = tuple[str | None, ...]

@@ -19,7 +19,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from civicsync.transform.redact.detect import Detector, KnownNeedles
+from civicsync.transform.redact.detect import Detector
+from civicsync.transform.redact.needles import KnownNeedles
 from civicsync.transform.redact.normalise import normalise
 
 JOIN = " "

@@ -17,20 +17,16 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from civicsync.apply.sqlnames import table_ident
 from civicsync.capture.slots import ensure_publication
 from civicsync.config import LoadedConfig
 from civicsync.config.models import publication_name, slot_name
 from civicsync.db.connect import connect
 from civicsync.db.origin import kafka_origins, origin_for
-from civicsync.errors import FatalError
+from civicsync.errors import MissingGrantError as MissingGrantError  # re-exported: it lives in the one tree
+from civicsync.sqlnames import table_ident
 
 Conn = psycopg.Connection[Any]
 ORIGIN_FUNCTIONS = ("pg_replication_origin_session_setup(text)", "pg_replication_origin_oid(text)")
-
-
-class MissingGrantError(FatalError):
-    """A role civicsync runs as lacks a privilege a flow needs; the message names the grant."""
 
 
 @dataclass(frozen=True)

@@ -13,34 +13,40 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import psycopg
 from psycopg import sql
 
 from civicsync.apply.cdc import CdcFlowApplier, FlowOutcome
-from civicsync.apply.sqlnames import table_ident
-from civicsync.config import LoadedConfig
 from civicsync.config.models import Retry
 from civicsync.db.catalog import column_types
 from civicsync.db.errors import describe
+from civicsync.deadletters.batch import matching
 from civicsync.errors import CivicsyncError, RowRejectedError
+from civicsync.errors import ReplayFailedError as ReplayFailedError  # re-exported: it lives in the one tree
 from civicsync.events import ChangeEvent, Image, SourceInfo
 from civicsync.extract.source import stream_query
-from civicsync.jobs.replay import matching
-from civicsync.jobs.retry import backoff_delays
-
-if TYPE_CHECKING:
-    from civicsync.runtime.cdc import CdcWorker
+from civicsync.retry import backoff_delays
+from civicsync.sqlnames import table_ident
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 BATCH = 100
-# Backoff between retries of one dead letter: 1 s, 2 s, 4 s, ... capped at 5 minutes.
-DLQ_RETRY = Retry(attempts=12, initial_delay=1.0, max_delay=300.0, multiplier=2.0)
 
 
-class ReplayFailedError(CivicsyncError):
-    """The key still cannot be applied."""
+class ReplayHost(Protocol):
+    """What a replay needs from the CDC worker that holds the flows: its target session, its flows'
+    appliers, a session on the source, and a way to let a converged key flow again."""
+
+    flows: list[str]
+    appliers: list[CdcFlowApplier]
+
+    @property
+    def target_connection(self) -> Conn: ...
+
+    def source_reader(self) -> Conn: ...
+
+    def unblock(self, flow: str, key: dict[str, Any]) -> None: ...
 
 
 @dataclass
@@ -54,27 +60,10 @@ class ReplayCounts:
         return ReplayCounts(self.replayed + other.replayed, self.failed + other.failed)
 
 
-def replay_all(config: LoadedConfig, flows: list[str] | None = None, ids: list[int] | None = None) -> ReplayCounts:
-    """Replay the pending dead letters of ``flows`` (config names; every flow if None), or only ``ids``:
-    the CDC flows through each source's worker, the batch flows through a re-read of their keys. What
-    ``civicsync dlq replay`` and the API's replay do; a database error is raised."""
-    from civicsync.jobs.replay import replay_batch_dead_letters
-    from civicsync.runtime.cdc import CdcWorker
-    from civicsync.status import cdc_sources
-
-    counts = ReplayCounts()
-    for source in cdc_sources(config, flows):
-        counts += CdcWorker(config, source, flows).replay_now(ids)
-    for name, flow in config.model.flows.items():
-        if flow.kind == "batch" and (flows is None or name in flows):
-            result = replay_batch_dead_letters(config, name, ids)
-            counts += ReplayCounts(result.replayed, result.still_pending)
-    return counts
-
-
-def replay_due(worker: CdcWorker, *, due_only: bool = True, ids: list[int] | None = None,
+def replay_due(worker: ReplayHost, retry: Retry, *, due_only: bool = True, ids: list[int] | None = None,
                limit: int | None = BATCH) -> ReplayCounts:
-    """Replay pending dead letters of the worker's flows (those due, or all; at most ``limit``)."""
+    """Replay pending dead letters of the worker's flows (those due, or all; at most ``limit``); a
+    failure schedules the next replay by ``retry`` (the config's ``retries.dead_letters``)."""
     conn = worker.target_connection
     rows = conn.execute(
         "SELECT dead_letter_id, flow, row_key, attempts, held FROM civicsync.dead_letters WHERE status = 'pending'"
@@ -94,7 +83,7 @@ def replay_due(worker: CdcWorker, *, due_only: bool = True, ids: list[int] | Non
             worker.unblock(flow, key)
             counts.replayed += 1
         except (psycopg.Error, CivicsyncError) as exc:
-            delays = backoff_delays(DLQ_RETRY)
+            delays = backoff_delays(retry)
             delay = delays[min(attempts, len(delays) - 1)]
             conn.execute(
                 "UPDATE civicsync.dead_letters SET attempts = attempts + 1, error = %s, last_seen = clock_timestamp(),"
@@ -159,7 +148,7 @@ def _plain(value: Any) -> Any:
     return value if value is None or isinstance(value, str) else None  # UNCHANGED (TOAST) is not kept
 
 
-def _reapply(worker: CdcWorker, applier: CdcFlowApplier, stored: dict[str, Any],
+def _reapply(worker: ReplayHost, applier: CdcFlowApplier, stored: dict[str, Any],
              held: Sequence[Mapping[str, Any]] = ()) -> None:
     conn = worker.target_connection
     key = letter_key(applier, stored)
@@ -238,5 +227,14 @@ def _matches(image: Mapping[str, Any], lookups: Sequence[Mapping[str, Any]]) -> 
     return {_lookup_text({c: image[c] for c in cols}) for cols in columns}
 
 
-__all__ = ["ReplayCounts", "ReplayFailedError", "apply_events", "current_events", "held_rows", "history_of",
-           "letter_key", "replay_all", "replay_due"]
+__all__ = [
+    "ReplayCounts",
+    "ReplayFailedError",
+    "ReplayHost",
+    "apply_events",
+    "current_events",
+    "held_rows",
+    "history_of",
+    "letter_key",
+    "replay_due",
+]

@@ -27,8 +27,8 @@ def init_databases(config: LoadedConfig) -> list[InitResult]:
         migrations = resolve_migrations(conn.migrations, config.path.parent) if conn.migrations else []
         applied = apply_migrations(dsn, [*migrations, *control])
         results.append(InitResult(name, created, applied))
-    from civicsync.db.roles import grant_roles
-    from civicsync.db.work_roles import grant_work_roles
+    from civicsync.provision.roles import grant_roles
+    from civicsync.provision.work_roles import grant_work_roles
 
     grant_roles(config)
     grant_work_roles(config)

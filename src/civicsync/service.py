@@ -108,14 +108,6 @@ class Service:
         self.stopped.set()
         log.info("stopped cleanly")
 
-    def run_until(self, stop: threading.Event) -> None:
-        """Start, block until ``stop`` is set, then stop cleanly."""
-        self.start()
-        try:
-            stop.wait()
-        finally:
-            self.stop()
-
     def _sample(self) -> list[dict[str, Any]]:
         if self.supervisor is not None:
             self.supervisor.refresh()

@@ -13,6 +13,7 @@ import secrets
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,10 @@ import psycopg
 from rich.console import Console
 
 from civicsync.config import LoadedConfig, load_config
-from civicsync.db.provision import init_databases
-from civicsync.db.seed import seed
 from civicsync.localpg import LocalPostgres, LocalPostgresError
-from civicsync.runtime.service import Service, ServiceOptions
+from civicsync.provision.databases import init_databases
+from civicsync.reference.seed import seed
+from civicsync.service import Service, ServiceOptions
 
 DATABASES = {"warehouse": "smart_warehouse", "citizen": "smart_citizen"}
 
@@ -216,9 +217,13 @@ def _wait_for_interrupt() -> None:
     stop.wait()
 
 
+ReportPrinter = Callable[[Console, dict[str, Any], Path, str], None]
+
+
 def run_demo(*, data_dir: Path, port: int, citizens: int, console: Console | None, api_port: int = 0,
-             serve: bool = False) -> dict[str, Any]:
-    """Run the demo; print to ``console`` (None: quiet) and return a JSON-ready report."""
+             serve: bool = False, print_report: ReportPrinter | None = None) -> dict[str, Any]:
+    """Run the demo; print to ``console`` (None: quiet) and return a JSON-ready report. ``print_report``
+    (the CLI's) renders the report on ``console`` at the end, with the env file and the citizen DSN."""
     server = _server(data_dir, port)
     say = console.print if console else (lambda *a, **k: None)
     try:
@@ -252,39 +257,6 @@ def run_demo(*, data_dir: Path, port: int, citizens: int, console: Console | Non
     finally:
         service.stop()
     report["samples"] = _samples(config)
-    if console:
-        _print_report(console, report, env_file, server.dsn(DATABASES["citizen"]))
+    if console and print_report:
+        print_report(console, report, env_file, server.dsn(DATABASES["citizen"]))
     return report
-
-
-def _print_report(console: Console, report: dict[str, Any], env_file: Path, citizen_dsn: str) -> None:
-    from civicsync.cli import results_table
-    from civicsync.cli.tables import FitTable
-
-    console.print(results_table(report["flows"], title="scheduled flows: one run each, now"))
-    for r in report["flows"]:
-        if not r["ok"]:
-            console.print(f"[red]{r['id']} failed:[/] {r['error']}", highlight=False)
-        rec = r.get("reconcile")
-        if rec:
-            found = ", ".join(f"{rec.get(k, 0)} {k}" for k in ("missing", "extra", "different"))
-            console.print(f"{r['id']} reconciliation ({rec.get('method', '?')}): found {found}; repaired "
-                          f"{rec.get('repaired', 0)}" + (f" — [red]{rec['error']}[/]" if rec.get("error") else ""),
-                          highlight=False)
-    table = FitTable(["flow", "change", "source commit → visible in target"], title="real-time flows (CDC)")
-    for c in report["cdc"]["changes"]:
-        latency = "[red]not seen in 10 s[/]" if c["latency_ms"] is None else f"{c['latency_ms']:.0f} ms"
-        table.add_row(c["flow"], c["change"], latency)
-    console.print(table)
-    for e in report["cdc"]["errors"]:
-        console.print(f"[red]CDC worker error:[/] {e}", highlight=False)
-    if report["samples"]:
-        table = FitTable(["rule", "source holds", "target holds"], title="masking at work")
-        for sample in report["samples"]:
-            table.add_row(*sample)
-        console.print(table)
-    console.print(
-        f"Next: `source {env_file}`, then `civicsync run` (the service: status page and /metrics on "
-        f"127.0.0.1:8787), `civicsync status`, `civicsync reconcile F8`, `civicsync runs`, or psql '{citizen_dsn}'. "
-        "`civicsync demo --serve` keeps the demo's service up; `civicsync demo --stop` stops its PostgreSQL.",
-        highlight=False)

@@ -5,22 +5,26 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
-from civicsync.config.models import Retry
+from civicsync.errors import RetriesExhaustedError as RetriesExhaustedError  # re-exported: it lives in the one tree
 from civicsync.errors import TransientError
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
-class RetriesExhaustedError(TransientError):
-    """Every attempt failed with a transient error; ``last`` is the final one."""
+class Retry(Protocol):
+    """A backoff policy: the config's ``Retry`` model (civicsync.config.models) is one."""
 
-    def __init__(self, what: str, attempts: int, last: TransientError) -> None:
-        self.attempts = attempts
-        self.last = last
-        super().__init__(f"{what}: gave up after {attempts} attempts; last error: {last}")
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def initial_delay(self) -> float: ...
+    @property
+    def max_delay(self) -> float: ...
+    @property
+    def multiplier(self) -> float: ...
 
 
 def backoff_delays(retry: Retry) -> list[float]:

@@ -1,4 +1,4 @@
-"""Least privilege for batch runs, reconciliation and the HTTP API, beside CDC's roles (db/roles.py).
+"""Least privilege for batch runs, reconciliation and the HTTP API, beside CDC's roles (provision/roles.py).
 
 `db init` creates, per database, what each role needs and nothing more:
 
@@ -27,7 +27,7 @@ from civicsync.config import LoadedConfig
 from civicsync.config.models import Flow
 from civicsync.db.connect import connect
 from civicsync.db.origin import origin_for
-from civicsync.db.roles import ORIGIN_FUNCTIONS, Conn, _ensure_role, _grant_table, _owned_sequences
+from civicsync.provision.roles import ORIGIN_FUNCTIONS, Conn, _ensure_role, _grant_table, _owned_sequences
 
 WRITE = "SELECT, INSERT, UPDATE, DELETE"
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from civicsync.config import LoadedConfig
-from civicsync.db.provision import init_databases
+from civicsync.provision.databases import init_databases
 from civicsync.kafka.consume import GroupApplier
 from civicsync.kafka.local import KafkaCluster
 from civicsync.reconcile import reconcile_flow

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from civicsync.config import LoadedConfig
-from civicsync.db.provision import init_databases
+from civicsync.provision.databases import init_databases
 from civicsync.kafka.capture import KafkaCapture
 from civicsync.kafka.consume import GroupApplier
 from civicsync.kafka.declared import declared_topics

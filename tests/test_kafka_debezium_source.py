@@ -10,9 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 from civicsync.config import LoadedConfig
-from civicsync.provision.databases import init_databases
 from civicsync.kafka.consume import GroupApplier
 from civicsync.kafka.local import KafkaCluster
+from civicsync.provision.databases import init_databases
 from civicsync.reconcile import reconcile_flow
 from fix_cdc import cdc_raw, role_environ, wait_for
 from fix_db import Deployment, q

@@ -17,13 +17,13 @@ import psycopg
 import pytest
 
 from civicsync.config import LoadedConfig
-from civicsync.provision.databases import init_databases
 from civicsync.kafka.capture import KafkaCapture
 from civicsync.kafka.consume import GroupApplier
 from civicsync.kafka.declared import declared_topics
 from civicsync.kafka.local import KafkaCluster
 from civicsync.kafka.offsets import Fenced, advance, read_offsets
 from civicsync.kafka.topics import admin_client, ensure_topics
+from civicsync.provision.databases import init_databases
 from civicsync.reconcile import reconcile_flow
 from fix_cdc import cdc_raw, role_environ, wait_for
 from fix_db import Deployment, q

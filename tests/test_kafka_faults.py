@@ -71,9 +71,13 @@ def test_kill_9_of_one_of_two_apply_workers_loses_and_doubles_nothing(
     dep = fresh_deployment
     config, env, path = setup(dep, kafka_broker, tmp_path)
     apps = 120
-    args = ["apply", "--group", "gk", "--flow", "F6", "--flow", "F7", "-c", str(path)]
-    with capturing(config), cli_process(args, env, tmp_path / "w1.log") as w1, \
-            cli_process(args, env, tmp_path / "w2.log") as w2:
+    args = ["apply", "--group", "gk", "--flow", "F6", "--flow", "F7", "-c", str(path), "-v"]
+    logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
+    with capturing(config), cli_process(args, env, logs[0]) as w1, cli_process(args, env, logs[1]) as w2:
+        # The writer starts once both workers hold partitions: a worker that joins after the (short)
+        # workload was applied would own no row of the offsets table, and there would be nothing to take over.
+        wait_for(lambda: all("group gk: assigned" in log.read_text(errors="replace") for log in logs), timeout=60,
+                 what="both workers assigned")
         writer = threading.Thread(target=workload, args=(dep, 5000, apps))
         writer.start()
         # Both workers own partitions and have applied something: then one dies mid-stream.

@@ -44,7 +44,8 @@ EMAIL_RE = re.compile(
     (?: "[^"\r\n]{1,64}"                         # a quoted local part: "ramesh kumar"@...
       | [\w.!#$%&'*+/=?^`{|}~-]{1,64} )          # or the characters RFC 5322 allows unquoted
     @
-    (?: \[ [0-9A-Za-z.:]{2,45} \]                # an IP literal: [10.0.0.1], [IPv6:...]
+    (?: \[ (?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}      # an IP literal: [10.0.0.1], [IPv6:...] (never a
+           | IPv6:[0-9A-Fa-f:.]{2,45}) \]          #   token such as [EMAIL]: redaction stays idempotent)
       | [\w-]{1,63} (?:\.[\w-]{1,63})* )         # or a domain (a dot is not required: 'ramesh@gmail')
     """,
     re.VERBOSE,
@@ -57,7 +58,8 @@ _URL_PUNCTUATION = re.compile(r".*[/?=&]")
 # The same address, read outwards from its '@' (a scan per '@' rather than a match attempt at every
 # position of the text, which costs more than everything else the redaction does).
 _LOCAL_BEFORE_AT = re.compile(r"""(?:"[^"\r\n]{1,64}"|[\w.!#$%&'*+/=?^`{|}~-]{1,64})\Z""")
-_DOMAIN_AFTER_AT = re.compile(r"\[[0-9A-Za-z.:]{2,45}\]|[\w-]{1,63}(?:\.[\w-]{1,63})*")
+_DOMAIN_AFTER_AT = re.compile(
+    r"\[(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}|IPv6:[0-9A-Fa-f:.]{2,45})\]|[\w-]{1,63}(?:\.[\w-]{1,63})*")
 
 
 def find_emails(text: str) -> list[tuple[int, int]]:

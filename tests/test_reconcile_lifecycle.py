@@ -5,14 +5,22 @@ the result. Real PostgreSQL, the reference deployment synced by its own flows.""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from civicsync.apply.cdc import CdcFlowApplier
 from civicsync.config import LoadedConfig
+from civicsync.db.connect import connect
+from civicsync.deadletters.cdc import apply_events, current_events
 from civicsync.reconcile import reconcile_flow
 from fix_db import Deployment
 from fix_reconcile import found, q
 from fix_reconcile import synced as synced  # the module's fixture (pytest finds it by name)
 
 Synced = tuple[Deployment, LoadedConfig]
-NOTE = {"UNDER_REVIEW": "reason UNDER_REVIEW", "PEND_DOC": "reason PEND_DOC"}
+CODES = ["RCVD", "UNDER_REVIEW", "PEND_DOC", "APPR", "REJ", "DISB"]
 
 
 def _decide(dep: Deployment, app: int, codes: list[str]) -> None:
@@ -70,3 +78,38 @@ def test_within_a_stage_the_latest_decision_is_expected(synced: Synced) -> None:
     _portal(dep, app, "UNDER_REVIEW", "UNDER_REVIEW", 1)
     again = reconcile_flow(config, "F4")
     assert again.error is None and again.found == 0, again.as_dict()
+
+
+@settings(max_examples=12, deadline=None)
+@given(codes=st.lists(st.sampled_from(CODES), min_size=1, max_size=5), cuts=st.sets(st.integers(1, 4)),
+       start=st.sampled_from(["SUBMITTED", "UNDER_REVIEW", "DOCUMENTS_REQUIRED", "APPROVED", "WITHDRAWN"]))
+def test_whatever_the_batching_the_applied_portal_is_equal_and_a_stale_one_differs(
+        synced: Synced, codes: list[str], cuts: set[int], start: str) -> None:
+    dep, config = synced
+    wh = {int(r[0]) for r in q(dep, "warehouse", "SELECT application_id FROM applications")}
+    app = sorted(int(r[0]) for r in q(dep, "citizen", "SELECT application_id FROM applications") if int(r[0]) in wh)[5]
+    _decide(dep, app, codes)
+    q(dep, "citizen", "UPDATE applications SET status = %s, decision_note = NULL WHERE application_id = %s", start, app)
+    before = q(dep, "citizen", "SELECT status, decision_note, updated_at FROM applications WHERE application_id = %s",
+               app)
+    # The decisions go through the event path's own applier, split into batches anywhere.
+    applier = CdcFlowApplier(config, "decision_updates")
+    with connect(dep.warehouse_dsn, purpose="test", autocommit=True) as src, \
+            connect(dep.citizen_dsn, purpose="test") as tgt:
+        events, _ = current_events(src, applier, [{"application_id": str(app)}])
+        edges = [0, *sorted(c for c in cuts if c < len(events)), len(events)]
+        for a, b in pairwise(edges):
+            assert apply_events(tgt, applier, events[a:b]).dead_letters == []
+        tgt.commit()
+    result = reconcile_flow(config, "F4")
+    assert result.error is None and result.found == 0, (codes, cuts, start, result.as_dict())
+    after = q(dep, "citizen", "SELECT status, decision_note, updated_at FROM applications WHERE application_id = %s",
+              app)
+    # Put the portal back where it was: a difference exactly when the decisions had moved it.
+    q(dep, "citizen", "UPDATE applications SET (status, decision_note, updated_at) = (%s, %s, %s)"
+                      " WHERE application_id = %s", *before[0], app)
+    stale = reconcile_flow(config, "F4")
+    assert {k for k, _ in found(stale)["different"]} == ({(str(app),)} if after != before else set()), (
+        codes, cuts, start, stale.as_dict())
+    q(dep, "citizen", "UPDATE applications SET (status, decision_note, updated_at) = (%s, %s, %s)"
+                      " WHERE application_id = %s", *after[0], app)

@@ -8,8 +8,10 @@ import copy
 import time
 from typing import Any
 
+from civicsync import metrics
 from civicsync.config import LoadedConfig
 from civicsync.runtime.cdc import CdcWorker
+from civicsync.status import flow_status
 from fix_cdc import RunningWorker, cdc_config, cdc_raw, cleanup, wait_for
 from fix_db import Deployment, q
 from test_cdc_runtime import add_documents, make_applications
@@ -25,6 +27,12 @@ def _start(config: LoadedConfig) -> RunningWorker:
 
 def _stops(dep: Deployment) -> list[tuple[Any, ...]]:
     return q(dep, "warehouse", "SELECT flow, error FROM civicsync.cdc_flow_stops")
+
+
+def _shown(config: LoadedConfig) -> tuple[dict[str, Any], float | None]:
+    """F7 as `civicsync status` shows it (read from the databases), and its civicsync_flow_stopped."""
+    row = next(r for r in flow_status(config) if r["id"] == "F7")
+    return row, metrics.REGISTRY.get_sample_value("civicsync_flow_stopped", {"flow": "document_metadata"})
 
 
 def _renamed(raw: dict[str, Any]) -> dict[str, Any]:
@@ -64,6 +72,8 @@ def test_a_renamed_column_stops_its_flow_only_and_it_resumes_after_the_config_ch
         assert flow == "document_metadata" and "'mime_type'" in error and "map the new name" in error
         assert q(dep, "warehouse", DOCS) == [(1, None), (2, None)]  # nothing half-applied, no NULLs
         assert handle.thread.is_alive()
+        row, stopped = _shown(config)
+        assert row["state"] == "stopped" and row["stop_reason"] == error and stopped == 1, (row, stopped)
     finally:
         handle.stop()
     # Started again with the same config, it stays stopped; F6 still flows.
@@ -74,6 +84,7 @@ def test_a_renamed_column_stops_its_flow_only_and_it_resumes_after_the_config_ch
                  what="F6 after the restart")
         time.sleep(0.5)
         assert q(dep, "warehouse", DOCS) == [(1, None), (2, None)] and len(_stops(dep)) == 1
+        assert _shown(config)[0]["state"] == "stopped" and _shown(config)[1] == 1
     finally:
         handle.stop()
     # The config follows the rename: F7 resumes from where it stopped; F6 applies nothing twice.
@@ -84,6 +95,8 @@ def test_a_renamed_column_stops_its_flow_only_and_it_resumes_after_the_config_ch
         wait_for(lambda: _stops(dep) == [], what="F7 to be an ordinary flow again")
         add_documents(dep, range(4, 5))
         wait_for(lambda: len(q(dep, "warehouse", DOCS)) == 4, what="streaming on")
+        row, stopped = _shown(renamed)
+        assert row["state"] == "streaming" and "stop_reason" not in row and stopped == 0, (row, stopped)
     finally:
         handle.stop()
         cleanup(renamed, "citizen")

@@ -31,6 +31,10 @@ BUILD = Info("civicsync_build", "civicsync version and config in use", registry=
 FLOW_UP = Gauge("civicsync_flow_up",
                 "1 while the flow is running as configured (CDC: its worker streams; batch: it is scheduled)",
                 ["flow", "kind"], registry=REGISTRY)
+FLOW_STOPPED = Gauge("civicsync_flow_stopped",
+                     "1 while a schema change of its source (a mapped column dropped, renamed or retyped) stops the "
+                     "CDC flow, while the other flows of its worker go on; its config must change", ["flow"],
+                     registry=REGISTRY)
 REPLICATION_BROKEN = Gauge("civicsync_replication_broken",
                            "1 while a CDC worker is stopped for good: its replication stream failed in a way a "
                            "reconnect cannot fix (slot or publication gone, slot invalidated, permission revoked)",

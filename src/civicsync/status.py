@@ -3,6 +3,7 @@ status page and the metrics gauges all show (one implementation for all of them)
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,6 +11,13 @@ from civicsync.capture.pgoutput import format_lsn
 from civicsync.config import LoadedConfig
 from civicsync.config.models import slot_name
 from civicsync.db.connect import connect
+
+
+def config_hash(config: LoadedConfig, flow: str) -> str:
+    """A fingerprint of a flow's config (its columns, filters and rules): a flow a schema change
+    stopped stays stopped while it is unchanged (see :mod:`civicsync.runtime.flowstops`)."""
+    text = config.model.flows[flow].model_dump_json(exclude_none=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def cdc_sources(loaded: LoadedConfig, flows: list[str] | None = None) -> list[str]:
@@ -59,14 +67,28 @@ def _target_state(loaded: LoadedConfig) -> tuple[dict[str, dict[str, Any]], dict
                 found.setdefault(str(flow), {})["last_success_at"] = finished
             for slot_id, lsn, commit_time in conn.execute("SELECT slot, lsn, commit_time FROM civicsync.cdc_positions"):
                 positions[str(slot_id)] = (lsn, commit_time)
+            for flow, slot_id, error, fingerprint in conn.execute(
+                    "SELECT flow, slot, error, config_hash FROM civicsync.cdc_flow_stops"):
+                found.setdefault(str(flow), {})["flow_stop"] = (str(slot_id), str(error), str(fingerprint))
     return found, positions
+
+
+def _flow_stop(loaded: LoadedConfig, name: str, slot: str, stop: tuple[str, str, str] | None) -> dict[str, Any]:
+    """A schema change's stop of the flow: ``stopped`` while its config is unchanged (the error names
+    the column and what to change), ``resuming`` once it changed and the flow catches up."""
+    if stop is None or stop[0] != slot:
+        return {}
+    if stop[2] == config_hash(loaded, name):
+        return {"state": "stopped", "stop_reason": stop[1]}
+    return {"resuming_after": stop[1]}
 
 
 def flow_status(loaded: LoadedConfig) -> list[dict[str, Any]]:
     """One dict per flow: state, lag and WAL retained (event path), last run (batch path), dead letters.
 
     ``state`` is what the databases show: ``streaming`` (the slot is in use), ``stopped`` (the slot
-    exists, nobody reads it), ``not started``; for batch flows the last run's status or ``never run``.
+    exists, nobody reads it, or a schema change stopped the flow: then ``stop_reason`` says why),
+    ``not started``; for batch flows the last run's status or ``never run``.
     A running service adds what only it knows (worker health) on top, see :mod:`civicsync.runtime.state`.
     """
     slots = _slots(loaded)
@@ -90,6 +112,7 @@ def flow_status(loaded: LoadedConfig) -> list[dict[str, Any]]:
                          lag_bytes=info["lag_bytes"], retained_wal_bytes=info["retained_wal_bytes"],
                          lag_seconds=0.0 if caught_up else (
                              round((now - pos[1]).total_seconds(), 3) if pos and pos[1] else None))
+            entry.update(_flow_stop(loaded, name, info["slot"], t.get("flow_stop")))
         if flow.batches:
             last_finished = t.get("last_finished")
             batch = {"last_run_status": t.get("last_status"),

@@ -64,6 +64,8 @@ def _assess(row: dict[str, Any], worker: dict[str, Any] | None) -> tuple[Health,
     errors: list[str] = []
     warnings: list[str] = []
     if "slot" in row:
+        if row.get("stop_reason"):
+            errors.append(f"stopped by a schema change of its source: {row['stop_reason']}")
         if worker is not None:
             if worker["phase"] != "running":
                 errors.append(f"CDC worker {worker['phase']}" + (f": {worker['last_error']}"
@@ -93,6 +95,9 @@ def build_report(ctx: ApiContext, with_keys: bool = False) -> StatusReport:
         worker = workers.get(row["flow"]) if row.get("slot") else None
         if service is not None and row.get("slot") and worker is None:
             worker = {"name": None, "phase": "stopped", "last_error": "no worker runs this flow"}
+        stopped = (service or {}).get("stopped_flows", {})
+        if row["flow"] in stopped:  # the worker knows before the stop is in the target
+            row.update(state="stopped", stop_reason=stopped[row["flow"]])
         health, problems = _assess(row, worker)
         flows.append(FlowReport(**jsonable_encoder(row), health=health, problems=problems,
                                 worker=worker, job=jsonable_encoder(jobs.get(row["flow"]))))
@@ -133,10 +138,14 @@ def not_ready(ctx: ApiContext) -> list[str]:
         return reasons
     if ctx.state is not None:
         # The flows this service runs (``civicsync run --flow`` may run only some of them).
+        stopped: dict[str, str] = ctx.state.snapshot()["stopped_flows"]
         down = [n for n, up in ctx.state.flows_running().items() if not up]
     else:
-        down = [r["flow"] for r in flow_status(ctx.config) if r.get("slot") and r["state"] != "streaming"]
-    return [f"flow {n} is not running" for n in down]
+        rows = [r for r in flow_status(ctx.config) if r.get("slot") and r["state"] != "streaming"]
+        stopped = {r["flow"]: r["stop_reason"] for r in rows if r.get("stop_reason")}
+        down = [r["flow"] for r in rows]
+    return [f"flow {n} is stopped by a schema change: {stopped[n]}" if n in stopped else f"flow {n} is not running"
+            for n in down]
 
 
 def cannot_write(conn: Conn, privileges: dict[str, str]) -> list[str]:

@@ -3,7 +3,10 @@
 Plain flows send source rows through the flow's :class:`~civicsync.transform.chain.RowTransform`;
 top-N flows rank each partition's transformed rows as the event path does (rows ordered by the
 partition and the flow's ``order_by``, refused rows taking no rank); aggregate flows run the batch
-path's own aggregate query. Rows are read for a set of units (keys, partitions or days) or, for the
+path's own aggregate query. When several source rows derive one key under a forward-only lifecycle,
+they are folded in source-key order (the order the event path's commits are taken to follow) with the
+apply path's own :func:`~civicsync.apply.cdc_rules.supersedes`: the row the event path ends at,
+whatever its batching. Rows are read for a set of units (keys, partitions or days) or, for the
 full method, all of them, streamed so memory stays flat.
 """
 
@@ -18,7 +21,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from civicsync.apply.cdc_rules import supersedes
 from civicsync.config import LoadedConfig
+from civicsync.config.models import Lifecycle
 from civicsync.errors import RowRejectedError
 from civicsync.extract.source import stream_query
 from civicsync.reconcile.plan import Key, Plan
@@ -67,6 +72,9 @@ class Deriver:
         positions = {c: i for i, c in enumerate(self.transform.source_columns)}
         self._key_fns = [compile_column(k, plan.flow.columns[k], positions, config.secrets, "")
                          for k in plan.key if k in plan.flow.columns]
+        lifecycle = plan.flow.cdc.lifecycle if plan.flow.cdc and plan.multi_row else None
+        self._fold = None if lifecycle is None else _Fold(
+            lifecycle, [targets.index(k) for k in plan.key], targets.index(lifecycle.column))
 
     def rows(self, src: Conn, units: Sequence[Key] | None, out: Derived) -> Iterator[list[str | None]]:
         """The derived rows of ``units`` (None: everything), read from ``src`` now."""
@@ -97,6 +105,18 @@ class Deriver:
             idents(cols, prefix="s"), table_ident(self.plan.flow.source.table), where, sql.SQL(", ").join(order))
 
     def _derive(self, src: Conn, units: Sequence[Key] | None, out: Derived) -> Iterator[list[str | None]]:
+        if self._fold is None:
+            yield from self._chain(src, units, out)
+            return
+        # Units are read whole per query (by their lookup columns), so no key's rows span two folds.
+        ends: dict[Key, tuple[str | None, list[str | None]]] = {}
+        for values, row in self._chain(src, units, out, raw=True):
+            self._fold.step(ends, values, row)
+        for _, row in ends.values():
+            yield row
+
+    def _chain(self, src: Conn, units: Sequence[Key] | None, out: Derived, raw: bool = False) -> Iterator[Any]:
+        """The derived rows in source order (with ``raw``: each with the chain's full output row)."""
         top = self.plan.flow.cdc.top_n if self.plan.flow.cdc else None
         partition = [self.transform.source_columns.index(p) for p in top.partition_by] if top else []
         ranks: dict[tuple[str | None, ...], int] = {}
@@ -116,7 +136,8 @@ class Deriver:
                 if rank > top.n:
                     continue
                 values.append(str(rank))
-            yield [*(values[i] for i in self._index), str(out.source_rows)]
+            staged = [*(values[i] for i in self._index), str(out.source_rows)]
+            yield (values, staged) if raw else staged
 
     def _refused(self, row: Sequence[str | None], out: Derived) -> None:
         """Note the target key of a row the chain refuses (if the key itself can be derived)."""
@@ -135,3 +156,21 @@ class Deriver:
             for row in stream_query(src, aggregate_query(self.plan.flow, lower, upper)):
                 out.source_rows += 1
                 yield [*(row[i] for i in self._index), str(out.source_rows)]
+
+
+class _Fold:
+    """Several source rows of one key under a forward-only lifecycle: each row in turn replaces the
+    key's current one when the apply path's rule says its status supersedes (the first one always
+    does), exactly as the event path applies them one commit at a time."""
+
+    def __init__(self, lifecycle: Lifecycle, key: Sequence[int], status: int) -> None:
+        self.lifecycle, self.ranks = lifecycle, lifecycle.ranks()
+        self.key, self.status = list(key), status
+
+    def step(self, ends: dict[Key, tuple[str | None, list[str | None]]], values: Sequence[str | None],
+             row: list[str | None]) -> None:
+        """Fold one derived row (``values``: the chain's output, ``row``: the staged row) into ``ends``."""
+        key = tuple(values[i] for i in self.key)
+        held = ends.get(key)
+        if held is None or supersedes(self.lifecycle, self.ranks, held[0], values[self.status]):
+            ends[key] = (values[self.status], row)

@@ -180,8 +180,9 @@ def _role_notes(flow: Flow, compared: list[Compared], notes: list[str]) -> None:
         notes.append(f"{', '.join(by_role['target_wins'])}: target_wins; only an empty target field differs")
     lifecycle = flow.cdc.lifecycle if flow.cdc else None
     if lifecycle is not None:
-        notes.append(f"{lifecycle.column}: forward-only; a row differs only when the source's stage is ahead of the "
-                     "target's and the target's is not final (the event path would not write it otherwise)")
+        notes.append(f"{lifecycle.column}: forward-only; a key's source rows are folded in source-key order by the "
+                     "lifecycle rule, and a row differs only when the event path would write the result (the "
+                     "target's status is not final and not at a later stage)")
     if flow.cdc is not None and flow.cdc.top_n is not None:
         notes.append(f"top {flow.cdc.top_n.n} per {', '.join(flow.cdc.top_n.partition_by)}: membership and "
                      f"{flow.cdc.top_n.rank_column} are compared")

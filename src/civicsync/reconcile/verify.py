@@ -11,8 +11,11 @@ apply path itself makes:
   ``civicsync.field_base`` hashes and version columns;
 - the version column differs when the target's is older (the merge keeps the greater);
 - ``target_wins`` columns differ when the target's is NULL and the source's is not;
-- a forward-only lifecycle gates the whole row, as the event path's guard does: the row differs only
-  if the derived stage is ahead of the target's and the target's status is not final.
+- a forward-only lifecycle gates the whole row with the event path's own guard
+  (:func:`~civicsync.apply.cdc_rules.lifecycle_guard`): the row differs only if the derived row (the
+  fold of the key's source rows, see :mod:`~civicsync.reconcile.derive`) would replace the target's,
+  i.e. the target's status is not final and the derived stage is the same or a later one. A target
+  legitimately ahead (or final) is not a difference; one left behind within a stage is.
 
 Missing and extra rows are then kept or dropped by the plan's policies. Only keys and column names
 leave this module, never values.
@@ -28,6 +31,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from civicsync.apply.cdc_rules import lifecycle_guard
 from civicsync.config.models import SetValues
 from civicsync.reconcile.derive import UNITS_PER_QUERY, Derived, Deriver, values_of
 from civicsync.reconcile.plan import Compared, Key, Plan
@@ -195,14 +199,13 @@ class Verifier:
             base=self._base_join(), k0=k0, gate=self._gate(), any=any_differs)
 
     def _stage_rows(self) -> sql.Composable:
-        """The staged rows; when several source rows derive one key, the one the event path keeps:
-        the most advanced lifecycle stage, then the last read."""
+        """The staged rows; when several source rows derive one key, the last read (a lifecycle's rows
+        were already folded to one per key by the deriver)."""
         if not self.plan.multi_row:
             return STAGE
         keys = idents(self.plan.key)
-        rank = self._rank("civicsync_rc_stage") if self._lifecycle() else sql.SQL("0")
-        return sql.SQL("(SELECT DISTINCT ON ({keys}) * FROM {stage} ORDER BY {keys}, {rank} DESC, {seq} DESC)").format(
-            keys=keys, stage=STAGE, rank=rank, seq=sql.Identifier(SEQ))
+        return sql.SQL("(SELECT DISTINCT ON ({keys}) * FROM {stage} ORDER BY {keys}, {seq} DESC)").format(
+            keys=keys, stage=STAGE, seq=sql.Identifier(SEQ))
 
     def _restriction(self, restricted: bool) -> sql.Composable:
         parts: list[sql.Composable] = []
@@ -257,25 +260,10 @@ class Verifier:
         return sql.SQL(" LEFT JOIN civicsync.field_base b ON b.flow = {} AND b.row_key = {}").format(
             sql.Literal(self.plan.name), row_key)
 
-    def _lifecycle(self) -> bool:
-        return self.plan.flow.cdc is not None and self.plan.flow.cdc.lifecycle is not None
-
-    def _rank(self, alias: str) -> sql.Composable:
-        lifecycle = self.plan.flow.cdc.lifecycle if self.plan.flow.cdc else None
-        assert lifecycle is not None
-        cases = sql.SQL(" ").join(sql.SQL("WHEN {} THEN {}").format(sql.Literal(k), sql.Literal(v))
-                                  for k, v in lifecycle.ranks().items())
-        return sql.SQL("(CASE {}.{} {} ELSE 0 END)").format(sql.Identifier(alias), sql.Identifier(lifecycle.column),
-                                                            cases)
-
     def _gate(self) -> sql.Composable:
-        """A forward-only lifecycle writes a row only when it moves forward (as the event path's guard)."""
+        """A forward-only lifecycle writes a row only when the event path's guard lets it."""
         lifecycle = self.plan.flow.cdc.lifecycle if self.plan.flow.cdc else None
-        if lifecycle is None:
-            return sql.SQL("true")
-        final = sql.SQL(", ").join(sql.Literal(f) for f in lifecycle.final) if lifecycle.final else sql.SQL("NULL")
-        return sql.SQL("({} > {} AND coalesce(t.{} NOT IN ({}), true))").format(
-            self._rank("s"), self._rank("t"), sql.Identifier(lifecycle.column), final)
+        return sql.SQL("true") if lifecycle is None else lifecycle_guard(lifecycle)
 
 
 def _copy(conn: Conn, table: sql.Identifier, columns: Sequence[str], rows: Iterator[Sequence[Any]]) -> None:

@@ -16,7 +16,6 @@ Stops are kept in ``civicsync.cdc_flow_stops`` in the target, written in the bat
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,15 +28,10 @@ from civicsync.apply.cdc import CdcFlowApplier
 from civicsync.capture.pgoutput import Relation, format_lsn
 from civicsync.config import LoadedConfig
 from civicsync.errors import SchemaMismatchError
+from civicsync.status import config_hash
 
 log = logging.getLogger("civicsync.runtime.cdc")
 Conn = psycopg.Connection[tuple[Any, ...]]
-
-
-def config_hash(config: LoadedConfig, flow: str) -> str:
-    """A fingerprint of a flow's config (its columns, filters and rules)."""
-    text = config.model.flows[flow].model_dump_json(exclude_none=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -55,14 +49,22 @@ class FlowStops:
         """Read the stops of these flows: a flow whose config changed since resumes, else stays stopped."""
         rows = conn.execute("SELECT flow, lsn, error, config_hash, new_types FROM civicsync.cdc_flow_stops"
                             " WHERE slot = %s AND flow = ANY(%s)", (self.slot, flows)).fetchall()
+        for flow in flows:
+            metrics.FLOW_STOPPED.labels(flow).set(0)
         for flow, lsn, error, fingerprint, new_types in rows:
-            if fingerprint == config_hash(self.config, flow):
+            stays = fingerprint == config_hash(self.config, flow)
+            metrics.FLOW_STOPPED.labels(flow).set(1 if stays else 0)
+            if stays:
                 self.stopped[flow] = (int(lsn), str(error), dict(new_types))
                 log.error("flow %s stays stopped (its config is unchanged): %s", flow, error)
             else:
                 self.behind[flow] = int(lsn)
                 self._accepted[flow] = dict(new_types)
                 log.warning("flow %s: config changed, resuming from %s", flow, format_lsn(int(lsn)))
+
+    def reasons(self) -> dict[str, str]:
+        """Per stopped flow, why (the column and what to change; never a value): for the service state."""
+        return {flow: why for flow, (_lsn, why, _types) in list(self.stopped.items())}
 
     def start_position(self, slot_position: int) -> int:
         """Where the stream starts (and how far the slot may be acknowledged): the lowest position."""
@@ -98,6 +100,7 @@ class FlowStops:
         types = dict(relation.column_types) if relation is not None else {}
         self.stopped[applier.name] = (lsn, str(error), types)
         metrics.FLOW_UP.labels(applier.name, applier.flow.kind).set(0)
+        metrics.FLOW_STOPPED.labels(applier.name).set(1)
         log.error("flow %s stopped at %s, the other flows go on: %s", applier.name, format_lsn(lsn), error)
 
     def save(self, conn: Conn, batch_end: int, slot_position: int) -> None:
@@ -123,5 +126,6 @@ class FlowStops:
             self.behind[flow] = max(self.behind[flow], batch_end)
             if self.behind[flow] >= slot_position:
                 del self.behind[flow]
+                metrics.FLOW_STOPPED.labels(flow).set(0)
                 self._accepted.pop(flow, None)
                 log.info("flow %s caught up after its schema stop", flow)

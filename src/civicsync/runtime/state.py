@@ -49,6 +49,9 @@ class ServiceState:
         self.workers: dict[str, WorkerState] = {}
         self.jobs: dict[str, ScheduledJob] = {}
         self.stopping = False
+        # Flows a schema change stopped (flow → why, naming the column and what to change, never a
+        # value), while the rest of their worker goes on: copied from the workers by the supervisor.
+        self.stopped_flows: dict[str, str] = {}
 
     def update_worker(self, name: str, **changes: Any) -> None:
         """Change fields of a worker's state (``phase`` changes also reset ``since``)."""
@@ -65,10 +68,20 @@ class ServiceState:
             for key, value in changes.items():
                 setattr(job, key, value)
 
-    def flows_running(self) -> dict[str, bool]:
-        """Per event-path flow: is its worker streaming right now?"""
+    def set_stopped_flows(self, flows: list[str], stopped: dict[str, str]) -> None:
+        """Of ``flows`` (one worker's), those in ``stopped`` are stopped by a schema change, the others not."""
         with self._lock:
-            return {flow: w.phase == "running" for w in self.workers.values() for flow in w.flows}
+            for flow in flows:
+                if flow in stopped:
+                    self.stopped_flows[flow] = stopped[flow]
+                else:
+                    self.stopped_flows.pop(flow, None)
+
+    def flows_running(self) -> dict[str, bool]:
+        """Per event-path flow: is its worker streaming right now, and the flow not stopped?"""
+        with self._lock:
+            return {flow: w.phase == "running" and flow not in self.stopped_flows
+                    for w in self.workers.values() for flow in w.flows}
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-ready copy: service start, workers, scheduled jobs."""
@@ -76,6 +89,7 @@ class ServiceState:
             return {
                 "started_at": self.started_at.isoformat(),
                 "stopping": self.stopping,
+                "stopped_flows": dict(self.stopped_flows),
                 "workers": [{"name": w.name, "flows": list(w.flows), "phase": w.phase, "restarts": w.restarts,
                              "last_error": w.last_error, "since": w.since.isoformat(), "events": w.events,
                              "lag_seconds": w.lag_seconds} for w in self.workers.values()],

@@ -77,6 +77,7 @@ class Supervisor:
             waiting = worker.stats.waiting_since
             lag = max(0.0, (now - waiting).total_seconds()) if waiting else 0.0
             self.state.update_worker(source, events=worker.stats.events, lag_seconds=round(lag, 3))
+            self.state.set_stopped_flows(worker.flows, worker.flow_stops.reasons())
             for flow in worker.flows:
                 metrics.REPLICATION_LAG_SECONDS.labels(flow).set(lag)
             self._mark_stall(source, worker)
@@ -157,4 +158,5 @@ class Supervisor:
         if not up and self.stop_event.is_set():
             self.state.update_worker(source, phase="stopping")
         for flow in self.state.workers[source].flows:
-            metrics.FLOW_UP.labels(flow, model.flows[flow].kind).set(1 if up else 0)
+            stopped = flow in self.state.stopped_flows  # by a schema change: down though its worker runs
+            metrics.FLOW_UP.labels(flow, model.flows[flow].kind).set(1 if up and not stopped else 0)

@@ -360,7 +360,11 @@ def test_alert_reaches_the_webhook_and_every_dashboard_panel_has_data(fresh_depl
         #    "no events in the window" (e.g. a batch run's duration increase over a day when the
         #    series was born with its only run before the first scrape).
         empty: list[str] = []
+        # The Kafka panels need a broker and a consumer group: test_kafka_lag_status.py runs them
+        # against a real Prometheus scraping a service that samples a real group's lag.
         for q in panel_queries():
+            if "civicsync_kafka_" in q.expr:
+                continue
             expr = concrete(q.expr, job="civicsync", rate_interval="1m")
             may_be_nan = "/" in expr or "histogram_quantile" in expr
             try:

@@ -60,8 +60,8 @@ class Rows(HTMLParser):
             self.banner += data
 
 
-def rendered(url: str) -> Rows:
-    """The page's DOM after its script ran, as headless Chromium sees it."""
+def dump_dom(url: str) -> str:
+    """The page's DOM after its script ran, as headless Chromium sees it, as HTML."""
     with tempfile.TemporaryDirectory(prefix="civicsync-chromium-") as profile:
         proc = subprocess.run(
             [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
@@ -69,8 +69,13 @@ def rendered(url: str) -> Rows:
              f"--user-data-dir={profile}", "--virtual-time-budget=4000", "--dump-dom", url],
             capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def rendered(url: str) -> Rows:
+    """The flow rows, banner and login form of the rendered page."""
     rows = Rows()
-    rows.feed(proc.stdout)
+    rows.feed(dump_dom(url))
     return rows
 
 

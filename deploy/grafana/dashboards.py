@@ -7,7 +7,8 @@ Three dashboards, each with a Prometheus data source variable and job / instance
 
 - ``sync-overview.json``  is everything running, flowing and answering? (flows, CDC, batch, API)
 - ``data-quality.json``   dead letters, conflicts, reconciliation, rows rejected by batch runs
-- ``consumer-lag.json``   replication lag (bytes, seconds), WAL retained by the slots, apply latency
+- ``consumer-lag.json``   replication lag (bytes, seconds), WAL retained by the slots, apply latency,
+                          Kafka consumer groups' lag per partition
 
 Metric names come from ``src/civicsync/metrics.py``; ``tests/test_dashboards.py`` checks every query
 against it, and ``tests/test_prometheus_live.py`` runs every query against a real Prometheus
@@ -372,7 +373,22 @@ def consumer_lag() -> dict[str, Any]:
                  "B"),
            unit="ops", width=24),
     ]
-    return with_panels(board, [("Lag and retained WAL", lag), ("Apply latency and throughput", latency)])
+    kafka = [
+        ts("Kafka consumer lag (seconds) by partition", "Age of the oldest record a consumer group of "
+           "`civicsync apply --group` has not applied (0 when caught up); the roadmap's target is under 60 s. "
+           "Runbook: CivicsyncKafkaConsumerLagHigh.",
+           query(f"max by (group, topic, partition) (civicsync_kafka_consumer_lag_seconds{{{T}}})",
+                 "{{group}} {{topic}}[{{partition}}]"),
+           unit="s", limits=((None, "green"), (60, "red")), width=12),
+        ts("Kafka consumer lag (records) by group", "Records on the topics no worker of the group has applied.",
+           query(f"sum by (group) (civicsync_kafka_consumer_lag_records{{{T}}})", "{{group}}"), width=8),
+        single("Kafka lag readable", "1 while the service cannot read the groups' lag (broker or target "
+               "unreachable): the lag panels are not current. Runbook: CivicsyncKafkaLagUnknown.",
+               query(f"max(civicsync_kafka_lag_sample_failed{{{T}}})", instant=True),
+               limits=((None, "green"), (1, "red")), width=4),
+    ]
+    return with_panels(board, [("Lag and retained WAL", lag), ("Apply latency and throughput", latency),
+                               ("Kafka consumer groups", kafka)])
 
 
 DASHBOARDS: dict[str, Callable[[], dict[str, Any]]] = {

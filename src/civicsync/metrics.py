@@ -165,6 +165,9 @@ KAFKA_CONSUMER_LAG_RECORDS = Gauge("civicsync_kafka_consumer_lag_records",
 KAFKA_CONSUMER_LAG_SECONDS = Gauge("civicsync_kafka_consumer_lag_seconds",
                                    "Age of the oldest record of a partition not yet applied (0 when caught up)",
                                    ["group", "topic", "partition"], registry=REGISTRY)
+KAFKA_LAG_SAMPLE_FAILED = Gauge("civicsync_kafka_lag_sample_failed",
+                                "1 while the service cannot read the consumer groups' lag (broker or a target "
+                                "unreachable): the lag gauges are not current", registry=REGISTRY)
 KAFKA_APPLIED = Counter("civicsync_kafka_records_applied_total", "Kafka records applied to the target",
                         ["group", "topic"], registry=REGISTRY)
 KAFKA_FENCED = Counter("civicsync_kafka_fenced_total",

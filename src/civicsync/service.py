@@ -1,8 +1,9 @@
 """`civicsync run`: the CDC workers, the batch scheduler and the HTTP API as one supervised service.
 
 Start order: the API (so /health answers and /ready can say what is still starting), the CDC
-workers, the scheduler (which may catch up a missed run at once), and a sampler that refreshes the
-database-derived gauges. Stop order (SIGTERM/SIGINT): stop intake (the scheduler starts no new
+workers, the scheduler (which may catch up a missed run at once), a sampler that refreshes the
+database-derived gauges, and with a ``kafka:`` section a sampler of the consumer groups' lag.
+Stop order (SIGTERM/SIGINT): stop intake (the scheduler starts no new
 run and the API closes its listener after in-flight requests), let a running batch run finish,
 stop the workers (each flushes, commits and acknowledges its position), exit 0.
 """
@@ -26,6 +27,7 @@ from civicsync.status import flow_status
 
 if TYPE_CHECKING:
     from civicsync.api.server import ApiServer
+    from civicsync.kafka.lag import LagMonitor
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ class Service:
             if self.options.scheduler and self.settings.scheduler.enabled else None
         self.api: ApiServer | None = None
         self._sampler: threading.Thread | None = None
+        self.kafka_lag: LagMonitor | None = None
         metrics.BUILD.info({"version": __version__, "config": str(config.path)})
         metrics.declare_flows(config.model.flows)
 
@@ -91,6 +94,19 @@ class Service:
             self.scheduler.start(last_success)
         self._sampler = threading.Thread(target=self._sample_loop, name="status-sampler", daemon=True)
         self._sampler.start()
+        self._start_lag_monitor()
+
+    def _start_lag_monitor(self) -> None:
+        if self.config.model.kafka is None:
+            return
+        from civicsync.kafka.capture import group_flows
+        from civicsync.kafka.lag import LagMonitor
+
+        if group_flows(self.config, None):
+            state = self.state
+            # The state keeps the last sample for the status API and page; the monitor sets the gauges.
+            self.kafka_lag = LagMonitor(self.config, on_sample=lambda sample: setattr(state, "kafka_lag", sample))
+            self.kafka_lag.start()
 
     def stop(self) -> None:
         """Stop intake, finish what is running, commit positions; safe to call twice."""
@@ -105,6 +121,8 @@ class Service:
         if self.api is not None:
             self.api.stop()
         self._stop_sampler.set()
+        if self.kafka_lag is not None:
+            self.kafka_lag.stop()
         self.stopped.set()
         log.info("stopped cleanly")
 

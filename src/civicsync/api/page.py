@@ -45,6 +45,8 @@ PAGE = """<!doctype html>
 <table id="flows"><thead><tr><th>id</th><th>flow</th><th>kind</th><th>state</th><th>health</th>
 <th class="num">lag</th><th class="num">dead letters</th><th>last run</th><th>problems</th></tr></thead>
 <tbody></tbody></table>
+<section id="kafka-section" hidden><h2>Kafka consumer groups</h2>
+<div id="kafka" class="muted">not sampled yet</div></section>
 <h2>Reconciliation</h2>
 <div id="reconciliation" class="muted">no results yet</div>
 <h2>Service</h2>
@@ -62,8 +64,26 @@ function el(tag, text, cls) {
 }
 function badge(health) { return el("span", health, "badge " + health); }
 function lag(f) {
+  if (f.kafka_lag_seconds !== null && f.kafka_lag_seconds !== undefined) return f.kafka_lag_seconds.toFixed(1) + " s";
   if (f.lag_seconds === null || f.lag_seconds === undefined) return f.slot ? "-" : "";
   return f.lag_seconds.toFixed(1) + " s";
+}
+function renderKafka(kafka) {
+  // Shown only with a kafka: section; the lag of every partition, or why it is unknown.
+  const section = document.getElementById("kafka-section");
+  const box = document.getElementById("kafka");
+  section.hidden = !kafka;
+  if (!kafka) return;
+  box.replaceChildren();
+  if (kafka.error) { box.className = "error"; box.textContent = "lag unknown: " + kafka.error; return; }
+  if (!kafka.partitions.length) {
+    box.className = "muted"; box.textContent = "no group has applied anything yet"; return;
+  }
+  box.className = "";
+  box.appendChild(table(kafka.partitions.map(p => ({
+    group: p.group, topic: p.topic, partition: p.partition, flows: p.flows.join(", "), applied: p.applied_offset,
+    "high watermark": p.high_watermark, lag: p.lag_records, "lag s": p.lag_seconds.toFixed(1), owner: p.owner}))));
+  box.appendChild(el("div", "sampled " + kafka.taken_at, "muted"));
 }
 function lastRun(f) {
   if (f.kind === "cdc") return "";
@@ -100,6 +120,7 @@ function render(report) {
   const errors = report.flows.filter(f => f.health === "error").length;
   overall.textContent = errors ? errors + " flow(s) in error" : "all flows ok";
   overall.className = "badge " + (errors ? "error" : "ok");
+  renderKafka(report.kafka);
   const rec = document.getElementById("reconciliation");
   rec.replaceChildren();
   if (report.reconciliation.length) {

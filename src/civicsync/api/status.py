@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from civicsync.api.context import ApiContext, Conn
 from civicsync.config import LoadedConfig
 from civicsync.errors import CivicsyncError
+from civicsync.kafka.capture import group_flows
+from civicsync.kafka.lag import LagSample, sample_lag, with_kafka_lag
 from civicsync.reconcile import latest_results
 from civicsync.status import flow_status
 
@@ -48,6 +50,9 @@ class FlowReport(BaseModel):
     error: str | None = None
     worker: dict[str, Any] | None = Field(default=None, description="the service's CDC worker of this flow")
     job: dict[str, Any] | None = Field(default=None, description="the service's schedule of this flow")
+    kafka_lag_records: int | None = Field(default=None, description="Kafka-carried flows: records not applied yet")
+    kafka_lag_seconds: float | None = Field(default=None, description="Kafka-carried flows: age of the oldest")
+    kafka_lag_error: str | None = Field(default=None, description="why the Kafka lag is unknown")
 
 
 class StatusReport(BaseModel):
@@ -58,6 +63,9 @@ class StatusReport(BaseModel):
     flows: list[FlowReport]
     service: dict[str, Any] | None = Field(description="the service's state; null when the API runs alone")
     reconciliation: list[dict[str, Any]] = Field(description="latest reconciliation results, when they exist")
+    kafka: dict[str, Any] | None = Field(
+        default=None, description="the consumer groups' lag per partition (taken_at, error, partitions); "
+                                  "null without a kafka: section")
 
 
 def _assess(row: dict[str, Any], worker: dict[str, Any] | None) -> tuple[Health, list[str]]:
@@ -74,6 +82,10 @@ def _assess(row: dict[str, Any], worker: dict[str, Any] | None) -> tuple[Health,
             errors.append(f"event path {row['state']} (nobody reads slot {row['slot']})")
         if (row.get("lag_seconds") or 0) > LAG_WARNING_SECONDS:
             warnings.append(f"lag {row['lag_seconds']:.0f} s")
+    if row.get("kafka_lag_error"):
+        warnings.append(f"Kafka lag unknown: {row['kafka_lag_error']}")
+    elif (row.get("kafka_lag_seconds") or 0) > LAG_WARNING_SECONDS:
+        warnings.append(f"Kafka consumer lag {row['kafka_lag_seconds']:.0f} s")
     if row.get("last_run_failed"):
         errors.append(f"last run failed: {row.get('error') or 'unknown error'}")
     elif "last_run_status" in row and row["last_run_status"] is None:
@@ -87,6 +99,8 @@ def build_report(ctx: ApiContext, with_keys: bool = False) -> StatusReport:
     """The status report now (reads both databases; raises DatabaseUnavailableError if one is down).
     Without ``with_keys`` the reconciliation results carry counts of sample keys, never the keys."""
     rows = flow_status(ctx.config)
+    kafka = kafka_lag(ctx)
+    with_kafka_lag(ctx.config, rows, kafka)
     service = ctx.state.snapshot() if ctx.state is not None else None
     workers = {f: w for w in (service or {}).get("workers", []) for f in w["flows"]}
     jobs = {j["flow"]: j for j in (service or {}).get("jobs", [])}
@@ -102,7 +116,20 @@ def build_report(ctx: ApiContext, with_keys: bool = False) -> StatusReport:
         flows.append(FlowReport(**jsonable_encoder(row), health=health, problems=problems,
                                 worker=worker, job=jsonable_encoder(jobs.get(row["flow"]))))
     return StatusReport(generated_at=datetime.now(UTC), healthy=all(f.health != "error" for f in flows),
-                        flows=flows, service=service, reconciliation=reconciliation(ctx.config, with_keys))
+                        flows=flows, service=service, reconciliation=reconciliation(ctx.config, with_keys),
+                        kafka=kafka.as_dict() if kafka is not None else None)
+
+
+def kafka_lag(ctx: ApiContext) -> LagSample | None:
+    """The consumer groups' lag: the service's last sample, or (the API alone) one read now; None
+    without Kafka-carried flows or before the service's first sample."""
+    kafka = ctx.config.model.kafka
+    if kafka is None or not group_flows(ctx.config, None):
+        return None
+    if ctx.state is not None:
+        sample: LagSample | None = ctx.state.kafka_lag
+        return sample
+    return sample_lag(ctx.config, kafka.lag.timeout_seconds)
 
 
 def reconciliation(config: LoadedConfig, with_keys: bool = False) -> list[dict[str, Any]]:

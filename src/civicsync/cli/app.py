@@ -16,6 +16,7 @@ from civicsync.cli import demo as _demo
 from civicsync.cli import kafka as _kafka
 from civicsync.cli import reconcile as _reconcile
 from civicsync.cli import service as _service
+from civicsync.cli import status as _status
 from civicsync.cli.common import (
     ConfigOpt,
     JsonOpt,
@@ -209,6 +210,7 @@ _audit.register(app)
 _cdc.register(app)
 _kafka.register(app)
 _reconcile.register(app)
+_status.register(app)
 _demo.register(app)
 
 _service.register(app)

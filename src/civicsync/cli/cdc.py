@@ -1,4 +1,4 @@
-"""CLI commands for change data capture: `cdc run`, `status`, `dlq list|show|replay|discard`."""
+"""CLI commands for change data capture: `cdc run`, `dlq list|show|replay|discard`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from rich.table import Table
 from civicsync.cli.common import ConfigOpt, FlowsOpt, JsonOpt, VerboseOpt, err, fail, load, out, setup, user_errors
 from civicsync.config import LoadedConfig
 from civicsync.db.connect import connect
-from civicsync.status import cdc_sources, flow_status
+from civicsync.status import cdc_sources
 
 cdc_app = typer.Typer(help="Change data capture: real-time flows.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead letters: list, inspect, replay, discard.", no_args_is_help=True)
@@ -26,7 +26,6 @@ dlq_app = typer.Typer(help="Dead letters: list, inspect, replay, discard.", no_a
 def register(app: typer.Typer) -> None:
     app.add_typer(cdc_app, name="cdc")
     app.add_typer(dlq_app, name="dlq")
-    app.command("status")(status)
 
 
 @cdc_app.command("run")
@@ -98,33 +97,6 @@ def cdc_resync(source: Annotated[str, typer.Argument(help="The source connection
     if not all(r.ok for r in results):
         fail("the new slot streams, but some differences remain: see `civicsync reconcile FLOW`", 1)
     out.print(f"{source}: resynchronised; start the service (or `civicsync cdc run`) to stream again")
-
-
-# --------------------------------------------------------------------------- status
-
-
-def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    """Show every flow: state, lag (CDC), last run (batch), dead letters waiting."""
-    with user_errors():
-        rows = flow_status(load(config))
-    if as_json:
-        out.print_json(json.dumps(rows, default=str))
-        return
-    table = Table("id", "flow", "kind", "state", "applied up to", "lag", "WAL retained", "dead letters",
-                  "last run / error")
-    for r in rows:
-        colour = {"streaming": "green", "succeeded": "green", "failed": "red", "stopped": "yellow"}.get(r["state"], "")
-        state = f"[{colour}]{r['state']}[/]" if colour else r["state"]
-        if "slot" in r:
-            lag = "-" if r["lag_bytes"] is None else f"{r['lag_bytes']:,} B / {r['lag_seconds'] or 0:.1f} s"
-            applied = "-" if r["applied_lsn"] is None else (
-                f"{r['applied_lsn']} ({(r['source_commit_time'] or '')[:19]})")
-            table.add_row(r["id"], r["flow"], r["kind"], state, applied, lag, f"{r['retained_wal_bytes'] or 0:,} B",
-                          str(r["dead_letters"]), "")
-        else:
-            table.add_row(r["id"], r["flow"], r["kind"], state, "", "", "", str(r["dead_letters"]),
-                          (r.get("error") or r.get("last_run") or "")[:70])
-    out.print(table)
 
 
 # --------------------------------------------------------------------------- dead letters

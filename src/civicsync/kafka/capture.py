@@ -66,6 +66,19 @@ def group_flows(config: LoadedConfig, only: list[str] | None) -> list[str]:
             and (only is None or n in only or f.id in only)]
 
 
+def flow_topic(config: LoadedConfig, flow: str) -> str:
+    """The topic ``apply --group`` reads ``flow`` from: Debezium's per-table topic for a connection
+    Debezium captures, else civicsync capture's (per table with ``publish: raw``, per flow when masked)."""
+    settings = kafka_settings(config)
+    spec = config.model.flows[flow]
+    topic = settings.debezium_topic(spec.source.connection, spec.source.table)
+    if topic is not None:
+        return topic
+    if settings.publish == "raw":
+        return settings.raw_topic(spec.source.table)
+    return settings.topic_name(flow, spec.id)
+
+
 def capture_slot(config: LoadedConfig, source: str) -> str:
     """The capture's own slot (the direct worker's slot stays untouched)."""
     return f"{slot_name(config.model, source)}_kafka"[:63]

@@ -52,6 +52,9 @@ class ServiceState:
         # Flows a schema change stopped (flow → why, naming the column and what to change, never a
         # value), while the rest of their worker goes on: copied from the workers by the supervisor.
         self.stopped_flows: dict[str, str] = {}
+        # The last Kafka consumer-lag sample (kafka.lag.LagSample), set by the service's LagMonitor;
+        # None without a kafka: section or before the first sample. One reference, swapped whole.
+        self.kafka_lag: Any = None
 
     def update_worker(self, name: str, **changes: Any) -> None:
         """Change fields of a worker's state (``phase`` changes also reset ``since``)."""

@@ -141,6 +141,8 @@ def test_an_ambiguous_file_exits_2_without_a_traceback(tmp_path: Path) -> None:
     raw["flows"]["scheme_master"]["incremental"] = {"column": "updated_at"}  # next to its 'mode: full'
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(raw, sort_keys=False))
+    proc = cli("config", "migrate", str(LEGACY), "-o", str(tmp_path / "no" / "such" / "dir.yaml"), cwd=tmp_path)
+    assert proc.returncode == 2 and "cannot write" in proc.stderr and "Traceback" not in proc.stderr
     for args in (("validate", str(bad), "--no-secrets"), ("config", "migrate", str(bad))):
         proc = cli(*args, cwd=tmp_path)
         assert proc.returncode == 2, proc.stderr

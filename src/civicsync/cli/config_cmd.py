@@ -1,7 +1,7 @@
 """`civicsync config migrate FILE [-o OUT]`: rewrite a config file that uses older forms (``mode:``, an
 empty ``cdc: {}``, ``$lsn``, a write-only table's columns listed again) in the current form. Exit 0
 when written (or nothing needed changing), 2 when the file is invalid or an old form is ambiguous
-(every such problem is listed, saying what to write instead)."""
+(every such problem is listed, saying what to write instead) or OUT cannot be written."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from civicsync.cli.common import err, out, user_errors
+from civicsync.cli.common import err, fail, out, user_errors
 
 config_app = typer.Typer(help="Work on config files.", no_args_is_help=True)
 
@@ -35,7 +35,10 @@ def migrate(
     if output is None:
         out.file.write(migration.text)
     else:
-        output.write_text(migration.text, encoding="utf-8")
+        try:
+            output.write_text(migration.text, encoding="utf-8")
+        except OSError as exc:  # a path to fix on the command line, not a failed piece of work
+            fail(f"cannot write {output}: {exc.strerror or exc}", 2)
     if not migration.changes:
         err.print(f"{file}: already in the current form; {'copied' if output else 'printed'} unchanged",
                   highlight=False)

@@ -329,7 +329,8 @@ class Flow(Model):
     @model_validator(mode="before")
     @classmethod
     def _default_cdc(cls, data: Any) -> Any:
-        # An event-path flow with no settings of its own needs no 'cdc: {}' (older files keep it).
+        # An event-path flow with no settings of its own needs no cdc section (config/legacy.py warns about the
+        # older 'cdc: {}').
         if isinstance(data, dict) and data.get("kind") in ("cdc", "hybrid") and data.get("cdc") is None:
             return {**data, "cdc": {}}
         return data

@@ -5,6 +5,7 @@ into one that loads without warnings to the same config."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +15,9 @@ from typing import Any
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
+from civicsync.cli.app import app
 from civicsync.config import load_config, reference_config_path
 from civicsync.config.legacy import ConfigDeprecationWarning
 from civicsync.config.loader import LoadedConfig, parse_config
@@ -175,9 +178,12 @@ def test_config_migrate_round_trips(tmp_path: Path) -> None:
 
 def test_flow_mode_is_derived_from_the_incremental_section() -> None:
     model = load_quietly(reference_raw()).model
-    assert {n: f.mode for n, f in model.flows.items() if f.batches} == {
-        "scheme_master": "full", "profile_prefill": "incremental", "user_behaviour": "full",
-        "feedback": "incremental", "profile_summary": "incremental"}
+    modes = {n: f.mode for n, f in model.flows.items() if f.batches}
+    assert modes == {"scheme_master": "full", "profile_prefill": "incremental", "user_behaviour": "full",
+                     "feedback": "incremental", "profile_summary": "incremental"}
+    result = CliRunner().invoke(app, ["flows", "--json"], env={"CIVICSYNC_CONFIG": None, **ENV})
+    assert result.exit_code == 0, result.output
+    assert {r["flow"]: r["mode"] for r in json.loads(result.output) if r["flow"] in modes} == modes
 
 
 def test_derived_columns_of_write_only_tables() -> None:

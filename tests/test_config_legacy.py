@@ -53,7 +53,7 @@ def test_the_old_reference_file_loads_to_the_same_config_and_warns_about_every_o
     assert old.model == new.model
     paths = {d.path for d in old.deprecations}
     assert {"flows.scheme_master.mode", "flows.profile_prefill.mode", "flows.profile_summary.mode",
-            "flows.application_submissions.cdc.event_log.columns.source_lsn",
+            "flows.application_submissions.cdc.event_log.columns.source_lsn", "flows.document_metadata.cdc",
             "connections.warehouse.tables.public.applications.columns"} <= paths
     assert len(caught) == len(old.deprecations)
     assert all(str(LEGACY) in str(w.message) for w in caught)

@@ -80,12 +80,12 @@ def declare_pair(name: str, columns: list[str], key: list[str], *, cdc: dict[str
     """A config mutation declaring the pair, a CDC flow ``FX`` and a batch flow ``FB`` over it."""
     def mutate(raw: dict[str, Any]) -> None:
         raw["connections"]["citizen"]["tables"][f"public.{name}"] = {"key": key, "columns": columns}
-        raw["connections"]["warehouse"]["tables"][f"public.{name}_copy"] = {"key": key, "columns": columns}
+        raw["connections"]["warehouse"]["tables"][f"public.{name}_copy"] = {"key": key}  # columns derived
         common = {"source": {"connection": "citizen", "table": f"public.{name}"},
                   "target": {"connection": "warehouse", "table": f"public.{name}_copy"},
                   "columns": {c: c for c in columns}}
-        raw["flows"][f"{name}_stream"] = {"id": "FX", "kind": "cdc", "cdc": cdc or {}, **common}
-        raw["flows"][f"{name}_batch"] = {"id": "FB", "kind": "batch", "mode": "full", **common}
+        raw["flows"][f"{name}_stream"] = {"id": "FX", "kind": "cdc", **({"cdc": cdc} if cdc else {}), **common}
+        raw["flows"][f"{name}_batch"] = {"id": "FB", "kind": "batch", **common}
     return mutate
 
 

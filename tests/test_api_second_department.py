@@ -58,6 +58,8 @@ def department(environ: dict[str, str], api: dict[str, Any] | None = None) -> Lo
     def mutate(raw: dict[str, Any]) -> None:
         raw["connections"]["citizen"]["tables"].update(TABLES)
         raw["service"] = {"api": api if api is not None else API}
+        # The API no longer reads public.schemes: only F1 writes it, so its columns are derived.
+        del raw["connections"]["citizen"]["tables"]["public.schemes"]["columns"]
 
     return config_variant(environ, mutate)
 

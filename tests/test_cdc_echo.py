@@ -109,7 +109,9 @@ def _registry_apps_to_portal(raw: dict[str, Any]) -> None:
     second.pop("migrations", None)
     second["capture"] = {**second["capture"], "slot": second["capture"]["slot"] + "_b",
                          "publication": second["capture"]["publication"] + "_b"}
-    second["tables"] = {"public.applications": second["tables"]["public.applications"]}
+    # Read here (the warehouse connection only writes it, so the reference config derives its columns).
+    second["tables"] = {"public.applications": {"key": ["application_id"], "columns": [
+        "application_id", "citizen_ref", "scheme_id", "status", "submitted_at", "form_data", "updated_at"]}}
     raw["connections"]["registry_b"] = second
     raw["flows"]["registry_apps_to_portal"] = {
         "id": "F93", "kind": "cdc",

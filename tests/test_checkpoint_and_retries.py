@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from civicsync.config.legacy import ConfigDeprecationWarning
 from civicsync.control import store
 from civicsync.errors import CheckpointRegressionError, ConfigError
 from civicsync.retry import backoff_delays
@@ -76,7 +77,8 @@ def test_an_event_path_flow_needs_no_empty_cdc_section_and_old_files_still_load(
         for name in streaming:
             raw["flows"][name].setdefault("cdc", {})
 
-    old = config_variant(ENV, old_form).model
+    with pytest.warns(ConfigDeprecationWarning, match=r"an empty 'cdc: \{\}' is no longer needed"):
+        old = config_variant(ENV, old_form).model
     assert all(old.flows[n] == new.flows[n] for n in streaming)
 
     def cdc_on_batch(raw: dict[str, Any]) -> None:

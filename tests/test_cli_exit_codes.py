@@ -47,7 +47,7 @@ def _with_config(args: tuple[str, ...], path: Path) -> tuple[str, ...]:
 
 def _config_cases() -> list[tuple[str, tuple[str, ...]]]:
     return [(bad, args) for bad in ("binary", "missing_env", "malformed_dsn", "no_such_file",
-                                    "undeclared_api_connection") for args in CONFIG_COMMANDS]
+                                    "undeclared_api_connection", "ambiguous_old_form") for args in CONFIG_COMMANDS]
 
 
 @pytest.mark.parametrize(("bad", "args"), _config_cases(), ids=lambda v: v if isinstance(v, str) else " ".join(v))
@@ -67,6 +67,9 @@ def test_a_bad_config_is_exit_2_for_every_command(tmp_path: Path, bad: str, args
         env["CIVICSYNC_WAREHOUSE_DSN"] = "host=== hunter2-password"
     elif bad == "undeclared_api_connection":
         path.write_text(text + "\nservice:\n  api:\n    connection: portal\n")
+    elif bad == "ambiguous_old_form":  # an older form that contradicts the flow (README "Older config files")
+        path.write_text(text.replace("    incremental: {column: updated_at}\n",
+                                     "    mode: full\n    incremental: {column: updated_at}\n", 1))
     code, output = civicsync(_with_config(args, path), env)
     assert code == 2, output
     assert "Traceback" not in output and "hunter2" not in output
@@ -97,6 +100,8 @@ BAD_INPUTS: list[tuple[tuple[str, ...], str]] = [
     (("apikey", "revoke"), "Missing argument"),
     (("apikey", "create", "ml"), "Missing option"),
     (("validate", "--bogus"), "No such option"),
+    (("config", "migrate"), "Missing argument"),
+    (("config", "migrate", "/no/such/civicsync.yaml"), "cannot read"),
 ]
 
 

@@ -114,11 +114,11 @@ def test_dead_letters_and_the_log_hold_no_value_of_a_type_or_constraint_error(
 
 def notes_flow(dep: Deployment, raw: dict[str, Any], *, cdc: dict[str, Any] | None = None) -> None:
     """A CDC flow citizen public.notes → warehouse public.notes with a text primary key."""
-    for conn in ("citizen", "warehouse"):
-        raw["connections"][conn]["tables"]["public.notes"] = {"key": ["code"], "columns": ["code", "body"]}
+    raw["connections"]["citizen"]["tables"]["public.notes"] = {"key": ["code"], "columns": ["code", "body"]}
+    raw["connections"]["warehouse"]["tables"]["public.notes"] = {"key": ["code"]}  # written only: columns derived
     raw["flows"]["notes"] = {"id": "F90", "kind": "cdc", "source": {"connection": "citizen", "table": "public.notes"},
                              "target": {"connection": "warehouse", "table": "public.notes"},
-                             "columns": {"code": "code", "body": "body"}, "cdc": cdc or {}}
+                             "columns": {"code": "code", "body": "body"}, **({"cdc": cdc} if cdc else {})}
 
 
 def make_notes(dep: Deployment) -> None:

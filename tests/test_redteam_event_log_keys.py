@@ -40,9 +40,8 @@ def _mutate(raw: dict[str, Any]) -> None:
     declare_pair("req", list(COLUMNS), ["region", "req_no"],
                  cdc={"event_log": {"table": "public.req_events", "on_change_of": "state",
                                     "columns": {"ev_region": "region", "ev_no": "req_no", "ev_state": "state",
-                                                "ev_at": "changed_at", "ev_lsn": "$lsn"}}})(raw)
-    raw["connections"]["warehouse"]["tables"]["public.req_events"] = {
-        "key": ["ev_id"], "columns": ["ev_id", "ev_region", "ev_no", "ev_state", "ev_at", "ev_lsn"]}
+                                                "ev_at": "changed_at"}, "position_column": "ev_lsn"}})(raw)
+    raw["connections"]["warehouse"]["tables"]["public.req_events"] = {"key": ["ev_id"]}  # columns derived
     del raw["flows"]["req_batch"]
 
 

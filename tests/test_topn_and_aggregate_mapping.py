@@ -23,8 +23,7 @@ TOP = {"partition_by": {"person_ref": "resident"}, "order_by": [{"column": "scor
 def declare(raw: dict[str, Any], top: dict[str, Any] | None = None) -> None:
     raw["connections"]["warehouse"]["tables"]["public.scores"] = {
         "key": ["score_id"], "columns": ["score_id", "person_ref", "item", "score"]}
-    raw["connections"]["citizen"]["tables"]["public.top_items"] = {
-        "key": ["resident", "item"], "columns": ["resident", "item", "rnk"]}
+    raw["connections"]["citizen"]["tables"]["public.top_items"] = {"key": ["resident", "item"]}  # columns derived
     raw["flows"]["top_items"] = {
         "id": "R3", "kind": "cdc", "source": {"connection": "warehouse", "table": "public.scores"},
         "target": {"connection": "citizen", "table": "public.top_items"},

@@ -79,12 +79,12 @@ def insert_rows(dep: Deployment) -> None:
 def declare(raw: dict[str, Any]) -> None:
     cols = list(COLUMNS)
     raw["connections"]["citizen"]["tables"]["public.torture"] = {"key": ["id"], "columns": cols}
-    raw["connections"]["warehouse"]["tables"]["public.torture_copy"] = {"key": ["id"], "columns": cols}
+    raw["connections"]["warehouse"]["tables"]["public.torture_copy"] = {"key": ["id"]}  # columns derived
     common = {"source": {"connection": "citizen", "table": "public.torture"},
               "target": {"connection": "warehouse", "table": "public.torture_copy"},
               "columns": {c: c for c in cols}}
-    raw["flows"]["torture_stream"] = {"id": "T1", "kind": "cdc", "cdc": {}, **common}
-    raw["flows"]["torture_batch"] = {"id": "T2", "kind": "batch", "mode": "full", **common}
+    raw["flows"]["torture_stream"] = {"id": "T1", "kind": "cdc", **common}
+    raw["flows"]["torture_batch"] = {"id": "T2", "kind": "batch", **common}
 
 
 def rows_text(dep: Deployment, db: str, table: str) -> list[tuple[Any, ...]]:

@@ -54,12 +54,12 @@ def log_events(conn: Conn, flow: Flow, log: EventLog, columns: Sequence[str], ke
     (``entries``: target key values, history), before the batch's writes change the target."""
     watched = list(columns).index(log.on_change_of)
     stage = sql.Identifier("civicsync_events")
-    cols = list(log.columns)
+    cols = list(log.recorded)
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(stage))
     conn.execute(sql.SQL("CREATE TEMP TABLE {} (seq int, {} , {}) ON COMMIT DROP").format(
         stage, sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(f"k_{k}")) for k in key),
         sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(f"e_{c}")) for c in cols)))
-    sources = [None if src == "$lsn" else list(columns).index(src) for src in log.columns.values()]
+    sources = [None if src is None else list(columns).index(src) for src in log.recorded.values()]
     staged = 0
     with conn.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(stage)) as copy:
         for tkey, history in entries:

@@ -12,6 +12,7 @@ from rich.table import Table
 from civicsync.cli import apikey as _apikey
 from civicsync.cli import audit as _audit
 from civicsync.cli import cdc as _cdc
+from civicsync.cli import config_cmd as _config
 from civicsync.cli import demo as _demo
 from civicsync.cli import kafka as _kafka
 from civicsync.cli import reconcile as _reconcile
@@ -70,7 +71,8 @@ def validate(
     ids = ", ".join(f.id for f in model.flows.values())
     if as_json:
         out.print_json(data={"ok": True, "file": str(path), "connections": list(model.connections),
-                             "flows": {n: f.id for n, f in model.flows.items()}})
+                             "flows": {n: f.id for n, f in model.flows.items()},
+                             "deprecations": [{"path": d.path, "message": d.message} for d in loaded.deprecations]})
         return
     out.print(f"{path}: OK — {len(model.connections)} connections, {len(model.flows)} flows ({ids})"
               + (" (environment not checked: --no-secrets)" if no_secrets else ""), highlight=False)
@@ -208,6 +210,7 @@ def runs(
 _apikey.register(app)
 _audit.register(app)
 _cdc.register(app)
+_config.register(app)
 _kafka.register(app)
 _reconcile.register(app)
 _status.register(app)

@@ -4,6 +4,7 @@ or config is wrong)."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,10 +16,24 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
 from civicsync.cli.tables import FitTable
 from civicsync.config import LoadedConfig, load_config
+from civicsync.config.legacy import ConfigDeprecationWarning
 from civicsync.errors import CivicsyncError, ConfigError, UsageError
 
 out = Console()
 err = Console(stderr=True)
+
+_format_warning = warnings.formatwarning
+
+
+def _format_config_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                           line: str | None = None) -> str:
+    # A config file's older form is the user's to fix: say so plainly, without Python's source location.
+    if issubclass(category, ConfigDeprecationWarning):
+        return f"warning: {message}\n"
+    return _format_warning(message, category, filename, lineno, line)
+
+
+warnings.formatwarning = _format_config_warning
 
 ConfigOpt = Annotated[
     Path | None,

@@ -88,12 +88,30 @@ class RouteChanges(Model):
 
 
 class EventLog(Model):
-    """Append one row to ``table`` whenever the target's ``on_change_of`` column changes value."""
+    """Append one row to ``table`` whenever the target's ``on_change_of`` column changes value.
+
+    ``position_column`` names the event column that receives the change's source position (its
+    LSN); older files wrote ``column: $lsn`` among ``columns`` (see :mod:`civicsync.config.legacy`).
+    """
 
     table: str
     on_change_of: str
-    columns: dict[str, str] = Field(
-        min_length=1, description="event column: target column of the row, or $lsn for the source position")
+    columns: dict[str, str] = Field(min_length=1, description="event column: target column of the row")
+    position_column: str | None = Field(
+        default=None, description="event column receiving the change's source position (pg_lsn or text)")
+
+    @model_validator(mode="after")
+    def _position_not_mapped(self) -> EventLog:
+        if self.position_column is not None and self.position_column in self.columns:
+            raise ValueError(f"column {self.position_column!r} is both position_column and in columns; "
+                             "keep it in one of them")
+        return self
+
+    @property
+    def recorded(self) -> dict[str, str | None]:
+        """Every event column → the target column it records, or None for the source position."""
+        position = {} if self.position_column is None else {self.position_column: None}
+        return {**self.columns, **position}
 
 
 class Cdc(Model):

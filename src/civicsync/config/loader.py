@@ -1,4 +1,5 @@
-"""Load a config file: YAML → models → cross-references → secrets and DSNs from the environment.
+"""Load a config file: YAML → older forms translated → models → derived table columns →
+cross-references → secrets and DSNs from the environment.
 
 Every problem is collected and raised together as one :class:`~civicsync.errors.ConfigError`
 whose lines read ``FILE: path.to.key: what is wrong``.
@@ -7,6 +8,7 @@ whose lines read ``FILE: path.to.key: what is wrong``.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -18,9 +20,11 @@ import yaml
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import ValidationError
 
+from civicsync.config.legacy import ConfigDeprecationWarning, drop_duplicated_columns, translate
 from civicsync.config.models import Config
 from civicsync.config.references import check_references
 from civicsync.config.service_checks import check_service
+from civicsync.config.tables import fill_columns
 from civicsync.errors import ConfigError, ConfigProblem
 
 REFERENCE_CONFIG_NAME = "civicsync.yaml"
@@ -46,6 +50,7 @@ class LoadedConfig:
     model: Config
     dsns: Mapping[str, str]
     secrets: Mapping[str, bytes] = field(repr=False)
+    deprecations: tuple[ConfigProblem, ...] = ()  # older forms the file uses (each was also warned about)
 
     def dsn(self, connection: str, role: str = "admin") -> str:
         """The DSN of a declared connection; ``role`` ('capture', 'apply', 'batch', 'reconcile', 'api')
@@ -139,15 +144,21 @@ def parse_config(raw: Any, file: str, environ: Mapping[str, str] | None = None, 
     environ = os.environ if environ is None else environ
     if not isinstance(raw, dict):
         raise ConfigError([ConfigProblem(file, "(top level)", "the file must hold a mapping of keys")])
+    raw, old_forms, ambiguous = translate(raw)
+    problems = [ConfigProblem(file, path, msg) for path, msg in ambiguous]
     try:
         model = Config.model_validate(raw)
     except ValidationError as exc:
-        problems = _pydantic_problems(file, exc)
+        problems += _pydantic_problems(file, exc)
         # Still report missing environment variables we can find, so one run lists everything.
         if resolve_env:
             problems += _env_problems_from_raw(file, raw, environ)
         raise ConfigError(problems) from None
-    problems = [ConfigProblem(file, path, msg) for path, msg in check_references(model) + check_service(model)]
+    model, duplicated = drop_duplicated_columns(model)
+    model, undeclared = fill_columns(model)
+    problems += [ConfigProblem(file, path, msg) for path, msg in undeclared]
+    if not undeclared:  # a table without its columns would make every check on it a false alarm
+        problems += [ConfigProblem(file, path, msg) for path, msg in check_references(model) + check_service(model)]
     dsns: dict[str, str] = {}
     secrets: dict[str, bytes] = {}
     if resolve_env:
@@ -155,7 +166,10 @@ def parse_config(raw: Any, file: str, environ: Mapping[str, str] | None = None, 
         problems += env_problems
     if problems:
         raise ConfigError(problems)
-    return LoadedConfig(path=Path(file), model=model, dsns=dsns, secrets=secrets)
+    deprecations = tuple(ConfigProblem(file, path, msg) for path, msg in old_forms + duplicated)
+    for form in deprecations:
+        warnings.warn(ConfigDeprecationWarning(str(form)), stacklevel=2)
+    return LoadedConfig(path=Path(file), model=model, dsns=dsns, secrets=secrets, deprecations=deprecations)
 
 
 def _env_problems_from_raw(file: str, raw: dict[str, Any], environ: Mapping[str, str]) -> list[ConfigProblem]:
@@ -177,6 +191,11 @@ def load_config(path: Path | str | None = None, environ: Mapping[str, str] | Non
     """Read and validate a config file (default: ``$CIVICSYNC_CONFIG`` or the reference config);
     ``resolve_env=False``: see :func:`parse_config`."""
     path = Path(path) if path is not None else default_config_path()
+    return parse_config(read_yaml(path), str(path), environ, resolve_env=resolve_env)
+
+
+def read_yaml(path: Path) -> Any:
+    """The parsed YAML document of a config file; a :class:`ConfigError` when it cannot be read or parsed."""
     file = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -195,4 +214,4 @@ def load_config(path: Path | str | None = None, environ: Mapping[str, str] | Non
     except (RecursionError, ValueError) as exc:  # nesting deeper than Python's stack, a 5,000-digit number
         raise ConfigError([ConfigProblem(file, "(file)", f"not a usable config ({type(exc).__name__}: nested too"
                                                          " deeply or a number too long)")]) from None
-    return parse_config(raw, file, environ, resolve_env=resolve_env)
+    return raw

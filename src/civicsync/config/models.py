@@ -30,13 +30,24 @@ __all__ = ["Aggregate", "BandMask", "Cdc", "Dimension", "DropMask", "EventLog", 
 
 
 class TableDecl(Model):
-    """A table the config may use: its key and the columns flows may read or write."""
+    """A table the config may use: its key and the columns flows may read or write.
+
+    ``columns`` may be left out on a table civicsync only writes (a flow's target, an event log, a
+    change-request table): the loader then derives them from what the config writes there
+    (:mod:`civicsync.config.tables`). A table something reads (a flow's source, a lookup) lists them.
+    """
 
     key: list[str] = Field(min_length=1)
-    columns: list[str] = Field(min_length=1)
+    columns: list[str] = Field(
+        default_factory=list,
+        description="every column; may be left out on a write-only table (derived from what the flows write)")
 
     @model_validator(mode="after")
     def _key_is_a_column(self) -> TableDecl:
+        if not self.columns:
+            if "columns" in self.model_fields_set:
+                raise ValueError("columns must list at least one column (or leave it out on a write-only table)")
+            return self
         missing = [k for k in self.key if k not in self.columns]
         if missing:
             raise ValueError(f"key column(s) {missing} are not in columns")
@@ -277,13 +288,14 @@ class Flow(Model):
     """One data flow from a source table to a target table, with all its rules.
 
     ``kind: hybrid`` is a CDC flow (its ``cdc`` section) that is also run as an incremental batch on
-    its ``schedule`` (its ``incremental`` section), catching what the event path missed.
+    its ``schedule`` (its ``incremental`` section), catching what the event path missed. A batch
+    flow with an ``incremental`` section is incremental, without one a full sync (there is no
+    ``mode`` key: :mod:`civicsync.config.legacy` translates the old one).
     """
 
     id: str = Field(description="short id from the spec, e.g. F1")
     description: str = ""
     kind: Literal["batch", "aggregate", "cdc", "hybrid"]
-    mode: Literal["full", "incremental"] = "full"
     schedule: str | None = Field(default=None, description="cron expression, UTC")
     source: Endpoint
     target: Endpoint
@@ -300,6 +312,11 @@ class Flow(Model):
     reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
 
     @property
+    def mode(self) -> Literal["full", "incremental"]:
+        """'incremental' when the flow has an ``incremental`` section, else 'full' (read-only, derived)."""
+        return "full" if self.incremental is None else "incremental"
+
+    @property
     def streams(self) -> bool:
         """The flow has an event path (a CDC worker applies its changes)."""
         return self.kind in ("cdc", "hybrid")
@@ -312,7 +329,8 @@ class Flow(Model):
     @model_validator(mode="before")
     @classmethod
     def _default_cdc(cls, data: Any) -> Any:
-        # An event-path flow with no settings of its own needs no 'cdc: {}' (older files keep it).
+        # An event-path flow with no settings of its own needs no cdc section (config/legacy.py warns about the
+        # older 'cdc: {}').
         if isinstance(data, dict) and data.get("kind") in ("cdc", "hybrid") and data.get("cdc") is None:
             return {**data, "cdc": {}}
         return data
@@ -344,18 +362,15 @@ class Flow(Model):
                 raise ValueError("'incremental' and 'on_missing' do not apply to kind cdc")
             return self
         if self.kind == "hybrid":
-            if self.mode != "incremental" or self.incremental is None or self.schedule is None:
-                raise ValueError("kind hybrid needs mode incremental, an 'incremental' section and a 'schedule'")
+            if self.incremental is None or self.schedule is None:
+                raise ValueError("kind hybrid needs an 'incremental' section and a 'schedule'")
             if self.on_missing != "keep":
                 raise ValueError("'on_missing' does not apply to kind hybrid")
             return self
-        if self.kind == "batch":
-            if self.mode == "incremental" and self.incremental is None:
-                raise ValueError("mode incremental needs an 'incremental' section")
-            if self.mode == "full" and self.incremental is not None:
-                raise ValueError("'incremental' only applies to mode incremental")
-        if self.on_missing != "keep" and self.mode != "full" and self.kind == "batch":
-            raise ValueError("on_missing only applies to mode full")
+        if self.kind == "aggregate" and self.incremental is not None:
+            raise ValueError("'incremental' does not apply to kind aggregate (it recomputes its lookback window)")
+        if self.on_missing != "keep" and self.incremental is not None:
+            raise ValueError("on_missing only applies to a full sync (a flow without an 'incremental' section)")
         return self
 
 

@@ -202,8 +202,12 @@ def _check_cdc(config: Config, where: str, flow: Flow, source: TableDecl, target
         for col, src in log.columns.items():
             if table is not None and col not in table.columns:
                 problems.append((f"{where}.event_log.columns.{col}", f"column {col!r} is not declared in {log.table}"))
-            if src != "$lsn" and src not in mapped:
-                problems.append((f"{where}.event_log.columns.{col}", f"{src!r} is neither a mapped column nor $lsn"))
+            if src not in mapped:
+                problems.append((f"{where}.event_log.columns.{col}", f"{src!r} is not a column mapped by this flow "
+                                                                     "(the source position goes in position_column)"))
+        if log.position_column is not None and table is not None and log.position_column not in table.columns:
+            problems.append((f"{where}.event_log.position_column",
+                             f"column {log.position_column!r} is not declared in {log.table}"))
     return problems
 
 

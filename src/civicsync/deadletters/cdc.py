@@ -140,7 +140,7 @@ def history_of(applier: CdcFlowApplier, held: Sequence[Mapping[str, Any]]) -> li
 def _held_columns(applier: CdcFlowApplier) -> list[str]:
     log = applier.cdc.event_log
     assert log is not None
-    wanted = [*applier.target.key, *(c for c in log.columns.values() if c != "$lsn")]
+    wanted = [*applier.target.key, *log.columns.values()]
     return [c for c in dict.fromkeys(wanted) if c in applier.columns]
 
 

@@ -20,11 +20,9 @@ from typing import Any
 
 import psycopg
 
+from civicsync.errors import Fenced as Fenced  # re-exported: it lives in the one tree
+
 Conn = psycopg.Connection[tuple[Any, ...]]
-
-
-class Fenced(Exception):
-    """Another worker advanced a partition this worker thought it owned: its batch was rolled back."""
 
 
 def read_offsets(conn: Conn, group: str, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:

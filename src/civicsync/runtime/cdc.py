@@ -49,6 +49,7 @@ from civicsync.deadletters.cdc import ReplayCounts
 from civicsync.errors import CivicsyncError, FatalError, TransientError
 from civicsync.events import ChangeEvent, Image, SourceInfo
 from civicsync.extract.source import stream_rows
+from civicsync.pipeline.source import WorkerStopped
 from civicsync.provision.roles import MissingGrantError, cdc_tables, check_apply, check_capture
 from civicsync.retry import backoff_delays
 from civicsync.runtime.applying import BatchApplying, NeedsIsolation, TableWork, WorkerStats, rollback
@@ -469,9 +470,5 @@ class CdcWorker(BatchApplying):
             log.warning("slot %s: dead-letter retry failed (%s)", self.slot,
                         describe(exc) if isinstance(exc, psycopg.Error) else exc)
             return 0
-
-
-class WorkerStopped(Stopped):
-    """The stop event was set while the worker waited to retry: it ends without committing the batch."""
 
 

@@ -122,7 +122,7 @@ class WorkerRun:
         self._cpu0 = 0.0
         # Phase timers: wrappers on this worker's own bound methods (src/ is not touched).
         self._time(self.worker, "_collect", "collect (replication read + decode; live: incl. idle waits)")
-        self._time(self.worker, "_apply_batch", "apply batch (total)")
+        self._time(self.worker.committer, "commit", "apply batch (total)")
         for applier in self.worker.appliers:
             self._time(applier, "net_effect", "  net effect per key (Python)")
             self._time(applier, "write", "  write: stage + merge SQL")

@@ -158,6 +158,10 @@ class WorkerRun:
         self.thread_cpu = time.thread_time() - self._cpu0
         if self.expected is not None and self.worker.stats.events >= self.expected:
             self.done.set()
+            if self.timers_at_done is None:
+                # The committer's timer has stopped by now (on_batch runs after the commit): what comes
+                # after (the next collect's idle wait) is not counted.
+                self.timers_at_done = dict(self.timers)
 
     def _run(self) -> None:
         self._cpu0 = time.thread_time()

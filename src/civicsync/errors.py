@@ -48,9 +48,11 @@ tree and the SQLSTATE is never lost. The Kafka package's errors live in civicsyn
 the tree as drawn.
 
 ``Interrupted`` and its subclasses are in the tree (they pickle, and a catch-all sees them) but are
-not failures: a stop or a fence ends a pipeline step without committing, and code that reports
-failures lets them pass. Outside the tree are only a few signals that never leave their package
-(``NeedsIsolation``, ``Unavailable``, ``TooDifferent``, ``NotCompilable``).
+not failures: a stop or a fence ends a pipeline step without committing. Code that catches
+CivicsyncError to report a failure catches them first where they can arrive (the CDC worker's run,
+``civicsync cdc run``'s start-up, the Kafka group applier's run, the pipeline's step for a fence).
+Outside the tree are only a few signals that never leave their package (``NeedsIsolation``,
+``Unavailable``, ``TooDifferent``, ``NotCompilable``).
 
 Every error pickles (a worker process may hand one to its parent): :meth:`CivicsyncError.__reduce__`
 rebuilds the instance from its attributes, whatever its constructor takes.

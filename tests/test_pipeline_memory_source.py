@@ -16,12 +16,14 @@ from typing import Any
 import pytest
 
 from civicsync.config import LoadedConfig
+from civicsync.config.models import slot_name
 from civicsync.errors import CheckpointRegressionError, DatabaseUnavailableError, TransientError
 from civicsync.events import ChangeEvent, SourceInfo
 from civicsync.pipeline.committer import Committer, Pipeline
 from civicsync.pipeline.memory import MemoryLog, MemorySource
 from civicsync.pipeline.source import Batch, Fenced, WorkerStopped
 from civicsync.pipeline.target import EventTarget
+from civicsync.reconcile import reconcile_flow
 from fix_cdc import cdc_config
 from fix_db import Deployment, q
 
@@ -241,3 +243,36 @@ def test_a_fenced_batch_commits_nothing_and_the_source_rewinds(clean: Deployment
     finally:
         target.close()
     assert [r[0] for r in documents(dep)] == [1, 2, 3, 4] and checkpoint(dep) == [(4,)]
+
+
+def test_reconciliation_sees_what_the_memory_source_applied_as_the_flows_rules_derive_it(clean: Deployment) -> None:
+    # The source table holds the rows the log's changes lead to; the pipeline applies the changes;
+    # the flow's reconciliation (untouched, reading the source table) then finds nothing to repair.
+    dep = clean
+    citizen = "00000000-0000-4000-8000-00000000e1e1"
+    q(dep, "citizen", "DELETE FROM application_documents")
+    q(dep, "citizen", "INSERT INTO citizens (citizen_id, full_name, phone) VALUES (%s, 'Asha', '9876543210')"
+                      " ON CONFLICT DO NOTHING", citizen)
+    q(dep, "citizen", "INSERT INTO schemes (scheme_id, code, name, category, status) VALUES (1, 'S1', 'One', 'C',"
+                      " 'OPEN') ON CONFLICT DO NOTHING")
+    q(dep, "citizen", "INSERT INTO applications (application_id, citizen_id, scheme_id, status) VALUES"
+                      " (100, %s, 1, 'SUBMITTED') ON CONFLICT DO NOTHING", citizen)
+    config = cdc_config(dep)
+    # The log stands in for the portal connection's change stream: its checkpoint is that stream's
+    # position (reconciliation waits for one before it compares an event-path flow).
+    log = MemoryLog(stream=slot_name(config.model, "citizen"))
+    log.append(doc("c", 1), doc("c", 2, "passport scan of Asha"), doc("u", 1, size=200), doc("c", 3), doc("d", 3))
+    for event in (doc("c", 1, size=200), doc("c", 2, "passport scan of Asha")):
+        assert event.after is not None
+        q(dep, "citizen", f"INSERT INTO application_documents ({', '.join(COLUMNS)}) VALUES"
+                          f" ({', '.join(['%s'] * len(COLUMNS))})", *[event.after[c] for c in COLUMNS])
+    source, target, pipeline = make(config, log)
+    try:
+        while source.acknowledged < len(log):
+            pipeline.step(0.5)
+    finally:
+        target.close()
+    assert documents(dep) == [(1, "INCOME_CERT", 200), (2, "OTHER", 100)]
+    result = reconcile_flow(config, "document_metadata")
+    assert result.error is None and result.found == 0, result.as_dict()
+    assert result.source_rows == result.target_rows == 2

@@ -179,6 +179,9 @@ class GroupApplier:
     def _on_revoke(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         for p in parts:
             self.held.pop((p.topic, p.partition), None)
+        # Another worker may move them meanwhile (even back, with --from): when they come back,
+        # what the table holds then is where this worker starts.
+        self.committer.forget(_stream(p.topic, p.partition) for p in parts)
         consumer.incremental_unassign(parts)
 
     @property
@@ -230,6 +233,7 @@ class GroupApplier:
         conn.rollback()
         stored = read_offsets(conn, self.group, list(self.held))
         conn.commit()
+        self.committer.forget(_stream(*tp) for tp in self.held)
         for tp in list(self.held):
             self.held[tp] = stored.get(tp)
             self.consumer.seek(TopicPartition(tp[0], tp[1], stored.get(tp, OFFSET_BEGINNING)))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from civicsync.errors import CheckpointRegressionError, TransientError
@@ -101,6 +101,13 @@ class Committer:
             if batch.position is not None:
                 self.position.update(batch.position)
             return
+
+    def forget(self, streams: Iterable[str]) -> None:
+        """The source no longer holds these streams (a Kafka partition revoked, or rewound after a
+        fence): when it holds them again it starts from what the target stores, and the
+        forward-only rule counts from there."""
+        for stream in streams:
+            self.position.pop(stream, None)
 
     def _refuse_regression(self, position: Position | None) -> None:
         for stream, value in (position or {}).items():

@@ -4,8 +4,9 @@ Loop (civicsync.pipeline): collect whole source transactions into a batch (up to
 ``batch_max_changes`` changes or ``batch_max_wait_ms`` after the first; runtime/pgsource.py), apply
 every flow's share of the batch and the slot's new position in **one** target transaction
 (runtime/target.py, through the pipeline's Committer), and only after that commit acknowledge the
-position to the source (Quix Streams' rule: flush the sink, then commit the offset). On start, anything at or below
-the stored position is skipped, so a crash anywhere neither loses nor double-applies a change.
+position to the source (Quix Streams' rule: flush the sink, then commit the offset). On start,
+anything at or below the stored position is skipped, so a crash anywhere neither loses nor
+double-applies a change.
 
 Writes are marked with a replication origin that names the writer; a captured change is never
 carried back to the table it was derived from, and flows on everywhere else (the echo rule,
@@ -420,5 +421,3 @@ class CdcWorker(BatchApplying):
             log.warning("slot %s: dead-letter retry failed (%s)", self.slot,
                         describe(exc) if isinstance(exc, psycopg.Error) else exc)
             return 0
-
-

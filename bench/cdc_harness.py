@@ -122,7 +122,7 @@ class WorkerRun:
         self._cpu0 = 0.0
         # Phase timers: wrappers on this worker's own bound methods (src/ is not touched).
         self._time(self.worker, "_collect", "collect (replication read + decode; live: incl. idle waits)")
-        self._time(self.worker, "_apply_batch", "apply batch (total)")
+        self._time(self.worker.committer, "commit", "apply batch (total)")
         for applier in self.worker.appliers:
             self._time(applier, "net_effect", "  net effect per key (Python)")
             self._time(applier, "write", "  write: stage + merge SQL")
@@ -158,6 +158,10 @@ class WorkerRun:
         self.thread_cpu = time.thread_time() - self._cpu0
         if self.expected is not None and self.worker.stats.events >= self.expected:
             self.done.set()
+            if self.timers_at_done is None:
+                # The committer's timer has stopped by now (on_batch runs after the commit): what comes
+                # after (the next collect's idle wait) is not counted.
+                self.timers_at_done = dict(self.timers)
 
     def _run(self) -> None:
         self._cpu0 = time.thread_time()

@@ -157,10 +157,10 @@ class TimedApplier(GroupApplier):
         super().__init__(*args, **kwargs)
         self.latencies: list[float] = []
 
-    def apply(self, batch: list[Any]) -> None:
-        super().apply(batch)
+    def _committed(self, batch: Any) -> None:
+        super()._committed(batch)
         now = time.time()
-        for m in batch:
+        for m in batch.changes:
             if m.value() is not None:
                 self.latencies.append(now - json.loads(m.value())["source"]["ts_us"] / 1e6)
 

@@ -21,7 +21,7 @@ from civicsync.kafka.capture import KafkaCapture
 from civicsync.kafka.consume import GroupApplier
 from civicsync.kafka.declared import declared_topics
 from civicsync.kafka.local import KafkaCluster
-from civicsync.kafka.offsets import Fenced, advance, read_offsets
+from civicsync.kafka.offsets import Fenced, advance, claim, read_offsets
 from civicsync.kafka.topics import admin_client, ensure_topics
 from civicsync.provision.databases import init_databases
 from civicsync.reconcile import reconcile_flow
@@ -187,6 +187,29 @@ def test_capture_then_group_apply_is_exact_masked_and_replay_changes_nothing(
     assert_exact(dep, config, apps)
 
 
+def fenced_after_the_new_owner_commits(new_owner: psycopg.Connection[Any], zombie: psycopg.Connection[Any],
+                                       work: Callable[[], None]) -> BaseException | None:
+    """Run the zombie's ``work`` on a thread while the new owner's transaction holds the row lock; it
+    must wait, and end once the new owner commits. Returns the Fenced it raised (or None)."""
+    done: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            work()
+            done.append(None)
+        except Fenced as exc:
+            zombie.rollback()
+            done.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    time.sleep(0.5)
+    assert not done, "the zombie must wait for the new owner's row lock"
+    new_owner.commit()
+    thread.join(10)
+    return done[0]
+
+
 def test_a_worker_that_lost_its_partition_is_fenced_and_rolls_back(fresh_deployment: Deployment) -> None:
     """The compare-and-set on civicsync.kafka_offsets: the zombie's update matches nothing (also when it
     waited on the new owner's row lock), and its rows roll back with it."""
@@ -196,29 +219,35 @@ def test_a_worker_that_lost_its_partition_is_fenced_and_rolls_back(fresh_deploym
         new_owner.commit()
         # Both hold offset 10; the new owner advances first and keeps its transaction open.
         advance(new_owner, "g", "t", 0, 10, 20, "b")
-        done: list[BaseException | None] = []
 
         def zombie_commit() -> None:
-            try:
-                zombie.execute("INSERT INTO civicsync.watermarks (flow, value) VALUES ('zombie', 'x')")
-                advance(zombie, "g", "t", 0, 10, 15, "a")
-                zombie.commit()
-                done.append(None)
-            except Fenced as exc:
-                zombie.rollback()
-                done.append(exc)
+            zombie.execute("INSERT INTO civicsync.watermarks (flow, value) VALUES ('zombie', 'x')")
+            advance(zombie, "g", "t", 0, 10, 15, "a")
+            zombie.commit()
 
-        thread = threading.Thread(target=zombie_commit)
-        thread.start()
-        time.sleep(0.5)
-        assert not done, "the zombie must wait for the new owner's row lock"
-        new_owner.commit()
-        thread.join(10)
-        assert isinstance(done[0], Fenced)
+        assert isinstance(fenced_after_the_new_owner_commits(new_owner, zombie, zombie_commit), Fenced)
         assert read_offsets(new_owner, "g", [("t", 0)]) == {("t", 0): 20}
         assert new_owner.execute("SELECT count(*) FROM civicsync.watermarks WHERE flow = 'zombie'").fetchone() == (0,)
         with pytest.raises(Fenced):
             advance(zombie, "g", "t", 0, None, 5, "a")  # a first insert loses to an existing row too
+
+
+def test_a_claim_first_in_the_batch_fences_a_zombie_before_it_writes(fresh_deployment: Deployment) -> None:
+    """The pipeline's Kafka target claims its partitions first (apply), then advances them (checkpoint):
+    the claim waits on the new owner's row lock and then fences the zombie, as the update does."""
+    dep = fresh_deployment
+    with psycopg.connect(dep.warehouse_dsn) as new_owner, psycopg.connect(dep.warehouse_dsn) as zombie:
+        advance(new_owner, "c", "t", 0, None, 10, "a")
+        new_owner.commit()
+        claim(new_owner, "c", "t", 0, 10)
+        advance(new_owner, "c", "t", 0, 10, 20, "b")  # the new owner's transaction stays open
+        assert isinstance(fenced_after_the_new_owner_commits(
+            new_owner, zombie, lambda: claim(zombie, "c", "t", 0, 10)), Fenced)
+        claim(zombie, "c", "t", 0, 20)  # what the table holds is claimable
+        claim(zombie, "c", "t", 1, None)  # and so is a partition never stored
+        zombie.rollback()
+        with pytest.raises(Fenced):
+            claim(zombie, "c", "t", 0, None)  # a first claim loses to an existing row
 
 
 def test_consumer_lag_per_partition_counts_unapplied_records_and_their_age(

@@ -34,6 +34,11 @@
     ├── RowRejectedError              skip: one source row broke a rule; it goes to the dead letters
     ├── ReplayFailedError             a dead letter's key still cannot be applied (it stays pending)
     ├── ReconcileFailedError          a reconciliation run could not finish
+    ├── Interrupted                   not a failure: the work ended before it committed, nothing of it written
+    │   ├── Stopped                   a stop was asked for (capture.replication re-exports it)
+    │   │   └── WorkerStopped         ... while a committer waited to retry (civicsync.pipeline)
+    │   └── Fenced                    a change source lost ownership of what it read, e.g. a Kafka worker
+    │                                 that lost its partitions: the batch rolled back, the source rewinds
     └── ApiError                      an HTTP error response with named fields (civicsync.api.errors:
                                       it carries the API's response model)
 
@@ -42,10 +47,12 @@ psycopg2 alike, through one SQLSTATE table), so code above the database layer on
 tree and the SQLSTATE is never lost. The Kafka package's errors live in civicsync.kafka and join
 the tree as drawn.
 
-Not errors, and so outside the tree: ``Stopped`` (capture.replication) and its ``WorkerStopped``
-(runtime.cdc) end a stream because a stop was asked for, and must not be caught as a failure; and a
-few signals that never leave their module (``NeedsIsolation``, ``Unavailable``, ``TooDifferent``,
-``NotCompilable``, and civicsync.kafka.offsets' ``Fenced``).
+``Interrupted`` and its subclasses are in the tree (they pickle, and a catch-all sees them) but are
+not failures: a stop or a fence ends a pipeline step without committing. Code that catches
+CivicsyncError to report a failure catches them first where they can arrive (the CDC worker's run,
+``civicsync cdc run``'s start-up, the Kafka group applier's run, the pipeline's step for a fence).
+Outside the tree are only a few signals that never leave their package (``NeedsIsolation``,
+``Unavailable``, ``TooDifferent``, ``NotCompilable``).
 
 Every error pickles (a worker process may hand one to its parent): :meth:`CivicsyncError.__reduce__`
 rebuilds the instance from its attributes, whatever its constructor takes.
@@ -220,3 +227,22 @@ class CheckpointRegressionError(FatalError):
         self.stored = stored
         super().__init__(f"slot {slot}: refusing to move the stored position back from {stored} to {lsn}")
 
+
+
+class Interrupted(CivicsyncError):
+    """Not a failure: the work ended before it committed and nothing of it was written. The caller
+    ends (a stop) or starts over from what the target holds (a fence)."""
+
+
+class Stopped(Interrupted):
+    """The stop event was set while waiting (to reconnect, to retry): the caller ends without more work."""
+
+
+class WorkerStopped(Stopped):
+    """The stop event was set while a committer waited to retry: it ends without committing the batch,
+    and the source is not acknowledged, so the next start receives the batch again."""
+
+
+class Fenced(Interrupted):
+    """A change source lost ownership of what it read (a Kafka worker whose partitions another worker
+    advanced): the batch was rolled back and the source rewinds to what the target holds."""

@@ -43,6 +43,7 @@ from civicsync.config.models import Retry
 from civicsync.db.connect import SESSION_OPTIONS
 from civicsync.db.errors import describe, is_permanent, sqlstate_of
 from civicsync.errors import ReplicationBrokenError as ReplicationBrokenError  # re-exported: it lives in the one tree
+from civicsync.errors import Stopped as Stopped  # re-exported: it lives in the one tree
 from civicsync.retry import backoff_delays
 
 log = logging.getLogger(__name__)
@@ -60,10 +61,6 @@ def _broken(slot: str, publication: str, source: str, exc: BaseException) -> Rep
         remedy = "check the capture role's REPLICATION attribute, login and grants (`civicsync db init`)"
     return ReplicationBrokenError(f"replication slot {slot}: {describe(exc)}; reconnecting will not help: {remedy}",
                                   sqlstate)
-
-
-class Stopped(Exception):
-    """The stop event was set while waiting to retry: the caller ends without more work."""
 
 
 class RowChange(NamedTuple):

@@ -1,9 +1,12 @@
 """``civicsync apply --group G``: a consumer group applying flows' Kafka topics to their target.
 
-Each batch of records is folded per flow into the direct path's pending actions and written with
+The worker is both ends of a pipeline (civicsync.pipeline): a change source (the consumer's poll,
+a rewind to the stored offsets after a fence) and a target the Committer drives. Each batch of
+records is folded per flow into the direct path's pending actions and written with
 :meth:`CdcFlowApplier.write` (same merge, lifecycle guard, route_changes, event log, dead
 letters), and every partition's next offset is advanced in the **same** target transaction
-(:mod:`civicsync.kafka.offsets`, compare-and-set: a worker that lost a partition is fenced). On
+(:mod:`civicsync.kafka.offsets`: the partitions are claimed first, a worker that lost one is
+fenced, and the pipeline rewinds it). On
 assignment the worker seeks to the stored offsets, so Kafka's own committed offsets are never
 trusted: exactly once in effect. Per-key order holds because a key always lands in one partition
 and one partition is applied by one worker, in offset order.
@@ -11,13 +14,13 @@ and one partition is applied by one worker, in offset order.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import socket
 import threading
-import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -33,13 +36,15 @@ from civicsync.control import store
 from civicsync.db.connect import connect
 from civicsync.db.errors import classify
 from civicsync.db.origin import kafka_origins, setup_origin
-from civicsync.errors import FatalError, TransientError, UsageError
+from civicsync.errors import FatalError, TransientError, UsageError, WorkerStopped
 from civicsync.events import ChangeEvent
 from civicsync.kafka.capture import group_flows, kafka_settings
 from civicsync.kafka.debezium import Truncated, decode_message
 from civicsync.kafka.envelope import decode
-from civicsync.kafka.offsets import Fenced, advance, read_offsets
+from civicsync.kafka.offsets import advance, claim, read_offsets
 from civicsync.kafka.records import collapse, moved_from
+from civicsync.pipeline.committer import Committer, Pipeline
+from civicsync.pipeline.source import Batch, Position
 
 log = logging.getLogger(__name__)
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -122,6 +127,8 @@ class GroupApplier:
             conf.update({"partition.assignment.strategy": "cooperative-sticky",
                          "session.timeout.ms": self.settings.consumer.session_timeout_ms})
         self.consumer = Consumer({**conf, **(consumer_conf or {})})
+        self.committer = Committer(self, model.retries.target_commit, self.stop_event, f"group {group}")
+        self._by_topic: dict[str, list[Message]] = {}  # the batch being applied, per topic
 
     def _topic(self, flow: str) -> str:
         spec = self.config.model.flows[flow]
@@ -172,7 +179,15 @@ class GroupApplier:
     def _on_revoke(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         for p in parts:
             self.held.pop((p.topic, p.partition), None)
+        # Another worker may move them meanwhile (even back, with --from): when they come back,
+        # what the table holds then is where this worker starts.
+        self.committer.forget(_stream(p.topic, p.partition) for p in parts)
         consumer.incremental_unassign(parts)
+
+    @property
+    def name(self) -> str:
+        """The target connection's name (the pipeline target's)."""
+        return self.target
 
     # ------------------------------------------------------------------ the loop
 
@@ -181,17 +196,47 @@ class GroupApplier:
         self._connect()
         self.consumer.subscribe(list(self.appliers), on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_revoke)
-        wait = self.settings.consumer.max_wait_ms / 1000
         try:
-            while not self.stop_event.is_set():
-                msgs = self.consumer.consume(self.settings.consumer.max_poll_records, wait)
-                batch = [m for m in msgs if self._usable(m)]
-                if batch:
-                    self._apply_with_retries(batch)
+            Pipeline(self, self.committer, on_commit=self._committed).run(self.settings.consumer.max_wait_ms / 1000)
+        except WorkerStopped as stopped:
+            log.info("%s; the records it held are read again from the stored offsets", stopped)
         finally:
             self.consumer.close()
             if self.conn is not None:
                 self.conn.close()
+
+    # ------------------------------------------------------------------ the pipeline source
+
+    def poll(self, max_wait: float) -> Batch | None:
+        """The next records of the partitions this worker holds, ending at each one's next offset."""
+        msgs = self.consumer.consume(self.settings.consumer.max_poll_records, max_wait)
+        batch = [m for m in msgs if self._usable(m)]
+        if not batch:
+            return None
+        return Batch(batch, {_stream(str(m.topic()), int(m.partition() or 0)): int(m.offset() or 0) + 1
+                             for m in batch})
+
+    def acknowledge(self, position: Position) -> None:
+        """What the table now holds is what this worker holds (Kafka's own offsets are never used)."""
+        for tp in self.held:
+            if _stream(*tp) in position:
+                self.held[tp] = position[_stream(*tp)]
+
+    def suspend(self) -> None:
+        """Nothing to let go of while the committer waits."""
+
+    def rewind(self) -> None:
+        """After a fence: every owned partition goes back to what the table holds."""
+        self.stats.fenced += 1
+        metrics.KAFKA_FENCED.labels(self.group).inc()
+        conn = self._connect()
+        conn.rollback()
+        stored = read_offsets(conn, self.group, list(self.held))
+        conn.commit()
+        self.committer.forget(_stream(*tp) for tp in self.held)
+        for tp in list(self.held):
+            self.held[tp] = stored.get(tp)
+            self.consumer.seek(TopicPartition(tp[0], tp[1], stored.get(tp, OFFSET_BEGINNING)))
 
     def _usable(self, msg: Message) -> bool:
         err = msg.error()
@@ -201,69 +246,68 @@ class GroupApplier:
             raise TransientError(f"Kafka: {err.str()}")
         return (msg.topic(), msg.partition()) in self.held
 
-    def _apply_with_retries(self, batch: list[Message]) -> None:
-        for attempt in range(30):
-            try:
-                self.apply(batch)
-                return
-            except Fenced as fenced:
-                self.stats.fenced += 1
-                metrics.KAFKA_FENCED.labels(self.group).inc()
-                log.warning("group %s: %s; re-reading the stored offsets", self.group, fenced)
-                self._reseek()
-                return
-            except TransientError as exc:
-                log.warning("group %s: %s; retrying", self.group, exc)
-                if self.conn is not None and not self.conn.closed:
-                    self.conn.close()
-                self.conn = None
-                time.sleep(min(0.2 * 2 ** attempt, 10))
-        raise FatalError(f"group {self.group}: the target stayed unavailable")
+    # ------------------------------------------------------------------ the pipeline target
 
-    def _reseek(self) -> None:
-        """After a fence: every owned partition goes back to what the table holds."""
+    def apply(self, batch: Batch) -> None:
+        """Claim the batch's partitions, then apply every flow's share (one target transaction)."""
         conn = self._connect()
-        conn.rollback()
-        stored = read_offsets(conn, self.group, list(self.held))
-        conn.commit()
-        for tp in list(self.held):
-            self.held[tp] = stored.get(tp)
-            self.consumer.seek(TopicPartition(tp[0], tp[1], stored.get(tp, OFFSET_BEGINNING)))
-
-    def apply(self, batch: list[Message]) -> None:
-        """Apply one batch and advance its partitions' offsets in one target transaction."""
-        conn = self._connect()
-        last: dict[TP, int] = {}
-        by_topic: dict[str, list[Message]] = {}
-        for m in batch:
-            topic, part, offset = str(m.topic()), int(m.partition() or 0), int(m.offset() or 0)
-            last[(topic, part)] = offset
-            by_topic.setdefault(topic, []).append(m)
-        try:
-            for (topic, part), offset in sorted(last.items()):
+        self._by_topic = {}
+        for m in batch.changes:
+            self._by_topic.setdefault(str(m.topic()), []).append(m)
+        with self._mapped():
+            for topic, part in sorted(self._partitions(batch)):
                 # First, so a fenced worker learns it before writing anything (and holds the row lock).
-                advance(conn, self.group, topic, part, self.held[(topic, part)], offset + 1, self.owner)
+                claim(conn, self.group, topic, part, self.held[(topic, part)])
             blocked = store.pending_keys(conn, [a.name for flows in self.appliers.values() for a in flows])
-            for topic, msgs in by_topic.items():
+            for topic, msgs in self._by_topic.items():
                 for applier in self.appliers[topic]:
                     self._apply_flow(conn, applier, msgs, blocked)
-            conn.commit()
-        except Fenced:
-            conn.rollback()
-            raise
+
+    def checkpoint(self, batch: Batch) -> None:
+        """Advance each partition's next offset, in the batch's transaction (compare-and-set)."""
+        conn = self._connect()
+        assert batch.position is not None
+        with self._mapped():
+            for topic, part in sorted(self._partitions(batch)):
+                advance(conn, self.group, topic, part, self.held[(topic, part)],
+                        batch.position[_stream(topic, part)], self.owner)
+
+    def commit(self) -> None:
+        """Commit rows and offsets together."""
+        with self._mapped():
+            self._connect().commit()
+
+    def rollback(self) -> None:
+        """Roll back the attempt (a lost session has nothing left to roll back)."""
+        if self.conn is not None and not self.conn.closed:
+            with contextlib.suppress(psycopg.Error):
+                self.conn.rollback()
+
+    def reconnect(self) -> None:
+        """Drop the session: the next attempt connects again (and takes an origin again)."""
+        if self.conn is not None and not self.conn.closed:
+            self.conn.close()
+        self.conn = None
+
+    def _committed(self, batch: Batch) -> None:
+        self.stats.records += len(batch.changes)
+        self.stats.batches += 1
+        for topic, msgs in self._by_topic.items():
+            metrics.KAFKA_APPLIED.labels(self.group, topic).inc(len(msgs))
+
+    @staticmethod
+    def _partitions(batch: Batch) -> set[TP]:
+        return {(str(m.topic()), int(m.partition() or 0)) for m in batch.changes}
+
+    @contextlib.contextmanager
+    def _mapped(self) -> Iterator[None]:
+        try:
+            yield
         except psycopg.Error as exc:
-            conn.rollback()
             error = classify(exc, f"group {self.group}: applying to {self.target}")
             if isinstance(error, TransientError):
                 raise error from exc
             raise FatalError(str(error)) from exc
-        for tp, offset in last.items():
-            self.held[tp] = offset + 1
-        self.stats.records += len(batch)
-        self.stats.batches += 1
-        for topic, msgs in by_topic.items():
-            metrics.KAFKA_APPLIED.labels(self.group, topic).inc(len(msgs))
-
     def _apply_flow(self, conn: Conn, applier: CdcFlowApplier, msgs: list[Message],
                     blocked: set[tuple[str, str]]) -> None:
         outcome = FlowOutcome()
@@ -334,3 +378,8 @@ class GroupApplier:
         if letters:
             store.add_cdc_dead_letters(conn, letters)
             self.stats.dead_letters += len(letters)
+
+
+def _stream(topic: str, partition: int) -> str:
+    """A partition's name in a batch position."""
+    return f"{topic}[{partition}]"

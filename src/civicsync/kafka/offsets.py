@@ -2,16 +2,17 @@
 same transaction as the rows they cover.
 
 **Fencing.** Each worker remembers, per owned partition, the offset it read from the table when
-it was assigned the partition (and then each offset it committed). It advances the row with a
-compare-and-set: ``UPDATE ... WHERE next_offset = <what I hold>``, issued first in the batch's
-transaction. A worker that lost the partition in a rebalance (a zombie still applying a batch)
+it was assigned the partition (and then each offset it committed). It claims the row first in
+the batch's transaction (``SELECT ... WHERE next_offset = <what I hold> FOR UPDATE``, :func:`claim`)
+and advances it at the checkpoint with a compare-and-set (``UPDATE ... WHERE next_offset = <what I
+hold>``, :func:`advance`). A worker that lost the partition in a rebalance (a zombie still applying a batch)
 holds a stale offset: either the new owner has already advanced the row (the update matches no
 row) or the new owner's transaction holds the row lock, and PostgreSQL re-checks the condition
 on the committed row once the lock is released (READ COMMITTED re-evaluation) and again matches
 nothing. Either way :class:`Fenced` is raised, the whole transaction (rows included) rolls back,
-and the worker re-reads the table before it applies anything else. No broker-side generation is
-trusted: the database row is the single point of truth, so two workers can never both commit the
-same records.
+and the pipeline rewinds the worker to what the table holds before it applies anything else. No
+broker-side generation is trusted: the database row is the single point of truth, so two workers
+can never both commit the same records.
 """
 
 from __future__ import annotations
@@ -20,11 +21,9 @@ from typing import Any
 
 import psycopg
 
+from civicsync.errors import Fenced as Fenced  # re-exported: it lives in the one tree
+
 Conn = psycopg.Connection[tuple[Any, ...]]
-
-
-class Fenced(Exception):
-    """Another worker advanced a partition this worker thought it owned: its batch was rolled back."""
 
 
 def read_offsets(conn: Conn, group: str, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
@@ -58,4 +57,20 @@ def advance(conn: Conn, group: str, topic: str, partition: int, held: int | None
             " updated_at = clock_timestamp() WHERE group_id = %s AND topic = %s AND partition = %s"
             " AND next_offset = %s", (new, owner, group, topic, partition, held))
     if cur.rowcount != 1:
+        raise Fenced(f"{topic}[{partition}]: another worker of group {group} advanced it")
+
+
+def claim(conn: Conn, group: str, topic: str, partition: int, held: int | None) -> None:
+    """Check, first in a batch's transaction, that a partition's offset is still ``held`` (None: never
+    stored), and lock its row until the batch commits; raise :class:`Fenced` if another worker moved
+    it. Waiting on the new owner's lock ends in the re-check on its committed row, as for
+    :func:`advance`, which then moves the offset in the same transaction."""
+    if held is None:
+        row = conn.execute("SELECT 1 FROM civicsync.kafka_offsets WHERE group_id = %s AND topic = %s"
+                           " AND partition = %s", (group, topic, partition)).fetchone()
+    else:
+        row = conn.execute("SELECT 1 FROM civicsync.kafka_offsets WHERE group_id = %s AND topic = %s"
+                           " AND partition = %s AND next_offset = %s FOR UPDATE",
+                           (group, topic, partition, held)).fetchone()
+    if (row is None) != (held is None):
         raise Fenced(f"{topic}[{partition}]: another worker of group {group} advanced it")

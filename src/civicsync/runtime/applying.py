@@ -2,7 +2,8 @@
 key-by-key isolation after a failure, and the echo rule per flow.
 
 A mixin of :class:`~civicsync.runtime.cdc.CdcWorker` (split out to keep each file to one job): it
-uses the worker's appliers, target session, blocked keys and statistics.
+uses the worker's appliers, target session, blocked keys and statistics. The batch's transaction
+itself (apply, position, commit) is :class:`~civicsync.runtime.target.FlowTarget`'s.
 """
 
 from __future__ import annotations
@@ -27,9 +28,8 @@ from civicsync.control import store
 from civicsync.db.errors import classify
 from civicsync.db.origin import is_own
 from civicsync.deadletters.cdc import ReplayFailedError, held_rows, letter_key
-from civicsync.errors import SchemaMismatchError, TransientError
+from civicsync.errors import TransientError
 from civicsync.events import ChangeEvent
-from civicsync.provision.roles import MissingGrantError
 from civicsync.runtime.flowstops import FlowStops
 
 if TYPE_CHECKING:
@@ -52,7 +52,6 @@ class WorkerStats:
     position: int = 0
     last_commit_time: datetime | None = None
     waiting_since: datetime | None = None  # source commit time of the oldest change read but not yet applied
-    stalled: str | None = None  # why the worker is retrying instead of applying (None when it is not)
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))  # source commit → target commit
 
 
@@ -92,60 +91,6 @@ class BatchApplying:
 
     def _skipped_by_all(self, table: str, skipping: frozenset[str]) -> bool:
         return bool(skipping) and all(a.name in skipping for a in self.by_table[table])
-
-    def _commit_events(self, work: dict[str, TableWork], position: tuple[int, datetime | None] | None, *,
-                       isolate: bool) -> None:
-        """Apply every table's events and (if given) the slot's new position in one target transaction."""
-        if self._tgt is None or self._tgt.closed:
-            self._reconnect_target()
-            if self._tgt is None:
-                raise Unavailable(f"{self.target} database is unavailable")
-        conn = self._tgt
-        self._held = {}
-        letters: list[DeadLetter] = []
-        outcomes: list[tuple[str, FlowOutcome]] = []
-        try:
-            for table, table_work in work.items():
-                for applier in self.by_table[table]:
-                    if applier.name in self.flow_stops.stopped:
-                        continue  # stopped by a schema change: its position stays where it stopped
-                    if table_work.truncated and applier.cdc.truncate == "propagate":
-                        applier.truncate_target(conn)
-                    try:
-                        outcome = self._apply_flow(conn, applier, table_work, isolate)
-                    except SchemaMismatchError as exc:
-                        if applier.cdc.top_n is not None:
-                            raise
-                        relation = table_work.changes[-1][0].relation if table_work.changes else None
-                        self.flow_stops.stop(applier, relation, exc, self.stats.position)
-                        continue  # nothing of this flow was written (the error comes before its SQL)
-                    outcomes.append((applier.name, outcome))
-                    letters += outcome.dead_letters
-            self._store_dead_letters(conn, letters)
-            if position is not None:
-                if self.flow_stops.stopped or self.flow_stops.behind:
-                    self.flow_stops.save(conn, self._batch_end, position[0])
-                store.write_position(conn, self.slot, position[0], position[1])
-            conn.commit()
-        except psycopg.Error as exc:
-            rollback(conn)
-            error = classify(exc, f"slot {self.slot}: applying to {self.target}")
-            if isinstance(error, TransientError):
-                raise error from exc
-            if isinstance(exc, psycopg.errors.InsufficientPrivilege) and "row-level security" not in str(exc):
-                # A missing grant is the deployment's fault, not the rows': dead-lettering key after
-                # key would hide it. Stop; the supervisor restarts with backoff until it is granted.
-                raise MissingGrantError(f"{self.target}: {error} (grant it to the apply role, see `civicsync db "
-                                        "init`)") from exc
-            if isolate:
-                raise error from exc
-            log.warning("slot %s: batch failed (%s); isolating the failing keys", self.slot, error)
-            raise NeedsIsolation() from exc
-        self.stats.dead_letters += len(letters)
-        for flow, outcome in outcomes:
-            metrics.CDC_APPLIED.labels(flow).inc(outcome.events)
-            if outcome.conflicts:
-                metrics.CONFLICTS.labels(flow).inc(outcome.conflicts)
 
     def _apply_flow(self, conn: Conn, applier: CdcFlowApplier, table_work: TableWork,
                     isolate: bool) -> FlowOutcome:
@@ -278,10 +223,6 @@ class TableWork:
     @property
     def size(self) -> int:
         return len(self.events) + len(self.changes)
-
-
-class NeedsIsolation(Exception):
-    """A non-transient error in a batch: re-apply it key by key."""
 
 
 class Unavailable(TransientError):

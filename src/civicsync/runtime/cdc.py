@@ -1,10 +1,12 @@
 """The CDC worker: one replication slot on a source database → its flows' target database.
 
-Loop: collect whole source transactions into a batch (up to ``batch_max_changes`` changes or
-``batch_max_wait_ms`` after the first), apply every flow's share of the batch and the slot's new
-position in **one** target transaction, and only after that commit acknowledge the position to the
-source (Quix Streams' rule: flush the sink, then commit the offset). On start, anything at or below
-the stored position is skipped, so a crash anywhere neither loses nor double-applies a change.
+Loop (civicsync.pipeline): collect whole source transactions into a batch (up to
+``batch_max_changes`` changes or ``batch_max_wait_ms`` after the first; runtime/pgsource.py), apply
+every flow's share of the batch and the slot's new position in **one** target transaction
+(runtime/target.py, through the pipeline's Committer), and only after that commit acknowledge the
+position to the source (Quix Streams' rule: flush the sink, then commit the offset). On start,
+anything at or below the stored position is skipped, so a crash anywhere neither loses nor
+double-applies a change.
 
 Writes are marked with a replication origin that names the writer; a captured change is never
 carried back to the table it was derived from, and flows on everywhere else (the echo rule,
@@ -46,17 +48,19 @@ from civicsync.db.connect import connect
 from civicsync.db.errors import describe, mapped_errors
 from civicsync.db.origin import echo_origins, origin_for, setup_origin, writers
 from civicsync.deadletters.cdc import ReplayCounts
-from civicsync.errors import CivicsyncError, FatalError, TransientError
+from civicsync.errors import CivicsyncError, FatalError
 from civicsync.events import ChangeEvent, Image, SourceInfo
 from civicsync.extract.source import stream_rows
+from civicsync.pipeline.committer import Committer, Pipeline
+from civicsync.pipeline.source import Batch
 from civicsync.provision.roles import MissingGrantError, cdc_tables, check_apply, check_capture
-from civicsync.retry import backoff_delays
-from civicsync.runtime.applying import BatchApplying, NeedsIsolation, TableWork, WorkerStats, rollback
+from civicsync.runtime.applying import BatchApplying, WorkerStats, rollback
 from civicsync.runtime.flowstops import FlowStops
+from civicsync.runtime.pgsource import PgoutputSource, Stream
+from civicsync.runtime.target import FlowTarget
 
 log = logging.getLogger(__name__)
 Conn = psycopg.Connection[tuple[Any, ...]]
-Stream = ReplicationStream | PrefetchingStream
 
 
 class CdcWorker(BatchApplying):
@@ -105,6 +109,10 @@ class CdcWorker(BatchApplying):
         self._src: Conn | None = None
         self._stream: Stream | None = None
         self._db = ""
+        # The pipeline's target side: apply, position and commit in one transaction, retried as a whole.
+        self.flow_target = FlowTarget(self)
+        self.committer = Committer(self.flow_target, model.retries.target_commit, self.stop_event, f"slot {self.slot}")
+        self._next_beat = self._next_dlq = 0.0
 
     # ------------------------------------------------------------------ set-up
 
@@ -134,6 +142,7 @@ class CdcWorker(BatchApplying):
                 self._connect_target()
             assert self._tgt is not None
             self.stats.position = store.read_position(self._tgt, self.slot)
+            self.committer.position[self.slot] = self.stats.position  # the checkpoint only moves on from here
             self.flow_stops.load(self._tgt, self.flows)
             for a in self.appliers:
                 if a.cdc.top_n is None and store.narrow_dead_letter_keys(self._tgt, a.name, list(a.source.key)):
@@ -215,14 +224,14 @@ class CdcWorker(BatchApplying):
                     after: Image = dict(zip(columns, row, strict=True))
                     chunk.append(ChangeEvent("r", None, after, info, {k: row[columns.index(k)] for k in key}))
                     if len(chunk) >= chunk_size:
-                        self._commit_with_retries({table: TableWork(events=chunk)}, None, None)
+                        self.committer.commit(Batch(chunk, None))  # rows only: the position comes last
                         rows += len(chunk)
                         chunk = []
                 if chunk:
-                    self._commit_with_retries({table: TableWork(events=chunk)}, None, None)
+                    self.committer.commit(Batch(chunk, None))
                     rows += len(chunk)
             snap.execute("ROLLBACK")
-            self._commit_with_retries({}, (lsn, None), None)
+            self.committer.commit(Batch([], {self.slot: lsn}))
         self.stats.position = lsn
         log.info("slot %s: initial snapshot of %s applied (%d rows in %.1fs), streaming from %s", self.slot,
                  ", ".join(self.by_table), rows, time.monotonic() - started, format_lsn(lsn))
@@ -292,24 +301,24 @@ class CdcWorker(BatchApplying):
             self.close()
 
     def _stream_until_stopped(self, stream: Stream) -> None:
-        next_beat = time.monotonic() + self.capture.heartbeat_seconds
-        next_dlq = time.monotonic() + 1.0
-        while not self.stop_event.is_set():
-            batch = self._collect(stream)
-            if batch:
-                self.stats.waiting_since = batch[0].commit_time
-                self._apply_batch(batch, stream)
-                self.stats.waiting_since = None
-                stream.acknowledge(self.flow_stops.start_position(self.stats.position))
-            now = time.monotonic()
-            if now >= next_beat:
-                self._heartbeat()
-                next_beat = now + self.capture.heartbeat_seconds
-            if now >= next_dlq:
-                self.retry_dead_letters()
-                next_dlq = now + 1.0
+        source = PgoutputSource(stream, self.slot, lambda wait: self._collect(stream, wait),
+                                floor=lambda: self.flow_stops.start_position(self.stats.position),
+                                stored=lambda: self.stats.position, ack_at=self.flow_stops.start_position)
+        self._next_beat = time.monotonic() + self.capture.heartbeat_seconds
+        self._next_dlq = time.monotonic() + 1.0
+        Pipeline(source, self.committer, on_commit=self._committed).run(0.2, between=self._housekeeping)
 
-    def _collect(self, stream: Stream) -> list[Transaction]:
+    def _housekeeping(self) -> None:
+        """Between batches: heartbeats (an idle source still advances its slot) and due dead letters."""
+        now = time.monotonic()
+        if now >= self._next_beat:
+            self._heartbeat()
+            self._next_beat = now + self.capture.heartbeat_seconds
+        if now >= self._next_dlq:
+            self.retry_dead_letters()
+            self._next_dlq = now + 1.0
+
+    def _collect(self, stream: Stream, first_wait: float) -> list[Transaction]:
         """Whole transactions for one batch: whatever the stream already holds (up to
         ``batch_max_changes``), waiting at most ``batch_max_wait_ms`` after the first for more. A
         backlog therefore makes big batches and a trickle makes immediate small ones."""
@@ -317,7 +326,7 @@ class CdcWorker(BatchApplying):
         changes = 0
         deadline = 0.0
         while not self.stop_event.is_set():
-            wait = 0.2 if not batch else max(0.0, deadline - time.monotonic())
+            wait = first_wait if not batch else max(0.0, deadline - time.monotonic())
             txn = stream.poll(wait)
             if txn is None:
                 break  # idle (empty batch), or nothing more arrived in time
@@ -336,44 +345,17 @@ class CdcWorker(BatchApplying):
             log.warning("slot %s: heartbeat not written (%s)", self.slot, describe(exc))
             self._src = None
 
-    # ------------------------------------------------------------------ applying a batch
+    # ------------------------------------------------------------------ after a batch committed
 
-    def _apply_batch(self, batch: list[Transaction], stream: Stream | None = None) -> None:
-        floor = self.flow_stops.start_position(self.stats.position)
-        fresh = [t for t in batch if t.end_lsn > floor]
-        if not fresh:
-            return
-        # A flow resuming after a schema stop re-reads what the others have applied: each takes its own.
-        self._positions = ({a.name: self.flow_stops.position(a.name, self.stats.position) for a in self.appliers}
-                           if fresh[0].end_lsn <= self.stats.position else None)
-        work: dict[str, TableWork] = {}
-        for txn in fresh:
-            skipping = self.echo_skips(txn.origin)
-            if skipping:
-                self.stats.skipped_own += 1
-            for relation, _cascade in txn.truncated:
-                table = relation.qualified_name
-                if table in self.by_table and not self._skipped_by_all(table, skipping):
-                    # Everything before a TRUNCATE of the table is moot; what follows still applies.
-                    work[table] = TableWork(truncated=True)
-            for change in txn.changes:
-                table = change.relation.qualified_name
-                if table in self.by_table and not self._skipped_by_all(table, skipping):
-                    table_work = work.get(table)
-                    if table_work is None:
-                        table_work = work[table] = TableWork()
-                    table_work.changes.append((change, txn))
-                    table_work.echoes = table_work.echoes or bool(skipping)
-        for table, table_work in work.items():
-            for applier in self.by_table[table]:
-                metrics.CDC_CAPTURED.labels(applier.name).inc(table_work.size)
+    def _committed(self, batch: Batch) -> None:
+        """The pipeline committed a stream batch: advance the worker's position and figures."""
+        fresh: list[Transaction] = list(batch.changes)
         last = fresh[-1]
-        position = max(self.stats.position, last.end_lsn)
-        self._batch_end = last.end_lsn
-        self._commit_with_retries(work, (position, last.commit_time), stream)
+        assert batch.position is not None
+        position = batch.position[self.slot]
         self.flow_stops.advanced(last.end_lsn, position)
         self.stats.transactions += len(fresh)
-        self.stats.events += sum(w.size for w in work.values())
+        self.stats.events += self.flow_target.applied_events
         self.stats.batches += 1
         self.stats.position = position
         self.stats.last_commit_time = last.commit_time
@@ -385,37 +367,7 @@ class CdcWorker(BatchApplying):
             histogram.observe(seconds)
         if self.on_batch is not None:
             self.on_batch(fresh)
-
-    def _commit_with_retries(self, work: dict[str, TableWork], position: tuple[int, datetime | None] | None,
-                             stream: Stream | None) -> None:
-        """Commit the batch; retry transient errors (the target down, a lock or statement timeout) with
-        backoff, also while it is applied key by key: a timeout never dead-letters a key."""
-        delays = iter(backoff_delays(self.config.model.retries.target_commit))
-        isolate = False
-        while True:
-            try:
-                self._commit_events(work, position, isolate=isolate)
-                self.stats.stalled = None
-                return
-            except TransientError as exc:
-                delay = next(delays, None)
-                if delay is None:
-                    raise
-                self.stats.stalled = f"{self.target} database unavailable: {exc}"
-                log.warning("slot %s: target unavailable (%s); retrying in %.1fs", self.slot, exc, delay)
-                self._pause(delay, stream)
-                self._reconnect_target()
-            except NeedsIsolation:
-                isolate = True
-
-    def _pause(self, seconds: float, stream: Stream | None) -> None:
-        # Let go of the source while we wait, so we never hold up its shutdown.
-        if stream is not None:
-            stream.suspend()
-        if self.stop_event.wait(seconds):
-            # Asked to stop: this batch is not committed and its position not acknowledged, so the
-            # next start receives it again. Stop now rather than after the whole backoff.
-            raise WorkerStopped(f"slot {self.slot}: stopped while waiting for {self.target}")
+        self.stats.waiting_since = None
 
     def _reconnect_target(self) -> None:
         if self._tgt is not None:
@@ -446,8 +398,8 @@ class CdcWorker(BatchApplying):
 
     def stalled_reason(self) -> str | None:
         """Why the worker is not applying right now (retrying the target, reconnecting to the source)."""
-        if self.stats.stalled:
-            return self.stats.stalled
+        if self.committer.stalled:
+            return self.committer.stalled
         if self._stream is not None and self._stream.reconnecting:
             return f"{self.source} database: replication connection lost, reconnecting"
         return None
@@ -469,9 +421,3 @@ class CdcWorker(BatchApplying):
             log.warning("slot %s: dead-letter retry failed (%s)", self.slot,
                         describe(exc) if isinstance(exc, psycopg.Error) else exc)
             return 0
-
-
-class WorkerStopped(Stopped):
-    """The stop event was set while the worker waited to retry: it ends without committing the batch."""
-
-

@@ -38,7 +38,7 @@ from civicsync.db.errors import classify
 from civicsync.db.origin import kafka_origins, setup_origin
 from civicsync.errors import FatalError, TransientError, UsageError, WorkerStopped
 from civicsync.events import ChangeEvent
-from civicsync.kafka.capture import group_flows, kafka_settings
+from civicsync.kafka.capture import flow_topic, group_flows, kafka_settings
 from civicsync.kafka.debezium import Truncated, decode_message
 from civicsync.kafka.envelope import decode
 from civicsync.kafka.offsets import advance, claim, read_offsets
@@ -108,7 +108,7 @@ class GroupApplier:
         self.debezium = self.settings.debezium.get(source)
         self.appliers: dict[str, list[CdcFlowApplier]] = {}  # a raw or Debezium topic may feed several flows
         for n in names:
-            self.appliers.setdefault(self._topic(n), []).append(CdcFlowApplier(config, n))
+            self.appliers.setdefault(flow_topic(config, n), []).append(CdcFlowApplier(config, n))
         # Origins of their own, known to the echo rule as writers of these flows (db/origin.py).
         self.origins = kafka_origins(config, slot_name(model, source))
         self.start = start
@@ -130,15 +130,6 @@ class GroupApplier:
         self.committer = Committer(self, model.retries.target_commit, self.stop_event, f"group {group}")
         self._by_topic: dict[str, list[Message]] = {}  # the batch being applied, per topic
 
-    def _topic(self, flow: str) -> str:
-        spec = self.config.model.flows[flow]
-        if self.debezium is None:
-            if self.settings.publish == "raw":
-                return self.settings.raw_topic(spec.source.table)
-            return self.settings.topic_name(flow, spec.id)
-        topic = self.settings.debezium_topic(spec.source.connection, spec.source.table)
-        assert topic is not None
-        return topic
 
     # ------------------------------------------------------------------ set-up and rebalances
 

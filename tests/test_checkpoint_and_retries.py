@@ -10,9 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from civicsync.config.legacy import ConfigDeprecationWarning
 from civicsync.control import store
-from civicsync.errors import CheckpointRegressionError, ConfigError
+from civicsync.errors import CheckpointRegressionError, ConfigDeprecationWarning, ConfigError
 from civicsync.retry import backoff_delays
 from fix_db import Deployment
 from helpers import config_variant

@@ -19,9 +19,8 @@ from typer.testing import CliRunner
 
 from civicsync.cli.app import app
 from civicsync.config import load_config, reference_config_path
-from civicsync.config.legacy import ConfigDeprecationWarning
 from civicsync.config.loader import LoadedConfig, parse_config
-from civicsync.errors import ConfigError
+from civicsync.errors import ConfigDeprecationWarning, ConfigError
 from helpers import reference_raw
 
 LEGACY = Path(__file__).parent / "data" / "civicsync-v1-legacy.yaml"

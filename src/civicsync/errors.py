@@ -39,8 +39,10 @@
     │   │   └── WorkerStopped         ... while a committer waited to retry (civicsync.pipeline)
     │   └── Fenced                    a change source lost ownership of what it read, e.g. a Kafka worker
     │                                 that lost its partitions: the batch rolled back, the source rewinds
-    └── ApiError                      an HTTP error response with named fields (civicsync.api.errors:
-                                      it carries the API's response model)
+    ├── ApiError                      an HTTP error response with named fields (civicsync.api.errors:
+    │                                 it carries the API's response model)
+    └── ConfigDeprecationWarning      not raised: warned (a FutureWarning too) when a config file uses
+                                      an older form that still loads; names the form to write instead
 
 Database errors are mapped where they enter (:func:`civicsync.db.errors.classify`, for psycopg 3 and
 psycopg2 alike, through one SQLSTATE table), so code above the database layer only ever sees this
@@ -246,3 +248,10 @@ class WorkerStopped(Stopped):
 class Fenced(Interrupted):
     """A change source lost ownership of what it read (a Kafka worker whose partitions another worker
     advanced): the batch was rolled back and the source rewinds to what the target holds."""
+
+
+class ConfigDeprecationWarning(CivicsyncError, FutureWarning):
+    """A config file uses an older form that still loads; the message names the form to write instead.
+
+    Issued with :func:`warnings.warn`, never raised. A FutureWarning (shown by default) because the
+    reader is the person who maintains the file; config/legacy.py says which forms."""

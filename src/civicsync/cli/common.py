@@ -16,8 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
 from civicsync.cli.tables import FitTable
 from civicsync.config import LoadedConfig, load_config
-from civicsync.config.legacy import ConfigDeprecationWarning
-from civicsync.errors import CivicsyncError, ConfigError, UsageError
+from civicsync.errors import CivicsyncError, ConfigDeprecationWarning, ConfigError, UsageError
 
 out = Console()
 err = Console(stderr=True)

@@ -29,10 +29,6 @@ MIGRATE_HINT = "`civicsync config migrate FILE` rewrites the file"
 LSN = "$lsn"
 
 
-class ConfigDeprecationWarning(FutureWarning):
-    """A config file uses an older form that still loads; the message names the form to write instead.
-
-    A FutureWarning (shown by default) because the reader is the person who maintains the file."""
 
 
 def translate(raw: dict[str, Any]) -> tuple[dict[str, Any], list[Problem], list[Problem]]:

@@ -20,12 +20,12 @@ import yaml
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import ValidationError
 
-from civicsync.config.legacy import ConfigDeprecationWarning, drop_duplicated_columns, translate
+from civicsync.config.legacy import drop_duplicated_columns, translate
 from civicsync.config.models import Config
 from civicsync.config.references import check_references
 from civicsync.config.service_checks import check_service
 from civicsync.config.tables import fill_columns
-from civicsync.errors import ConfigError, ConfigProblem
+from civicsync.errors import ConfigDeprecationWarning, ConfigError, ConfigProblem
 
 REFERENCE_CONFIG_NAME = "civicsync.yaml"
 CONFIG_ENV = "CIVICSYNC_CONFIG"

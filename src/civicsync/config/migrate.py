@@ -14,10 +14,10 @@ from typing import Any
 
 import yaml
 
-from civicsync.config.legacy import MIGRATE_HINT, ConfigDeprecationWarning, duplicated_columns, translate
+from civicsync.config.legacy import MIGRATE_HINT, duplicated_columns, translate
 from civicsync.config.loader import parse_config, read_yaml
 from civicsync.config.models import Config
-from civicsync.errors import ConfigError, ConfigProblem
+from civicsync.errors import ConfigDeprecationWarning, ConfigError, ConfigProblem
 
 COMMENTS_NOTE = "YAML comments of the original are not kept"
 

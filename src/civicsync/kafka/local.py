@@ -36,7 +36,12 @@ _LIFECYCLE_LOGGER = "org.apache.kafka.server.BrokerLifecycleManager"
 
 def new_cluster_id() -> str:
     """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (22 characters)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # As Kafka's own Uuid.randomUuid: never one that starts with "-", which the tools' argument
+    # parser would take for an option ("--cluster-id: expected one argument").
+    while True:
+        found = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not found.startswith("-"):
+            return found
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """Issue 13 item 4: consumer lag per partition in `civicsync status` (table and --json), in the status
-API and page of `civicsync run` (its LagMonitor), and on /metrics; a broker that is down is said so
+API and page of `civicsync run` (its LagMonitor), and on /metrics (lag back to 0 after a catch-up:
+test_kafka_group.py); a broker that is down is said so
 (exit 1, a sample-failed gauge, a warning per flow), never shown as lag 0.
 
 All real: the session's Kafka broker, PostgreSQL with logical replication, headless Chromium.
@@ -77,7 +78,7 @@ def kafka_panels_have_data(service_url: str, tmp: Path) -> None:
                      timeout=30, what=q.where)
 
 
-def test_status_api_page_and_metrics_show_each_partitions_lag_until_the_group_catches_up(
+def test_status_api_page_and_metrics_show_each_partitions_lag(
         fresh_deployment: Deployment, kafka_broker: KafkaCluster, bootstrap_env: str, tmp_path: Path) -> None:
     dep = fresh_deployment
     portal_basics(dep)
@@ -126,15 +127,9 @@ def test_status_api_page_and_metrics_show_each_partitions_lag_until_the_group_ca
         if shutil.which(CHROMIUM):
             dom = dump_dom(url + "/")
             assert "Kafka consumer groups" in dom and "gstatus" in dom and raw["kafka"]["topic_prefix"] in dom
-
-        with applying(config, "gstatus"):
-            wait_for(lambda: converged(dep, 8), timeout=60, what="the group to catch up")
-        wait_for(lambda: all(f.get("kafka_lag_records") == 0 for f in httpx.get(url + "/api/v1/status").json()[
-            "flows"] if f["id"] in ("F6", "F7")), timeout=30, what="lag 0 on the status API")
     finally:
         service.stop()
-    rows = carried(json.loads(cli(config_file, env, "status", "--json").stdout))
-    assert rows["F6"]["kafka_lag_records"] == 0 and rows["F7"]["kafka_lag_seconds"] == 0
+
 
 
 def test_a_broker_that_is_down_makes_the_lag_unknown_not_zero(fresh_deployment: Deployment, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import psycopg
+from psycopg import sql
 import pytest
 
 from civicsync import metrics
@@ -33,16 +33,27 @@ def _walsender_gone(dep: Deployment, slot: str) -> None:
 
 
 def _drop_slot(dep: Deployment, config: LoadedConfig) -> None:
-    slot = slot_name(config.model, "citizen")
+    """Drop the slot under the running worker.
 
-    def dropped() -> bool:
-        _walsender_gone(dep, slot)
-        try:
-            q(dep, "citizen", "SELECT pg_drop_replication_slot(%s)", slot)
-        except psycopg.errors.ObjectInUse:
-            return False  # the worker reconnected in between
-        return True
-    wait_for(dropped, what="the slot to be dropped")
+    The worker reconnects within milliseconds of losing its walsender, faster than a client round
+    trip, so terminating and dropping from here raced it (CI failed on that). One server-side loop
+    terminates the walsender, waits for it to exit and drops the slot before any reconnect lands."""
+    slot = sql.Literal(slot_name(config.model, "citizen"))
+    q(dep, "citizen", sql.SQL("""
+        DO $$
+        BEGIN
+          FOR attempt IN 1..500 LOOP
+            PERFORM pg_terminate_backend(active_pid, 5000) FROM pg_replication_slots
+              WHERE slot_name = {slot} AND active_pid IS NOT NULL;
+            BEGIN
+              PERFORM pg_drop_replication_slot({slot});
+              RETURN;
+            EXCEPTION WHEN object_in_use THEN
+              PERFORM pg_sleep(0.001);  -- the worker got back in between; go again
+            END;
+          END LOOP;
+          RAISE EXCEPTION 'the slot stayed in use';
+        END $$""").format(slot=slot).as_string(None))
 
 
 def _drop_publication(dep: Deployment, config: LoadedConfig) -> None:

@@ -32,13 +32,19 @@ def _submitted(dep: Deployment) -> None:
     q(dep, "citizen", "UPDATE applications SET status = 'SUBMITTED'")
 
 
+def _wait_for_the_batch(raw: dict[str, Any]) -> None:
+    raw["connections"]["warehouse"]["capture"]["batch_max_wait_ms"] = 500
+
+
 def test_one_batch_or_one_second_apart_ends_at_the_latest_decision_of_the_stage(
         fresh_deployment: Deployment) -> None:
     dep = fresh_deployment
     _submitted(dep)
     q(dep, "citizen", "INSERT INTO applications (application_id, citizen_id, scheme_id, status)"
                       " SELECT 101, citizen_id, 2, 'SUBMITTED' FROM applications WHERE application_id = 100")
-    config = cdc_config(dep)
+    # The two waiting decisions must make one batch: with the suite's 20 ms a loaded machine sometimes
+    # handed the first over before the read-ahead thread had decoded the second (CI saw sizes [1, 1]).
+    config = cdc_config(dep, _wait_for_the_batch)
     with paused(config, "warehouse", ["F4"]) as (worker, sizes):
         decide(dep, 1, 100, "UNDER_REVIEW")
         decide(dep, 2, 100, "PEND_DOC")

@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from psycopg import sql
 import pytest
+from psycopg import sql
 
 from civicsync import metrics
 from civicsync.capture.replication import ReplicationBrokenError

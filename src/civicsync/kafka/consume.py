@@ -45,6 +45,7 @@ from civicsync.kafka.offsets import advance, claim, read_offsets
 from civicsync.kafka.records import collapse, moved_from
 from civicsync.pipeline.committer import Committer, Pipeline
 from civicsync.pipeline.source import Batch, Position
+from civicsync.pipeline.target import TargetSession
 
 log = logging.getLogger(__name__)
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -84,7 +85,7 @@ def start_offsets(consumer: Consumer, parts: Sequence[TopicPartition], start: st
     return {(p.topic, p.partition): (p.offset if p.offset >= 0 else OFFSET_END) for p in found}
 
 
-class GroupApplier:
+class GroupApplier(TargetSession):
     """One worker of a consumer group; run N of them (on N machines) to share the partitions."""
 
     def __init__(self, config: LoadedConfig, group: str, flows: list[str] | None = None, start: str | None = None,
@@ -117,7 +118,6 @@ class GroupApplier:
         self.held: dict[TP, int | None] = {}
         self._started_from: set[TP] = set()  # partitions --from already moved (once per run)
         self.stats = GroupStats()
-        self.conn: Conn | None = None
         conf = {"bootstrap.servers": self.settings.bootstrap(), "group.id": group, "enable.auto.commit": False,
                 "auto.offset.reset": "earliest", "isolation.level": "read_committed",
                 "client.id": f"civicsync-apply-{self.owner}", "enable.partition.eof": False}
@@ -133,12 +133,14 @@ class GroupApplier:
 
     # ------------------------------------------------------------------ set-up and rebalances
 
-    def _connect(self) -> Conn:
-        if self.conn is None or self.conn.closed:
-            self.conn = connect(self.config.dsn(self.target, "apply"), purpose=f"kafka-apply:{self.group}",
-                                label=self.target)
-            self._take_origin(self.conn)
-        return self.conn
+    def _open(self) -> Conn:
+        conn = connect(self.config.dsn(self.target, "apply"), purpose=f"kafka-apply:{self.group}", label=self.target)
+        try:
+            self._take_origin(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def _take_origin(self, conn: Conn) -> None:
         """Mark this session's writes with the first origin no other worker holds (PostgreSQL lets one
@@ -154,7 +156,7 @@ class GroupApplier:
                          "kafka.consumer.max_workers (and run `civicsync db init`)")
 
     def _on_assign(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
-        conn = self._connect()
+        conn = self.connection()
         stored = read_offsets(conn, self.group, [(p.topic, p.partition) for p in parts])
         conn.commit()
         moved = start_offsets(consumer, [p for p in parts if (p.topic, p.partition) not in self._started_from],
@@ -184,7 +186,7 @@ class GroupApplier:
 
     def run(self) -> None:
         """Consume and apply until the stop event is set."""
-        self._connect()
+        self.connection()
         self.consumer.subscribe(list(self.appliers), on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_revoke)
         try:
@@ -193,8 +195,7 @@ class GroupApplier:
             log.info("%s; the records it held are read again from the stored offsets", stopped)
         finally:
             self.consumer.close()
-            if self.conn is not None:
-                self.conn.close()
+            self.close()
 
     # ------------------------------------------------------------------ the pipeline source
 
@@ -220,7 +221,7 @@ class GroupApplier:
         """After a fence: every owned partition goes back to what the table holds."""
         self.stats.fenced += 1
         metrics.KAFKA_FENCED.labels(self.group).inc()
-        conn = self._connect()
+        conn = self.connection()
         conn.rollback()
         stored = read_offsets(conn, self.group, list(self.held))
         conn.commit()
@@ -241,7 +242,7 @@ class GroupApplier:
 
     def apply(self, batch: Batch) -> None:
         """Claim the batch's partitions, then apply every flow's share (one target transaction)."""
-        conn = self._connect()
+        conn = self.connection()
         self._by_topic = {}
         for m in batch.changes:
             self._by_topic.setdefault(str(m.topic()), []).append(m)
@@ -256,7 +257,7 @@ class GroupApplier:
 
     def checkpoint(self, batch: Batch) -> None:
         """Advance each partition's next offset, in the batch's transaction (compare-and-set)."""
-        conn = self._connect()
+        conn = self.connection()
         assert batch.position is not None
         with self._mapped():
             for topic, part in sorted(self._partitions(batch)):
@@ -266,19 +267,7 @@ class GroupApplier:
     def commit(self) -> None:
         """Commit rows and offsets together."""
         with self._mapped():
-            self._connect().commit()
-
-    def rollback(self) -> None:
-        """Roll back the attempt (a lost session has nothing left to roll back)."""
-        if self.conn is not None and not self.conn.closed:
-            with contextlib.suppress(psycopg.Error):
-                self.conn.rollback()
-
-    def reconnect(self) -> None:
-        """Drop the session: the next attempt connects again (and takes an origin again)."""
-        if self.conn is not None and not self.conn.closed:
-            self.conn.close()
-        self.conn = None
+            self.connection().commit()
 
     def _committed(self, batch: Batch) -> None:
         self.stats.records += len(batch.changes)

@@ -27,7 +27,42 @@ from civicsync.pipeline.source import Batch
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 
-class EventTarget:
+class TargetSession:
+    """The one apply session a pipeline target applies, checkpoints and commits through.
+
+    Subclasses say how a session is opened (:meth:`_open`); the Committer's ``rollback`` and
+    ``reconnect`` are the same for every target: a lost session has nothing to roll back, and a new
+    one is opened on next use."""
+
+    conn: Conn | None = None
+
+    def _open(self) -> Conn:
+        raise NotImplementedError
+
+    def connection(self) -> Conn:
+        """The apply session (opened on first use and after :meth:`reconnect`)."""
+        if self.conn is None or self.conn.closed:
+            self.conn = self._open()
+        return self.conn
+
+    def rollback(self) -> None:
+        """Roll back the attempt (a lost session has nothing left to roll back)."""
+        if self.conn is not None and not self.conn.closed:
+            with contextlib.suppress(psycopg.Error):
+                self.conn.rollback()
+
+    def reconnect(self) -> None:
+        """Drop the session; the next attempt connects again."""
+        if self.conn is not None:
+            self.conn.close()
+        self.conn = None
+
+    def close(self) -> None:
+        """Close the apply session."""
+        self.reconnect()
+
+
+class EventTarget(TargetSession):
     """Applies batches of :class:`~civicsync.events.ChangeEvent` to flows of one target database."""
 
     def __init__(self, config: LoadedConfig, flows: list[str], purpose: str) -> None:
@@ -40,7 +75,6 @@ class EventTarget:
             raise FatalError(f"the flows {', '.join(flows)} write to several databases ({sorted(targets)})")
         self._name = targets.pop()
         self.purpose = purpose
-        self.conn: Conn | None = None
         self.dead_letters = 0
 
     @property
@@ -48,11 +82,8 @@ class EventTarget:
         """The target connection's name."""
         return self._name
 
-    def connection(self) -> Conn:
-        """The apply session (opened on first use and after :meth:`reconnect`)."""
-        if self.conn is None or self.conn.closed:
-            self.conn = connect(self.config.dsn(self._name, "apply"), purpose=self.purpose, label=self._name)
-        return self.conn
+    def _open(self) -> Conn:
+        return connect(self.config.dsn(self._name, "apply"), purpose=self.purpose, label=self._name)
 
     def apply(self, batch: Batch) -> None:
         """Every flow's share of the batch: its transform, its write, its dead letters."""
@@ -84,22 +115,6 @@ class EventTarget:
         """Commit rows and checkpoint together."""
         with self._mapped("committing"):
             self.connection().commit()
-
-    def rollback(self) -> None:
-        """Roll back the attempt (a lost session has nothing left to roll back)."""
-        if self.conn is not None and not self.conn.closed:
-            with contextlib.suppress(psycopg.Error):
-                self.conn.rollback()
-
-    def reconnect(self) -> None:
-        """Drop the session; the next attempt connects again."""
-        if self.conn is not None:
-            self.conn.close()
-        self.conn = None
-
-    def close(self) -> None:
-        """Close the apply session."""
-        self.reconnect()
 
     @contextlib.contextmanager
     def _mapped(self, what: str) -> Iterator[None]:

@@ -1,4 +1,5 @@
-"""Fixtures for capture tests: a source database with a random publication and slot."""
+"""Fixtures for capture tests: a source database with a random publication and slot, and reading
+whole transactions off a replication stream."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 import psycopg
 import pytest
 
+from civicsync.capture.replication import ReplicationStream, Transaction
 from civicsync.capture.slots import drop_publication, drop_slot, ensure_publication, ensure_slot
 from civicsync.localpg import LocalPostgres
 
@@ -59,3 +61,12 @@ def source(pg_server: LocalPostgres) -> Iterator[Source]:
             drop_publication(conn, src.publication)
         with psycopg.connect(pg_server.dsn(), autocommit=True) as admin:
             admin.execute(f'DROP DATABASE "{src.dbname}" WITH (FORCE)')
+
+
+def drain(stream: ReplicationStream, count: int, timeout: float = 10.0) -> list[Transaction]:
+    got: list[Transaction] = []
+    while len(got) < count:
+        txn = stream.poll(timeout)
+        assert txn is not None, f"only {len(got)} of {count} transactions arrived"
+        got.append(txn)
+    return got

@@ -1,5 +1,6 @@
 """Shared by the monitoring tests: where the artefacts live, the metrics civicsync exports, a small
-PromQL reader (metric names, selectors' labels, grouping labels) and real-binary process helpers."""
+PromQL reader (metric names, selectors' labels, grouping labels) and real-binary process helpers
+(servers, and headless Chromium for the status page)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -33,6 +35,8 @@ DASHBOARDS = ("sync-overview", "data-quality", "consumer-lag")
 
 TARGET_LABELS = frozenset({"job", "instance"})
 """Labels Prometheus attaches to every scraped series."""
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 def require_binary(name: str) -> str:
@@ -247,3 +251,15 @@ def running(args: list[str], log: Path, ready_url: str, timeout: float = 30.0,
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+
+
+def dump_dom(url: str) -> str:
+    """The page's DOM after its script ran, as headless Chromium sees it, as HTML."""
+    with tempfile.TemporaryDirectory(prefix="civicsync-chromium-") as profile:
+        proc = subprocess.run(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}", "--virtual-time-budget=4000", "--dump-dom", url],
+            capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout

@@ -9,7 +9,7 @@ import pytest
 
 from civicsync.api.keys import create_key, key_id_of, revoke_key
 from fix_api import RunningApi
-from test_cli import civicsync
+from fix_cli import civicsync
 
 ALERT = {"alert_id": "auth-1", "severity": "info", "alert_type": "notice", "message": "hello"}
 

@@ -6,19 +6,10 @@ import psycopg
 import pytest
 
 from civicsync.capture.pgoutput import UNCHANGED, DecodeError, decode, format_lsn, parse_lsn
-from civicsync.capture.replication import HEARTBEAT_PREFIX, ReplicationStream, Transaction, emit_heartbeat
+from civicsync.capture.replication import HEARTBEAT_PREFIX, ReplicationStream, emit_heartbeat
 from civicsync.capture.slots import CaptureSetupError, check_name, slot_info
-from fix_capture import Source
+from fix_capture import Source, drain
 from fix_cdc import wait_for
-
-
-def drain(stream: ReplicationStream, count: int, timeout: float = 10.0) -> list[Transaction]:
-    got: list[Transaction] = []
-    while len(got) < count:
-        txn = stream.poll(timeout)
-        assert txn is not None, f"only {len(got)} of {count} transactions arrived"
-        got.append(txn)
-    return got
 
 
 def test_transactions_are_framed_and_decoded(source: Source) -> None:

@@ -10,9 +10,8 @@ from typing import Any
 from civicsync.config import LoadedConfig
 from civicsync.db.origin import echo_origins, origin_for
 from civicsync.reconcile.engine import reconcile_flow
-from fix_cdc import cdc_config, running, wait_for
+from fix_cdc import CIT, cdc_config, decision, running, wait_for
 from fix_db import Deployment, q
-from test_cdc_runtime import CIT
 
 
 def _origin(config: LoadedConfig, source: str) -> str:
@@ -27,12 +26,6 @@ def test_the_rule_is_read_from_the_config(fresh_deployment: Deployment) -> None:
     # F5 never carries F2's batch writes back: F2 derived the portal's citizens from citizen_profiles.
     assert origin_for(config, "batch_profile_prefill") in echo_origins(config, "profile_updates")
     assert citizen not in echo_origins(config, "profile_updates")
-
-
-def decision(dep: Deployment, decision_id: int, code: str) -> None:
-    q(dep, "warehouse", "INSERT INTO application_decisions (decision_id, application_id, citizen_id, scheme_id,"
-                        " decision_code, officer_id, decided_at) VALUES (%s, 7, %s, 1, %s, 'OFF-1',"
-                        " now() + make_interval(secs => %s))", decision_id, CIT, code, decision_id)
 
 
 def test_a_decision_reaches_the_warehouse_through_f6_exactly_once(fresh_deployment: Deployment) -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from civicsync.capture.changes import events_of, key_of, old_key_of
 from civicsync.capture.replication import ReplicationStream
-from fix_capture import Source
-from test_capture import drain
+from fix_capture import Source, drain
 
 
 def test_identity_full_events_are_keyed_by_the_declared_key(source: Source) -> None:

@@ -10,18 +10,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
 from civicsync.config import LoadedConfig
-from civicsync.runtime.cdc import CdcWorker
 from fidelity import create_pair, dead_letters, pair_config, texts
-from fix_cdc import RunningWorker, cdc_config, cleanup, running, wait_for
+from fix_cdc import CIT, cdc_config, paused, portal_basics, running, started, wait_for
 from fix_db import Deployment, q
-from test_cdc_flows import CIT, portal_basics
 
 MOVE_COLUMNS = {"id": "int PRIMARY KEY", "small": "text", "j": "json", "big": "text", "bigj": "jsonb"}
 BIG = "x" * 200_000
@@ -38,28 +34,6 @@ def _move_table(dep: Deployment, identity_full: bool) -> LoadedConfig:
 def _same(dep: Deployment) -> bool:
     cols = list(MOVE_COLUMNS)
     return texts(dep, "citizen", "mv", cols) == texts(dep, "warehouse", "mv_copy", cols)
-
-
-@contextmanager
-def paused(config: LoadedConfig, source: str, flows: list[str]) -> Iterator[tuple[CdcWorker, list[int]]]:
-    """A worker whose slot exists but which is not running yet: changes made now wait in the slot and
-    arrive together. Yields the worker and the sizes (transactions) of the batches it applies."""
-    sizes: list[int] = []
-    worker = CdcWorker(config, source, flows, on_batch=lambda txns: sizes.append(len(txns)))
-    worker.prepare()
-    try:
-        yield worker, sizes
-    finally:
-        cleanup(config, source)
-
-
-@contextmanager
-def started(worker: CdcWorker) -> Iterator[RunningWorker]:
-    handle = RunningWorker(worker).start()
-    try:
-        yield handle
-    finally:
-        handle.stop()
 
 
 @pytest.mark.parametrize("identity_full", [False, True], ids=["default_identity", "identity_full"])

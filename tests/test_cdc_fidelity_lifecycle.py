@@ -19,10 +19,8 @@ from civicsync.apply.cdc import CdcFlowApplier, FlowOutcome
 from civicsync.apply.cdc_rules import supersedes
 from civicsync.db.connect import connect
 from civicsync.events import ChangeEvent, SourceInfo
-from fix_cdc import cdc_config, running, wait_for
+from fix_cdc import cdc_config, decide, paused, portal_basics, running, started, status_of, wait_for
 from fix_db import Deployment, q
-from test_cdc_fidelity_keys import paused, started
-from test_cdc_flows import decide, portal_basics, status_of
 
 CODES = ["RCVD", "UNDER_REVIEW", "PEND_DOC", "APPR", "REJ", "DISB"]
 

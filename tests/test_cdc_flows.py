@@ -4,21 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fix_cdc import cdc_config, running, wait_for
+from fix_cdc import CIT, cdc_config, decide, portal_basics, running, status_of, wait_for
 from fix_db import Deployment, q
-
-CIT = "00000000-0000-4000-8000-0000000000c1"
-
-
-def portal_basics(dep: Deployment) -> None:
-    q(dep, "citizen", "INSERT INTO citizens (citizen_id, full_name, phone, updated_at) VALUES"
-                      " (%s, 'Asha', '9876543210', now() - interval '1 day')", CIT)
-    q(dep, "citizen", "INSERT INTO schemes (scheme_id, code, name, category, status) VALUES"
-                      " (1, 'S1', 'One', 'C', 'OPEN'), (2, 'S2', 'Two', 'C', 'OPEN'), (3, 'S3', 'Three', 'C', 'OPEN'),"
-                      " (4, 'S4', 'Four', 'C', 'OPEN'), (5, 'S5', 'Five', 'C', 'OPEN'), (6, 'S6', 'Six', 'C', 'OPEN')")
-    q(dep, "citizen", "INSERT INTO applications (application_id, citizen_id, scheme_id, status, form_data)"
-                      " VALUES (100, %s, 1, 'DRAFT', %s)",
-      CIT, '{"bank_account": "123456789012", "national_id": "234567890123", "nominee": {"phone": "9876501234"}}')
 
 
 def test_f7_document_metadata_never_carries_file_names(fresh_deployment: Deployment) -> None:
@@ -38,17 +25,6 @@ def test_f7_document_metadata_never_carries_file_names(fresh_deployment: Deploym
                  what="the delete")
     dump = q(dep, "warehouse", "SELECT string_agg(t::text, ' ') FROM application_documents t")
     assert dump == [(None,)]
-
-
-def decide(dep: Deployment, decision_id: int, application_id: int, code: str) -> None:
-    q(dep, "warehouse", "INSERT INTO application_decisions (decision_id, application_id, citizen_id, scheme_id,"
-                        " decision_code, reason, officer_id, decided_at) VALUES (%s, %s, %s, 1, %s, %s,"
-                        " 'OFF-4242', now())", decision_id, application_id, CIT, code, f"reason {code}")
-
-
-def status_of(dep: Deployment, application_id: int) -> Any:
-    rows = q(dep, "citizen", "SELECT status FROM applications WHERE application_id = %s", application_id)
-    return rows[0][0] if rows else None
 
 
 def test_f4_decisions_move_forward_only(fresh_deployment: Deployment) -> None:

@@ -19,28 +19,25 @@ import pytest
 
 from civicsync.capture.pgoutput import parse_lsn
 from civicsync.capture.slots import slot_info
-from civicsync.config import LoadedConfig
 from civicsync.config.models import slot_name
 from civicsync.jobs.batch import run_batch
 from civicsync.runtime.cdc import CdcWorker
-from fix_cdc import RunningWorker, cdc_config, cdc_raw, cleanup, role_environ, running, wait_for, write_config
+from fix_cdc import (
+    CIT,
+    RunningWorker,
+    add_documents,
+    cdc_config,
+    cdc_raw,
+    civicsync,
+    cleanup,
+    make_applications,
+    role_environ,
+    running,
+    small_documents,
+    wait_for,
+    write_config,
+)
 from fix_db import Deployment, q
-
-CIT = "00000000-0000-4000-8000-0000000000c1"
-
-
-def make_applications(dep: Deployment, n: int) -> None:
-    q(dep, "citizen", "INSERT INTO citizens (citizen_id, full_name) VALUES (%s, 'A')", CIT)
-    q(dep, "citizen", "INSERT INTO schemes (scheme_id, code, name, category, status) VALUES (1, 'S', 'S', 'C', 'OPEN')")
-    q(dep, "citizen", "INSERT INTO applications (application_id, citizen_id, scheme_id, status)"
-                      " SELECT i, %s, 1, 'DRAFT' FROM generate_series(1, %s::int) i", CIT, n)
-
-
-def add_documents(dep: Deployment, ids: range, size: int = 10) -> None:
-    q(dep, "citizen", "INSERT INTO application_documents (document_id, application_id, doc_type, file_name, size_bytes,"
-                      " storage_uri) SELECT i, 1, 'ID', 'f.pdf', %s, 's3://x' FROM generate_series(%s::int, %s::int) i",
-      size, ids.start, ids.stop - 1)
-
 
 # --------------------------------------------------------------------------- no echo loops
 
@@ -212,22 +209,6 @@ def test_an_idle_source_slot_still_advances(fresh_deployment: Deployment) -> Non
 
 
 # --------------------------------------------------------------------------- dead letters
-
-
-def civicsync(dep: Deployment, config_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **role_environ(dep), "CIVICSYNC_CONFIG": str(config_path), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "civicsync.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=120, check=False)
-
-
-def small_documents(dep: Deployment, tmp_path: Path) -> tuple[LoadedConfig, Path]:
-    """One application, a warehouse CHECK refusing documents of 1000 bytes or more, and the CDC config
-    (loaded, and written to a file for the CLI)."""
-    make_applications(dep, 1)
-    q(dep, "warehouse", "ALTER TABLE application_documents ADD CONSTRAINT small CHECK (size_bytes < 1000)")
-    raw = cdc_raw()
-    config_path = write_config(tmp_path / "civicsync.yaml", raw)
-    return cdc_config(dep, lambda r: r.update(raw)), config_path
 
 
 def test_a_bad_event_blocks_only_its_key_and_replay_converges(fresh_deployment: Deployment, tmp_path: Path) -> None:

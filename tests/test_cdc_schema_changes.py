@@ -12,9 +12,8 @@ from civicsync import metrics
 from civicsync.config import LoadedConfig
 from civicsync.runtime.cdc import CdcWorker
 from civicsync.status import flow_status
-from fix_cdc import RunningWorker, cdc_config, cdc_raw, cleanup, wait_for
+from fix_cdc import RunningWorker, add_documents, cdc_config, cdc_raw, cleanup, make_applications, wait_for
 from fix_db import Deployment, q
-from test_cdc_runtime import add_documents, make_applications
 
 DOCS = "SELECT document_id, mime_type FROM application_documents ORDER BY 1"
 

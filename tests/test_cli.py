@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from civicsync.localpg import free_port
+from fix_cli import civicsync
 from fix_db import Deployment
-
-
-def civicsync(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None
-              ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "civicsync.cli", *args], capture_output=True, text=True, timeout=300, cwd=cwd,
-        env={"PATH": os.environ["PATH"], "COLUMNS": "200", **(env or {})}, check=False)
 
 
 def test_db_seed_and_batch_run_json(fresh_deployment: Deployment) -> None:

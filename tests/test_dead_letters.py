@@ -22,9 +22,18 @@ from civicsync.db.errors import classify, describe
 from civicsync.localpg import LocalPostgres
 from civicsync.runtime.cdc import CdcWorker
 from fix_api import serve
-from fix_cdc import RunningWorker, cdc_config, running, wait_for
+from fix_cdc import (
+    CIT,
+    RunningWorker,
+    add_documents,
+    cdc_config,
+    civicsync,
+    make_applications,
+    running,
+    small_documents,
+    wait_for,
+)
 from fix_db import Deployment, q
-from test_cdc_runtime import CIT, add_documents, civicsync, make_applications, small_documents
 
 MARK = "Zq7"  # every planted value carries it: it must never show up in a stored or logged error
 

@@ -9,6 +9,7 @@ import pytest
 from civicsync.errors import ValidationFailedError
 from civicsync.jobs.batch import run_batch
 from fix_db import Deployment
+from fix_flows import insert_schemes
 from helpers import config_variant, digest
 
 SCHEMES = [
@@ -18,13 +19,6 @@ SCHEMES = [
     (4, "S-4", "Flood relief", "CLOSED", None),
     (5, "S-5", "Scholarship", "ACTIVE", 12000),
 ]
-
-
-def insert_schemes(dep: Deployment, rows: list[tuple[Any, ...]]) -> None:
-    with dep.connect("warehouse") as conn:
-        conn.cursor().executemany(
-            "INSERT INTO schemes (scheme_id, code, name, department, category, benefit_type, status,"
-            " benefit_amount) VALUES (%s, %s, %s, 'Welfare', 'Social', 'CASH', %s, %s)", rows)
 
 
 def portal_schemes(dep: Deployment) -> dict[int, tuple[Any, ...]]:

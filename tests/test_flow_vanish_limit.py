@@ -5,7 +5,7 @@ from __future__ import annotations
 from civicsync.errors import ValidationFailedError
 from civicsync.jobs.batch import run_batch
 from fix_db import Deployment
-from test_flow_scheme_master import insert_schemes
+from fix_flows import insert_schemes
 
 
 def _retire(dep: Deployment, *scheme_ids: int) -> None:

@@ -16,11 +16,9 @@ from civicsync.provision.databases import init_databases
 from civicsync.reconcile import reconcile_flow
 from fix_cdc import cdc_raw, role_environ, wait_for
 from fix_db import Deployment, q
-from fix_kafka import DebeziumCapture
+from fix_kafka import BOOTSTRAP_ENV, DebeziumCapture, Running
 from helpers import config_variant
-from test_kafka_group import BOOTSTRAP_ENV, Running, bootstrap_env
 
-__all__ = ["bootstrap_env"]
 CIT = "00000000-0000-4000-8000-0000000000c1"
 APPS = range(100, 110)
 

@@ -19,7 +19,7 @@ import pytest
 from civicsync.kafka.local import KafkaCluster
 from fix_cdc import role_environ, wait_for, write_config
 from fix_db import Deployment, q
-from test_kafka_group import (
+from fix_kafka import (
     BOOTSTRAP_ENV,
     applying,
     assert_exact,

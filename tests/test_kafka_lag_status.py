@@ -28,12 +28,9 @@ from civicsync.service import Service, ServiceOptions
 from fix_api import serve
 from fix_cdc import role_environ, wait_for, write_config
 from fix_db import Deployment
-from fix_monitoring import concrete, panel_queries, require_binary, running
-from helpers import config_variant
-from test_kafka_group import (
+from fix_kafka import (
     BOOTSTRAP_ENV,
     applying,
-    bootstrap_env,
     capturing,
     converged,
     kafka_config,
@@ -41,9 +38,8 @@ from test_kafka_group import (
     portal_basics,
     workload,
 )
-from test_status_page import CHROMIUM, dump_dom
-
-__all__ = ["bootstrap_env"]  # the fixture, used by name
+from fix_monitoring import CHROMIUM, concrete, dump_dom, panel_queries, require_binary, running
+from helpers import config_variant
 
 
 def cli(config_file: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

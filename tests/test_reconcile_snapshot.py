@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from civicsync.reconcile.engine import reconcile_flow
 from civicsync.runtime.cdc import CdcWorker
-from fix_cdc import cdc_config, cleanup
+from fix_cdc import add_documents, cdc_config, cleanup, make_applications
 from fix_db import Deployment, q
-from test_cdc_runtime import add_documents, make_applications
 
 
 def test_reconciliation_before_the_initial_snapshot_is_skipped_with_a_note(fresh_deployment: Deployment) -> None:

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import time
 
-from fix_cdc import cdc_config, running, wait_for
+from fix_cdc import CIT, cdc_config, decision, running, wait_for
 from fix_db import Deployment, q
-from test_cdc_echo import decision
-from test_cdc_runtime import CIT
 
 
 def _events(dep: Deployment) -> list[tuple[object, ...]]:

@@ -8,9 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from fidelity import create_pair, dead_letters, declare_pair
-from fix_cdc import cdc_config, wait_for
+from fix_cdc import cdc_config, paused, started, wait_for
 from fix_db import Deployment, q
-from test_cdc_fidelity_keys import paused, started
 
 COLUMNS = {"region": "text", "req_no": "text", "state": "text", "note": "text", "changed_at": "timestamptz"}
 HISTORY = [

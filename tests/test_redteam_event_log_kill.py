@@ -24,9 +24,8 @@ import pytest
 
 from civicsync.config.models import slot_name
 from civicsync.runtime.cdc import CdcWorker
-from fix_cdc import cdc_config, cdc_raw, cleanup, role_environ, wait_for, write_config
+from fix_cdc import CIT, cdc_config, cdc_raw, cleanup, role_environ, wait_for, write_config
 from fix_db import Deployment, q
-from test_cdc_runtime import CIT
 
 STATUSES = ["SUBMITTED", "UNDER_REVIEW", "DOCUMENTS_REQUIRED", "APPROVED", "REJECTED", "DISBURSED"]
 HISTORY = [

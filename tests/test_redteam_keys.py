@@ -8,9 +8,8 @@ from __future__ import annotations
 import pytest
 
 from fidelity import create_pair, dead_letters, pair_config, texts
-from fix_cdc import running, wait_for
+from fix_cdc import paused, running, started, wait_for
 from fix_db import Deployment, q
-from test_cdc_fidelity_keys import paused, started
 
 COLUMNS = {"region": "text", "rno": "text", "small": "text", "big": "text", "bigj": "jsonb"}
 BIG = "y" * 150_000

@@ -15,9 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from civicsync.localpg import free_port
-from fix_cdc import cdc_config, cdc_raw, cleanup, role_environ, wait_for, write_config
+from fix_cdc import (
+    add_documents,
+    cdc_config,
+    cdc_raw,
+    civicsync,
+    cleanup,
+    make_applications,
+    role_environ,
+    wait_for,
+    write_config,
+)
 from fix_db import Deployment, q
-from test_cdc_runtime import add_documents, civicsync, make_applications
 
 
 def _get(url: str) -> tuple[int, Any]:

@@ -8,10 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from civicsync.reconcile import reconcile_flow
-from fix_cdc import cdc_config, running, wait_for
+from fix_cdc import CIT, cdc_config, paused, portal_basics, running, started, wait_for
 from fix_db import Deployment, q
-from test_cdc_fidelity_keys import paused, started
-from test_cdc_flows import CIT, portal_basics
 
 CIT2 = "00000000-0000-4000-8000-0000000000b2"
 EXPECTED = """

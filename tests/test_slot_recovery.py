@@ -18,9 +18,19 @@ from civicsync.config.service import Supervisor as SupervisorSettings
 from civicsync.runtime.cdc import CdcWorker
 from civicsync.runtime.state import ServiceState
 from civicsync.runtime.supervisor import Supervisor
-from fix_cdc import RunningWorker, cdc_config, cdc_raw, cleanup, running, wait_for, write_config
+from fix_cdc import (
+    RunningWorker,
+    add_documents,
+    cdc_config,
+    cdc_raw,
+    civicsync,
+    cleanup,
+    make_applications,
+    running,
+    wait_for,
+    write_config,
+)
 from fix_db import Deployment, q
-from test_cdc_runtime import add_documents, civicsync, make_applications
 
 
 def _walsender_gone(dep: Deployment, slot: str) -> None:

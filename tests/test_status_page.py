@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import tempfile
 from html.parser import HTMLParser
 
 import pytest
@@ -13,9 +11,8 @@ from civicsync.jobs.batch import run_batch
 from civicsync.runtime.state import ServiceState, WorkerState
 from fix_api import make_keys, serve
 from fix_db import Deployment
+from fix_monitoring import CHROMIUM, dump_dom
 from helpers import config_variant
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 pytestmark = pytest.mark.skipif(not shutil.which(CHROMIUM), reason="Debian chromium is not installed")
 
@@ -58,18 +55,6 @@ class Rows(HTMLParser):
             self._cell.append(data)
         if self._in_banner:
             self.banner += data
-
-
-def dump_dom(url: str) -> str:
-    """The page's DOM after its script ran, as headless Chromium sees it, as HTML."""
-    with tempfile.TemporaryDirectory(prefix="civicsync-chromium-") as profile:
-        proc = subprocess.run(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", "--virtual-time-budget=4000", "--dump-dom", url],
-            capture_output=True, text=True, timeout=120, check=False)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout
 
 
 def rendered(url: str) -> Rows:

@@ -12,8 +12,8 @@ from civicsync.errors import ConfigError
 from civicsync.jobs.batch import run_batch
 from fix_cdc import cdc_config, running, wait_for
 from fix_db import Deployment, q
+from fix_flows import C2, day, setup_events
 from helpers import config_variant, reference_raw
-from test_flow_user_behaviour import C2, day, setup_events
 
 TOP = {"partition_by": {"person_ref": "resident"}, "order_by": [{"column": "score", "desc": True},
                                                                  {"column": "score_id"}],

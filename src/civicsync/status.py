@@ -9,7 +9,7 @@ from typing import Any
 
 from civicsync.capture.pgoutput import format_lsn
 from civicsync.config import LoadedConfig
-from civicsync.config.models import slot_name
+from civicsync.config.models import kafka_slot_name, slot_name
 from civicsync.db.connect import connect
 
 
@@ -20,32 +20,58 @@ def config_hash(config: LoadedConfig, flow: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def cdc_sources(loaded: LoadedConfig, flows: list[str] | None = None) -> list[str]:
-    """Source connections that have event-path flows (optionally only among ``flows``, names or ids)."""
+def cdc_sources(loaded: LoadedConfig, flows: list[str] | None = None, *, carried: bool = False) -> list[str]:
+    """Source connections whose event-path flows the native path runs, one slot and worker each
+    (optionally only among ``flows``, names or ids). With a ``kafka:`` section the Kafka-carried flows
+    are not among them (a source whose flows are all on Kafka has no native slot), unless ``carried``
+    (dead-letter replay re-reads any event-path flow's source rows, without a slot)."""
+    model = loaded.model
     sources: list[str] = []
-    for name, flow in loaded.model.flows.items():
+    for name, flow in model.flows.items():
         if not flow.streams or (flows and name not in flows and flow.id not in flows):
+            continue
+        if not carried and model.carried_by_kafka(name):
             continue
         if flow.source.connection not in sources:
             sources.append(flow.source.connection)
     return sources
 
 
+def kafka_capture_sources(loaded: LoadedConfig) -> list[str]:
+    """Source connections ``civicsync capture`` reads for the Kafka-carried flows (its own slot each);
+    connections Debezium captures (``kafka.debezium``) are not among them: no slot of ours."""
+    model = loaded.model
+    debezium = model.kafka.debezium if model.kafka is not None else {}
+    sources: list[str] = []
+    for name in model.kafka_flows():
+        source = model.flows[name].source.connection
+        if source not in debezium and source not in sources:
+            sources.append(source)
+    return sources
+
+
+def _slot_state(loaded: LoadedConfig, source: str, slot: str) -> dict[str, Any]:
+    with connect(loaded.dsn(source), purpose="status", autocommit=True, label=source) as conn:
+        row = conn.execute(
+            "SELECT active, confirmed_flush_lsn::text,"
+            " coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 0)::bigint,"
+            " coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint"
+            " FROM pg_replication_slots WHERE slot_name = %s",
+            (slot,)).fetchone()
+    return {"slot": slot, "exists": row is not None, "active": bool(row and row[0]),
+            "confirmed_lsn": row[1] if row else None, "lag_bytes": int(str(row[2])) if row else None,
+            "retained_wal_bytes": int(str(row[3])) if row else None}
+
+
 def _slots(loaded: LoadedConfig) -> dict[str, dict[str, Any]]:
-    slots: dict[str, dict[str, Any]] = {}
-    for source in cdc_sources(loaded):
-        slot = slot_name(loaded.model, source)
-        with connect(loaded.dsn(source), purpose="status", autocommit=True, label=source) as conn:
-            row = conn.execute(
-                "SELECT active, confirmed_flush_lsn::text,"
-                " coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 0)::bigint,"
-                " coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint"
-                " FROM pg_replication_slots WHERE slot_name = %s",
-                (slot,)).fetchone()
-        slots[source] = {"slot": slot, "exists": row is not None, "active": bool(row and row[0]),
-                         "confirmed_lsn": row[1] if row else None, "lag_bytes": int(str(row[2])) if row else None,
-                         "retained_wal_bytes": int(str(row[3])) if row else None}
-    return slots
+    """The native slot of every source the native path reads."""
+    return {source: _slot_state(loaded, source, slot_name(loaded.model, source)) for source in cdc_sources(loaded)}
+
+
+def _capture_slots(loaded: LoadedConfig) -> dict[str, dict[str, Any]]:
+    """The ``civicsync capture`` slot of every source it reads for the Kafka-carried flows."""
+    return {source: _slot_state(loaded, source, kafka_slot_name(loaded.model, source))
+            for source in kafka_capture_sources(loaded)}
 
 
 def _target_state(loaded: LoadedConfig) -> tuple[dict[str, dict[str, Any]], dict[str, tuple[Any, Any]]]:
@@ -83,15 +109,34 @@ def _flow_stop(loaded: LoadedConfig, name: str, slot: str, stop: tuple[str, str,
     return {"resuming_after": stop[1]}
 
 
+def _carried(capture: dict[str, Any] | None) -> dict[str, Any]:
+    """A Kafka-carried flow's event path: ``civicsync capture``'s slot (None for a connection Debezium
+    captures: no slot of ours; the state then comes from the consumer lag, see civicsync.kafka.lag).
+    How far the target has applied is the Kafka consumer lag (``kafka_lag_*``), not a slot position."""
+    common = {"carrier": "kafka", "position": None, "applied_lsn": None, "source_commit_time": None}
+    if capture is None:
+        return {**common, "capture": "debezium", "state": "on kafka", "slot": None, "lag_bytes": None,
+                "retained_wal_bytes": None, "lag_seconds": None}
+    caught_up = capture["lag_bytes"] is not None and capture["lag_bytes"] == 0
+    return {**common, "capture": "civicsync", "slot": capture["slot"],
+            "state": "streaming" if capture["active"] else ("stopped" if capture["exists"] else "not started"),
+            "lag_bytes": capture["lag_bytes"], "retained_wal_bytes": capture["retained_wal_bytes"],
+            "lag_seconds": 0.0 if caught_up else None}
+
+
 def flow_status(loaded: LoadedConfig) -> list[dict[str, Any]]:
     """One dict per flow: state, lag and WAL retained (event path), last run (batch path), dead letters.
 
     ``state`` is what the databases show: ``streaming`` (the slot is in use), ``stopped`` (the slot
     exists, nobody reads it, or a schema change stopped the flow: then ``stop_reason`` says why),
-    ``not started``; for batch flows the last run's status or ``never run``.
+    ``not started``; for batch flows the last run's status or ``never run``. A Kafka-carried flow
+    (``carrier: kafka``) shows the slot of ``civicsync capture`` instead of the native one (``slot``
+    None and ``state`` ``on kafka`` for a connection Debezium captures); its apply lag is the consumer
+    lag that civicsync.kafka.lag adds.
     A running service adds what only it knows (worker health) on top, see :mod:`civicsync.runtime.state`.
     """
     slots = _slots(loaded)
+    capture_slots = _capture_slots(loaded)
     targets, positions = _target_state(loaded)
     now = datetime.now(UTC)
     rows: list[dict[str, Any]] = []
@@ -101,7 +146,9 @@ def flow_status(loaded: LoadedConfig) -> list[dict[str, Any]]:
             "flow": name, "id": flow.id, "kind": flow.kind, "schedule": flow.schedule,
             "dead_letters": t.get("dead_letters", 0),
             "dead_letter_oldest_age_seconds": t.get("dead_letter_oldest_age_seconds", 0.0)}
-        if flow.streams:
+        if flow.streams and loaded.model.carried_by_kafka(name):
+            entry.update(_carried(capture_slots.get(flow.source.connection)))
+        elif flow.streams:
             info = slots[flow.source.connection]
             pos = positions.get(info["slot"])
             caught_up = info["lag_bytes"] is not None and info["lag_bytes"] == 0

@@ -37,7 +37,11 @@ class FlowReport(BaseModel):
     flow: str
     id: str
     kind: str
-    state: str = Field(description="streaming / stopped / not started (event path); last run status or never run")
+    state: str = Field(description="streaming / stopped / not started (event path; for a Kafka-carried flow, of "
+                                   "civicsync capture's slot, or from the consumer lag when Debezium captures it); "
+                                   "last run status or never run")
+    carrier: str | None = Field(default=None, description="kafka: the event path runs on Kafka (capture + apply "
+                                                          "--group), never on a native worker")
     health: Health
     problems: list[str] = Field(description="why the flow is not ok (empty when it is)")
     dead_letters: int = 0
@@ -71,7 +75,13 @@ class StatusReport(BaseModel):
 def _assess(row: dict[str, Any], worker: dict[str, Any] | None) -> tuple[Health, list[str]]:
     errors: list[str] = []
     warnings: list[str] = []
-    if "slot" in row:
+    if row.get("carrier") == "kafka":
+        # Carried by civicsync capture (or Debezium) and apply --group: no native worker runs it, by design.
+        if row.get("slot") is not None and row["state"] != "streaming":
+            errors.append(f"Kafka capture {row['state']} (nobody reads slot {row['slot']}: run civicsync capture)")
+        elif row.get("slot") is None and row["state"] == "not started":
+            warnings.append("no apply --group worker has applied a record yet")
+    elif "slot" in row:
         if row.get("stop_reason"):
             errors.append(f"stopped by a schema change of its source: {row['stop_reason']}")
         if worker is not None:
@@ -106,8 +116,9 @@ def build_report(ctx: ApiContext, with_keys: bool = False) -> StatusReport:
     jobs = {j["flow"]: j for j in (service or {}).get("jobs", [])}
     flows = []
     for row in rows:
-        worker = workers.get(row["flow"]) if row.get("slot") else None
-        if service is not None and row.get("slot") and worker is None:
+        native = row.get("slot") is not None and row.get("carrier") != "kafka"
+        worker = workers.get(row["flow"]) if native else None
+        if service is not None and native and worker is None:
             worker = {"name": None, "phase": "stopped", "last_error": "no worker runs this flow"}
         stopped = (service or {}).get("stopped_flows", {})
         if row["flow"] in stopped:  # the worker knows before the stop is in the target
@@ -168,7 +179,9 @@ def not_ready(ctx: ApiContext) -> list[str]:
         stopped: dict[str, str] = ctx.state.snapshot()["stopped_flows"]
         down = [n for n, up in ctx.state.flows_running().items() if not up]
     else:
-        rows = [r for r in flow_status(ctx.config) if r.get("slot") and r["state"] != "streaming"]
+        # The native event path only: a Kafka-carried flow's health is its capture and consumer lag.
+        rows = [r for r in flow_status(ctx.config)
+                if r.get("slot") and r.get("carrier") != "kafka" and r["state"] != "streaming"]
         stopped = {r["flow"]: r["stop_reason"] for r in rows if r.get("stop_reason")}
         down = [r["flow"] for r in rows]
     return [f"flow {n} is stopped by a schema change: {stopped[n]}" if n in stopped else f"flow {n} is not running"

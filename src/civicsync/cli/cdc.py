@@ -41,8 +41,13 @@ def cdc_run(flows: FlowsOpt = None, config: ConfigOpt = None, verbose: VerboseOp
         signal.signal(sig, lambda *_: stop.set())
     with user_errors():
         loaded = load(config)
+        loaded.model.refuse_kafka_carried(flows)  # one carrier per flow: a UsageError, exit 2
         sources = cdc_sources(loaded, flows)
         if not sources:
+            on_kafka = loaded.model.kafka_flows(flows)
+            if on_kafka:
+                fail(f"no native CDC flow to run: every CDC flow ({', '.join(on_kafka)}) is carried by Kafka; "
+                     "run `civicsync capture SOURCE` and `civicsync apply --group G` instead", 2)
             fail("no CDC flow matches", 2)
         workers = [CdcWorker(loaded, s, flows, stop=stop) for s in sources]
         try:
@@ -88,6 +93,10 @@ def cdc_resync(source: Annotated[str, typer.Argument(help="The source connection
     setup(verbose)
     with user_errors():
         loaded = load(config)
+        on_kafka = loaded.model.kafka_flows(loaded.model.streaming_flows(source))
+        if source not in cdc_sources(loaded) and on_kafka:
+            fail(f"the CDC flows of {source!r} ({', '.join(on_kafka)}) are carried by Kafka: it has no native slot "
+                 "to resynchronise (`civicsync capture` reads its own slot)", 2)
         if source not in cdc_sources(loaded):
             fail(f"{source!r} is not a connection CDC flows read from; known: {', '.join(cdc_sources(loaded))}", 2)
         results = resync_source(loaded, source)

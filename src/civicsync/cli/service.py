@@ -43,7 +43,9 @@ def run(config: ConfigOpt = None, verbose: VerboseOpt = False, flows: FlowsOpt =
         if service.url:
             parts.append(f"API {service.url} (status page /, metrics /metrics)")
         if service.supervisor is not None:
-            parts.append(f"CDC {', '.join(service.supervisor.sources) or 'none'}")
+            on_kafka = loaded.model.kafka_flows(flows)
+            parts.append(f"CDC {', '.join(service.supervisor.sources) or 'none'}"
+                         + (f" ({', '.join(on_kafka)} on Kafka)" if on_kafka else ""))
         if service.scheduler is not None:
             parts.append(f"scheduler: {', '.join(service.scheduler.flows) or 'no scheduled flows'}")
         err.print("civicsync running — " + "; ".join(parts) + ". Ctrl-C / SIGTERM to stop.", highlight=False)

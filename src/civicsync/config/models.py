@@ -20,6 +20,7 @@ from civicsync.config.cdc import Cdc, EventLog, Lifecycle, OrderBy, RouteChanges
 from civicsync.config.kafka import KafkaSettings
 from civicsync.config.masking import Audit, BandMask, DropMask, HmacMask, KeepLastMask, MaskSpec
 from civicsync.config.service import Service
+from civicsync.errors import UsageError
 
 # Re-exported: the masking rules (config/masking.py), aggregation (config/aggregation.py) and CDC (config/cdc.py).
 __all__ = ["Aggregate", "BandMask", "Cdc", "Dimension", "DropMask", "EventLog", "HmacMask", "Join", "KeepLastMask",
@@ -326,6 +327,12 @@ class Flow(Model):
         """The flow has a batch path (``batch run`` and the scheduler run it)."""
         return self.kind in ("batch", "aggregate", "hybrid")
 
+    @property
+    def kafka_capable(self) -> bool:
+        """The flow's event path can run on Kafka: an event-path flow without ``top_n`` (a top-N flow
+        re-reads its source when a partition changes, and stays on the native path)."""
+        return self.streams and self.cdc is not None and self.cdc.top_n is None
+
     @model_validator(mode="before")
     @classmethod
     def _default_cdc(cls, data: Any) -> Any:
@@ -414,6 +421,39 @@ class Config(Model):
         return [n for n, f in self.flows.items() if f.streams and f.source.connection == source
                 and (only is None or n in only or f.id in only)]
 
+    def carried_by_kafka(self, name: str) -> bool:
+        """With a ``kafka:`` section, the event path of flow ``name`` runs only on Kafka (``civicsync capture``
+        or Debezium, then ``civicsync apply --group``), never on the native slot: one carrier per flow."""
+        return self.kafka is not None and self.flows[name].kafka_capable
+
+    def kafka_flows(self, only: list[str] | None = None) -> list[str]:
+        """Names of the Kafka-carried flows (among ``only``: names or ids); none without a ``kafka:`` section."""
+        return [n for n, f in self.flows.items() if self.carried_by_kafka(n)
+                and (only is None or n in only or f.id in only)]
+
+    def native_flows(self, source: str, only: list[str] | None = None) -> list[str]:
+        """The event-path flows reading from ``source`` that the native path runs (its slot, ``cdc run``,
+        ``civicsync run``'s workers): :meth:`streaming_flows` that are not carried by Kafka."""
+        return [n for n in self.streaming_flows(source, only) if not self.carried_by_kafka(n)]
+
+    def refuse_kafka_carried(self, only: list[str] | None, *, keep_batches: bool = False) -> None:
+        """A :class:`UsageError` (CLI exit 2) when ``only`` names a Kafka-carried flow for the native path.
+        ``keep_batches``: a hybrid flow named is fine (its batch path runs; its event path stays on Kafka)."""
+        if not only:
+            return  # nothing named: the native path just runs what is native
+        named = [n for n in self.kafka_flows(only) if not (keep_batches and self.flows[n].batches)]
+        if not named:
+            return
+        listed = ", ".join(f"{n} ({self.flows[n].id})" for n in named)
+        sources = sorted({self.flows[n].source.connection for n in named})
+        capture = " and ".join(
+            "Debezium" if self.kafka is not None and s in self.kafka.debezium else f"`civicsync capture {s}`"
+            for s in sources)
+        raise UsageError(
+            f"flow{'s' * (len(named) > 1)} {listed} {'are' if len(named) > 1 else 'is'} carried by Kafka (the config "
+            f"has a kafka: section), not by the native CDC path: run `civicsync apply --group G"
+            f"{''.join(f' --flow {self.flows[n].id}' for n in named)}` (fed by {capture}) instead")
+
     def flow_name(self, name: str) -> str:
         """The config name of the flow called ``name`` (by config name or spec id)."""
         if name in self.flows:
@@ -427,6 +467,11 @@ class Config(Model):
 def slot_name(config: Config, connection: str) -> str:
     """The replication slot civicsync uses on a source connection."""
     return config.connections[connection].capture.slot or f"civicsync_{connection}"
+
+
+def kafka_slot_name(config: Config, connection: str) -> str:
+    """The slot ``civicsync capture`` reads on a source connection (the native slot stays untouched)."""
+    return f"{slot_name(config, connection)}_kafka"[:63]
 
 
 def publication_name(config: Config, connection: str) -> str:

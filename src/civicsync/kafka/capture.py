@@ -26,7 +26,7 @@ from civicsync.capture.replication import ReplicationStream, Transaction
 from civicsync.capture.slots import check_wal_level, ensure_publication, ensure_slot
 from civicsync.config import LoadedConfig
 from civicsync.config.kafka import KafkaSettings, kafka_problems
-from civicsync.config.models import publication_name, slot_name
+from civicsync.config.models import kafka_slot_name, publication_name
 from civicsync.db.connect import connect
 from civicsync.db.origin import echo_origins
 from civicsync.errors import ConfigError, ConfigProblem, FatalError, TransientError
@@ -51,8 +51,7 @@ def kafka_settings(config: LoadedConfig) -> KafkaSettings:
     flows = {}
     for name, flow in model.flows.items():
         key = list(model.connections[flow.target.connection].tables[flow.target.table].key)
-        carried = flow.streams and flow.cdc is not None and flow.cdc.top_n is None
-        flows[name] = (flow.id, flow.source.connection, key, carried)
+        flows[name] = (flow.id, flow.source.connection, key, flow.kafka_capable)
     problems = kafka_problems(model.kafka, flows, set(model.connections))
     if problems:
         raise ConfigError([ConfigProblem(str(config.path), path, message) for path, message in problems])
@@ -60,10 +59,9 @@ def kafka_settings(config: LoadedConfig) -> KafkaSettings:
 
 
 def group_flows(config: LoadedConfig, only: list[str] | None) -> list[str]:
-    """The Kafka-carried flows (event-path flows without top_n) among ``only`` (names or ids)."""
-    model = config.model
-    return [n for n, f in model.flows.items() if f.streams and f.cdc is not None and f.cdc.top_n is None
-            and (only is None or n in only or f.id in only)]
+    """The Kafka-carried flows (event-path flows without top_n) among ``only`` (names or ids); the one
+    definition is :meth:`civicsync.config.models.Config.carried_by_kafka` (none without a kafka: section)."""
+    return config.model.kafka_flows(only)
 
 
 def flow_topic(config: LoadedConfig, flow: str) -> str:
@@ -81,7 +79,7 @@ def flow_topic(config: LoadedConfig, flow: str) -> str:
 
 def capture_slot(config: LoadedConfig, source: str) -> str:
     """The capture's own slot (the direct worker's slot stays untouched)."""
-    return f"{slot_name(config.model, source)}_kafka"[:63]
+    return kafka_slot_name(config.model, source)
 
 
 @dataclass

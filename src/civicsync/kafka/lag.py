@@ -214,10 +214,17 @@ def flow_lag_fields(sample: LagSample, flow: str) -> dict[str, Any]:
 
 
 def with_kafka_lag(config: LoadedConfig, rows: list[dict[str, Any]], sample: LagSample | None) -> None:
-    """Add :func:`flow_lag_fields` to the status rows of the Kafka-carried flows (none without a sample)."""
+    """Add :func:`flow_lag_fields` to the status rows of the Kafka-carried flows (none without a sample).
+    A flow whose connection Debezium captures has no slot of ours: its ``state`` comes from the lag
+    (``lag unknown``, ``not started`` before any worker stored an offset, ``applying``, ``caught up``)."""
     if sample is None:
         return
     carried = set(group_flows(config, None))
     for row in rows:
         if row["flow"] in carried:
-            row.update(flow_lag_fields(sample, row["flow"]))
+            fields = flow_lag_fields(sample, row["flow"])
+            row.update(fields)
+            if row.get("carrier") == "kafka" and row.get("slot") is None:
+                row["state"] = ("lag unknown" if fields["kafka_lag_error"] else
+                                "not started" if not fields["kafka_lag"] else
+                                "applying" if fields["kafka_lag_records"] else "caught up")

@@ -68,12 +68,21 @@ class CdcWorker(BatchApplying):
 
     def __init__(self, config: LoadedConfig, source: str, flows: list[str] | None = None,
                  stop: threading.Event | None = None,
-                 on_batch: Callable[[list[Transaction]], None] | None = None, resync: bool = False) -> None:
+                 on_batch: Callable[[list[Transaction]], None] | None = None, resync: bool = False,
+                 carried: bool = False) -> None:
         self.config = config
         self.source = source
         model = config.model
-        names = model.streaming_flows(source, flows)
+        if carried:  # dead-letter replay only (re-reads source rows, no slot): Kafka-carried flows too
+            names = model.streaming_flows(source, flows)
+        else:  # the native path: never a flow that Kafka carries (one carrier per flow)
+            model.refuse_kafka_carried(flows)
+            names = model.native_flows(source, flows)
         if not names:
+            on_kafka = model.kafka_flows([n for n in model.streaming_flows(source, flows)])
+            if on_kafka:
+                raise FatalError(f"every CDC flow of connection {source!r} ({', '.join(on_kafka)}) is carried by "
+                                 "Kafka: no native worker runs for it (civicsync capture + apply --group do)")
             raise FatalError(f"no CDC flow reads from connection {source!r}")
         targets = {model.flows[n].target.connection for n in names}
         if len(targets) != 1:

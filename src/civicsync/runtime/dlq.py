@@ -18,8 +18,8 @@ def replay_all(config: LoadedConfig, flows: list[str] | None = None, ids: list[i
     the CDC flows through each source's worker, the batch flows through a re-read of their keys. What
     ``civicsync dlq replay`` and the API's replay do; a database error is raised."""
     counts = ReplayCounts()
-    for source in cdc_sources(config, flows):
-        counts += CdcWorker(config, source, flows).replay_now(ids)
+    for source in cdc_sources(config, flows, carried=True):  # Kafka-carried flows' letters too: no slot involved
+        counts += CdcWorker(config, source, flows, carried=True).replay_now(ids)
     for name, flow in config.model.flows.items():
         if flow.kind == "batch" and (flows is None or name in flows):
             result = replay_batch_dead_letters(config, name, ids)

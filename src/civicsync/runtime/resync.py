@@ -35,8 +35,12 @@ def resync_source(config: LoadedConfig, source: str) -> list[ReconcileResult]:
     """Replace ``source``'s slot by a new one, apply its snapshot and reconcile its event-path flows
     with repair; returns the reconciliations (one per flow)."""
     model = config.model
-    flows = model.streaming_flows(source)
+    flows = model.native_flows(source)  # the native slot's flows; a Kafka-carried flow is capture's
     if not flows:
+        on_kafka = model.kafka_flows(model.streaming_flows(source))
+        if on_kafka:
+            raise FatalError(f"the CDC flows of connection {source!r} ({', '.join(on_kafka)}) are carried by Kafka: "
+                             "there is no native slot to resynchronise")
         raise FatalError(f"no CDC flow reads from connection {source!r}")
     slot = slot_name(model, source)
     with connect(config.dsn(source, "capture"), purpose="resync", autocommit=True, label=source) as src:

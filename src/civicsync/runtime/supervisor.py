@@ -40,12 +40,21 @@ class Supervisor:
         self.settings = settings
         self.flows = flows
         self.stop_event = stop or threading.Event()
+        model = config.model
+        # One carrier per flow: with a kafka: section the Kafka-carried flows run only on Kafka (civicsync
+        # capture + apply --group). Naming one here is refused; a hybrid one named keeps its batch path.
+        model.refuse_kafka_carried(flows, keep_batches=True)
         self.sources = cdc_sources(config, flows)
         self.workers: dict[str, CdcWorker] = {}
         self._threads: list[threading.Thread] = []
-        model = config.model
+        carried = model.kafka_flows(flows)
+        if carried and not self.sources:
+            log.info("no native CDC worker: every event-path flow (%s) is carried by Kafka (civicsync capture + "
+                     "apply --group)", ", ".join(carried))
+        elif carried:
+            log.info("flows %s are carried by Kafka, not by the native CDC workers", ", ".join(carried))
         for source in self.sources:
-            names = model.streaming_flows(source, flows)
+            names = model.native_flows(source, flows)
             state.workers[source] = WorkerState(name=source, flows=names)
             for name in names:
                 metrics.FLOW_UP.labels(name, model.flows[name].kind).set(0)

@@ -128,8 +128,10 @@ def test_two_workers_of_one_group_take_turns_retrying(
             holder.execute("BEGIN")
             holder.execute("SELECT 1 FROM application_documents WHERE document_id = 1 FOR UPDATE")
             q(dep, "citizen", "UPDATE application_documents SET size_bytes = 20 WHERE document_id = 1")  # the fix
-            (stuck_pid,) = wait_for(lambda: waiting_on_row_locks(dep, group), timeout=30,
-                                    what="a retry round to wait on the held row")
+            waiting = wait_for(lambda: waiting_on_row_locks(dep, group), timeout=30,
+                               what="a retry round to wait on the held row")
+            assert len(waiting) == 1, "two workers replay the same letter"
+            stuck_pid = waiting[0]
             (stuck,) = [w for w in workers if w.conn is not None and w.conn.info.backend_pid == stuck_pid]
             (other,) = [w for w in workers if w is not stuck]
             rounds, skipped = other.dead_letter_retries.rounds, other.dead_letter_retries.skipped

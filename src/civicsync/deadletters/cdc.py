@@ -10,6 +10,7 @@ counts an attempt and schedules the next one with exponential backoff.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -61,9 +62,10 @@ class ReplayCounts:
 
 
 def replay_due(worker: ReplayHost, retry: Retry, *, due_only: bool = True, ids: list[int] | None = None,
-               limit: int | None = BATCH) -> ReplayCounts:
+               limit: int | None = BATCH, stop: threading.Event | None = None) -> ReplayCounts:
     """Replay pending dead letters of the worker's flows (those due, or all; at most ``limit``); a
-    failure schedules the next replay by ``retry`` (the config's ``retries.dead_letters``)."""
+    failure schedules the next replay by ``retry`` (the config's ``retries.dead_letters``). A set
+    ``stop`` ends the replay between two dead letters (the rest wait for the next one)."""
     conn = worker.target_connection
     rows = conn.execute(
         "SELECT dead_letter_id, flow, row_key, attempts, held FROM civicsync.dead_letters WHERE status = 'pending'"
@@ -74,6 +76,8 @@ def replay_due(worker: ReplayHost, retry: Retry, *, due_only: bool = True, ids: 
     appliers = {a.name: a for a in worker.appliers}
     counts = ReplayCounts()
     for dead_id, flow, key, attempts, held in rows:
+        if stop is not None and stop.is_set():
+            break
         applier = appliers[flow]
         try:
             with conn.transaction():

@@ -36,6 +36,7 @@ from civicsync.control import store
 from civicsync.db.connect import connect
 from civicsync.db.errors import classify
 from civicsync.db.origin import kafka_origins, setup_origin
+from civicsync.deadletters.rounds import DueRetries, SourceReader
 from civicsync.errors import FatalError, TransientError, UsageError, WorkerStopped
 from civicsync.events import ChangeEvent
 from civicsync.kafka.capture import flow_topic, group_flows, kafka_settings
@@ -103,13 +104,16 @@ class GroupApplier(TargetSession):
         if len(pairs) != 1:
             raise FatalError(f"the flows read from and write to several databases ({sorted(pairs)}); run one "
                              "group per source and target with --flow")
-        source, self.target = pairs.pop()
+        self.source, self.target = pairs.pop()
+        source = self.source
         # A connection Debezium captures is read from Debezium's per-table topics (source rows, through
         # the flow's transform here); any other from civicsync capture's per-flow topics (target rows).
         self.debezium = self.settings.debezium.get(source)
-        self.appliers: dict[str, list[CdcFlowApplier]] = {}  # a raw or Debezium topic may feed several flows
-        for n in names:
-            self.appliers.setdefault(flow_topic(config, n), []).append(CdcFlowApplier(config, n))
+        self.flows = names
+        self.appliers = [CdcFlowApplier(config, n) for n in names]
+        self.topic_appliers: dict[str, list[CdcFlowApplier]] = {}  # a raw or Debezium topic may feed several flows
+        for applier in self.appliers:
+            self.topic_appliers.setdefault(flow_topic(config, applier.name), []).append(applier)
         # Origins of their own, known to the echo rule as writers of these flows (db/origin.py).
         self.origins = kafka_origins(config, slot_name(model, source))
         self.start = start
@@ -129,7 +133,11 @@ class GroupApplier(TargetSession):
         self.consumer = Consumer({**conf, **(consumer_conf or {})})
         self.committer = Committer(self, model.retries.target_commit, self.stop_event, f"group {group}")
         self._by_topic: dict[str, list[Message]] = {}  # the batch being applied, per topic
-
+        # Due dead letters are retried between batches, as on the native path; the workers of the group
+        # take turns (an advisory lock on the target), so two never replay the same letters at once.
+        self._reader = SourceReader(config, source, f"kafka-read:{group}")
+        self.dead_letter_retries = DueRetries(self, model.retries.dead_letters, f"group {group}",
+                                              stop=self.stop_event, lock=f"civicsync:dlq-retry:{group}")
 
     # ------------------------------------------------------------------ set-up and rebalances
 
@@ -187,15 +195,40 @@ class GroupApplier(TargetSession):
     def run(self) -> None:
         """Consume and apply until the stop event is set."""
         self.connection()
-        self.consumer.subscribe(list(self.appliers), on_assign=self._on_assign, on_revoke=self._on_revoke,
+        self.consumer.subscribe(list(self.topic_appliers), on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_revoke)
+        self.dead_letter_retries.restart()
         try:
-            Pipeline(self, self.committer, on_commit=self._committed).run(self.settings.consumer.max_wait_ms / 1000)
+            Pipeline(self, self.committer, on_commit=self._committed).run(self.settings.consumer.max_wait_ms / 1000,
+                                                                          between=self._between)
         except WorkerStopped as stopped:
             log.info("%s; the records it held are read again from the stored offsets", stopped)
         finally:
             self.consumer.close()
             self.close()
+
+    def _between(self) -> None:
+        """Between batches: the due dead letters, about every second (one worker of the group at a time)."""
+        self.dead_letter_retries.maybe()
+
+    def close(self) -> None:
+        """Close the apply session and the replays' source session."""
+        super().close()
+        self._reader.close()
+
+    # ------------------------------------------------------------------ dead-letter replays (a ReplayHost)
+
+    @property
+    def target_connection(self) -> Conn:
+        """The apply session (a replay writes with the group's origin, as the records do)."""
+        return self.connection()
+
+    def source_reader(self) -> Conn:
+        """A plain session on the flows' source, as the capture role (opened on first use)."""
+        return self._reader.session()
+
+    def unblock(self, flow: str, key: dict[str, Any]) -> None:
+        """Nothing to do: each batch reads the keys that wait from the table (``store.pending_keys``)."""
 
     # ------------------------------------------------------------------ the pipeline source
 
@@ -250,9 +283,9 @@ class GroupApplier(TargetSession):
             for topic, part in sorted(self._partitions(batch)):
                 # First, so a fenced worker learns it before writing anything (and holds the row lock).
                 claim(conn, self.group, topic, part, self.held[(topic, part)])
-            blocked = store.pending_keys(conn, [a.name for flows in self.appliers.values() for a in flows])
+            blocked = store.pending_keys(conn, self.flows)
             for topic, msgs in self._by_topic.items():
-                for applier in self.appliers[topic]:
+                for applier in self.topic_appliers[topic]:
                     self._apply_flow(conn, applier, msgs, blocked)
 
     def checkpoint(self, batch: Batch) -> None:
@@ -337,6 +370,7 @@ class GroupApplier(TargetSession):
                letters: list[store.CdcLetter]) -> None:
         """The direct path's write; after a failure key by key (savepoints), failing keys dead-lettered."""
         before = list(outcome.dead_letters)  # rules broken before writing (the transform's rejections)
+        first = self.config.model.retries.dead_letters.initial_delay  # the first replay, as on the native path
         try:
             with conn.transaction():  # a savepoint: a failing batch is retried key by key
                 applier.write(conn, pending, outcome)
@@ -353,8 +387,9 @@ class GroupApplier(TargetSession):
                     if isinstance(error, TransientError):
                         raise
                     letters.append((applier.name, dict(action.source_key), "u", action.lsn,
-                                    f"sqlstate_{getattr(error, 'sqlstate', None) or 'unknown'}", str(error), 1.0, None))
-        letters += [(d.flow, d.source_key, d.op, d.lsn, d.kind, d.error, 1.0, None) for d in outcome.dead_letters]
+                                    f"sqlstate_{getattr(error, 'sqlstate', None) or 'unknown'}", str(error), first,
+                                    None))
+        letters += [(d.flow, d.source_key, d.op, d.lsn, d.kind, d.error, first, None) for d in outcome.dead_letters]
         if letters:
             store.add_cdc_dead_letters(conn, letters)
             self.stats.dead_letters += len(letters)

@@ -47,14 +47,15 @@ from civicsync.db.catalog import replica_identity
 from civicsync.db.connect import connect
 from civicsync.db.errors import describe, mapped_errors
 from civicsync.db.origin import echo_origins, origin_for, setup_origin, writers
-from civicsync.deadletters.cdc import ReplayCounts
+from civicsync.deadletters.cdc import ReplayCounts, replay_due
+from civicsync.deadletters.rounds import DueRetries, SourceReader
 from civicsync.errors import CivicsyncError, FatalError
 from civicsync.events import ChangeEvent, Image, SourceInfo
 from civicsync.extract.source import stream_rows
 from civicsync.pipeline.committer import Committer, Pipeline
 from civicsync.pipeline.source import Batch
 from civicsync.provision.roles import MissingGrantError, cdc_tables, check_apply, check_capture
-from civicsync.runtime.applying import BatchApplying, WorkerStats, rollback
+from civicsync.runtime.applying import BatchApplying, WorkerStats
 from civicsync.runtime.flowstops import FlowStops
 from civicsync.runtime.pgsource import PgoutputSource, Stream
 from civicsync.runtime.target import FlowTarget
@@ -115,13 +116,15 @@ class CdcWorker(BatchApplying):
         self._positions: dict[str, int] | None = None  # per flow, while a batch holds what some applied
         self._batch_end = 0
         self._tgt: Conn | None = None
-        self._src: Conn | None = None
+        self._reader = SourceReader(config, source, f"cdc-read:{self.slot}")
         self._stream: Stream | None = None
         self._db = ""
         # The pipeline's target side: apply, position and commit in one transaction, retried as a whole.
         self.flow_target = FlowTarget(self)
         self.committer = Committer(self.flow_target, model.retries.target_commit, self.stop_event, f"slot {self.slot}")
-        self._next_beat = self._next_dlq = 0.0
+        self._next_beat = 0.0
+        self.dead_letter_retries = DueRetries(self, model.retries.dead_letters, f"slot {self.slot}",
+                                              stop=self.stop_event, before=self._reload_blocked)
 
     # ------------------------------------------------------------------ set-up
 
@@ -247,9 +250,9 @@ class CdcWorker(BatchApplying):
 
     def close(self) -> None:
         """Close the worker's database sessions (run() does this itself when it ends)."""
-        for conn in (self._tgt, self._src):
-            if conn is not None and not conn.closed:
-                conn.close()
+        if self._tgt is not None and not self._tgt.closed:
+            self._tgt.close()
+        self._reader.close()
 
     @property
     def target_connection(self) -> Conn:
@@ -275,10 +278,7 @@ class CdcWorker(BatchApplying):
 
     def source_reader(self) -> Conn:
         """A plain (non-replication) session on the source, as the capture role."""
-        if self._src is None or self._src.closed:
-            self._src = connect(self.config.dsn(self.source, "capture"), purpose=f"cdc-read:{self.slot}",
-                                autocommit=True, label=self.source)
-        return self._src
+        return self._reader.session()
 
     # ------------------------------------------------------------------ main loop
 
@@ -314,7 +314,7 @@ class CdcWorker(BatchApplying):
                                 floor=lambda: self.flow_stops.start_position(self.stats.position),
                                 stored=lambda: self.stats.position, ack_at=self.flow_stops.start_position)
         self._next_beat = time.monotonic() + self.capture.heartbeat_seconds
-        self._next_dlq = time.monotonic() + 1.0
+        self.dead_letter_retries.restart()
         Pipeline(source, self.committer, on_commit=self._committed).run(0.2, between=self._housekeeping)
 
     def _housekeeping(self) -> None:
@@ -323,9 +323,8 @@ class CdcWorker(BatchApplying):
         if now >= self._next_beat:
             self._heartbeat()
             self._next_beat = now + self.capture.heartbeat_seconds
-        if now >= self._next_dlq:
-            self.retry_dead_letters()
-            self._next_dlq = now + 1.0
+        if self._tgt is not None:
+            self.dead_letter_retries.maybe()
 
     def _collect(self, stream: Stream, first_wait: float) -> list[Transaction]:
         """Whole transactions for one batch: whatever the stream already holds (up to
@@ -352,7 +351,7 @@ class CdcWorker(BatchApplying):
             emit_heartbeat(self.source_reader())
         except psycopg.Error as exc:
             log.warning("slot %s: heartbeat not written (%s)", self.slot, describe(exc))
-            self._src = None
+            self._reader.close()
 
     # ------------------------------------------------------------------ after a batch committed
 
@@ -393,14 +392,11 @@ class CdcWorker(BatchApplying):
         """Replay every pending dead letter of this worker's flows (or only ``ids``) at once, from outside
         a running worker (the CLI, the API). Uses its own origin: a running worker holds the CDC one, and
         PostgreSQL lets one session use an origin at a time. A database error is raised, not hidden."""
-        from civicsync.deadletters.cdc import replay_due
-
         self.origin = origin_for(self.config, f"replay_{self.slot}")
         self._connect_target()
         try:
             with mapped_errors(f"replaying the dead letters of {', '.join(self.flows)}"):
-                self._blocked = store.pending_keys(self.target_connection, self.flows)
-                self.target_connection.commit()
+                self._reload_blocked(self.target_connection)
                 return replay_due(self, self.config.model.retries.dead_letters, due_only=False, ids=ids, limit=None)
         finally:
             self.close()
@@ -414,19 +410,14 @@ class CdcWorker(BatchApplying):
         return None
 
     def retry_dead_letters(self) -> int:
-        """Re-apply the dead-lettered keys that are due from the source's current rows; returns how
-        many converged. Errors are logged: the next round tries again."""
+        """Re-apply the dead-lettered keys that are due from the source's current rows, now; returns how
+        many converged. Errors are logged: the next round tries again (civicsync.deadletters.rounds)."""
         if self._tgt is None:
             return 0
-        from civicsync.deadletters.cdc import replay_due
+        return self.dead_letter_retries.round()
 
-        try:
-            # An operator may have discarded or replayed entries from the CLI meanwhile.
-            self._blocked = store.pending_keys(self._tgt, self.flows)
-            self._tgt.commit()
-            return replay_due(self, self.config.model.retries.dead_letters).replayed
-        except (psycopg.Error, CivicsyncError) as exc:
-            rollback(self._tgt)
-            log.warning("slot %s: dead-letter retry failed (%s)", self.slot,
-                        describe(exc) if isinstance(exc, psycopg.Error) else exc)
-            return 0
+    def _reload_blocked(self, conn: Conn) -> None:
+        """The keys that wait, as the table holds them (an operator may have discarded or replayed
+        entries from the CLI meanwhile)."""
+        self._blocked = store.pending_keys(conn, self.flows)
+        conn.commit()

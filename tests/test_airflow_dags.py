@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -107,6 +108,10 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip(f"the Airflow venv cannot be created here: {proc.stderr.strip().splitlines()[-1]}")
     assert proc.returncode == 0, f"setup-airflow.sh failed:\n{proc.stdout}\n{proc.stderr}"
     home = tmp_path_factory.mktemp("airflow-home")
+    template = VENV / "airflow-home-template" / "airflow.db"
+    if template.is_file():  # migrated once per install by setup-airflow.sh (keyed like the venv)
+        shutil.copy(template, home / "airflow.db")
+        return home
     migrated = airflow(home, ["airflow", "db", "migrate"])
     assert migrated.returncode == 0, migrated.stderr
     return home

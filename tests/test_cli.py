@@ -66,6 +66,11 @@ def test_demo_runs_twice_and_stops(tmp_path: Path) -> None:
         assert report["changes"] and all(f["ok"] for f in report["flows"])
         f2 = next(f for f in report["flows"] if f["id"] == "F2")
         assert f2["rows_read"] >= 5 and f2["conflicts"] >= 1
+        # The hybrid flow's reconciliation compared (its workers' snapshot was done), and nothing of
+        # the demo dead-lettered (F8's rows need F2's citizens first).
+        f8 = next(f for f in report["flows"] if f["id"] == "F8")
+        assert f8["reconcile"]["status"] != "skipped" and f8["reconcile"]["error"] is None, f8
+        assert report["cdc"]["dead_letters"] == 0 and not report["cdc"]["errors"]
     finally:
         stopped = civicsync(*args, "--stop", cwd=tmp_path)
     assert stopped.returncode == 0

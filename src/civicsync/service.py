@@ -61,6 +61,7 @@ class Service:
         self.api: ApiServer | None = None
         self._sampler: threading.Thread | None = None
         self.kafka_lag: LagMonitor | None = None
+        self._workers_started = False
         metrics.BUILD.info({"version": __version__, "config": str(config.path)})
         metrics.declare_flows(config.model.flows)
 
@@ -76,6 +77,13 @@ class Service:
         """Will :meth:`start` serve the HTTP API (asked for, and the config has one)?"""
         return self.options.api and self.settings.api.enabled
 
+    def start_workers(self) -> None:
+        """Start the supervised CDC workers now (safe to call before :meth:`start`, which then leaves
+        them running): a caller can let their initial snapshots finish before the first batch runs."""
+        if self.supervisor is not None and not self._workers_started:
+            self._workers_started = True
+            self.supervisor.start()
+
     def start(self) -> None:
         """Start the API, the workers, the scheduler and the sampler."""
         if self.serves_api:
@@ -86,8 +94,7 @@ class Service:
             port = self.settings.api.port if self.options.port is None else self.options.port
             self.api = ApiServer(create_app(self.config, self.state), host, port).start()
             log.info("API listening on %s", self.url)
-        if self.supervisor is not None:
-            self.supervisor.start()
+        self.start_workers()
         rows = self._sample()
         if self.scheduler is not None:
             last_success = {r["flow"]: r.get("last_success_at") for r in rows}

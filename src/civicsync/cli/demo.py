@@ -53,7 +53,9 @@ def print_report(console: Console, report: dict[str, Any], env_file: Path, citiz
         if not r["ok"]:
             console.print(f"[red]{r['id']} failed:[/] {r['error']}", highlight=False)
         rec = r.get("reconcile")
-        if rec:
+        if rec and rec.get("status") == "skipped":
+            console.print(f"{r['id']} reconciliation skipped: {'; '.join(rec.get('notes') or [])}", highlight=False)
+        elif rec:
             found = ", ".join(f"{rec.get(k, 0)} {k}" for k in ("missing", "extra", "different"))
             console.print(f"{r['id']} reconciliation ({rec.get('method', '?')}): found {found}; repaired "
                           f"{rec.get('repaired', 0)}" + (f" — [red]{rec['error']}[/]" if rec.get("error") else ""),

@@ -45,24 +45,33 @@ def _walsender_gone(dep: Deployment, slot: str) -> None:
 def _drop_slot(dep: Deployment, config: LoadedConfig) -> None:
     """Drop the slot under the running worker.
 
-    The worker reconnects within milliseconds of losing its walsender, faster than a client round
-    trip, so terminating and dropping from here raced it (CI failed on that). One server-side loop
-    terminates the walsender, waits for it to exit and drops the slot before any reconnect lands."""
+    The worker reconnects within milliseconds of losing its walsender: a client-side terminate-then-
+    drop lost that race now and then, and so did ``pg_terminate_backend(pid, timeout)``, which waits in
+    100 ms steps. One server-side loop signals the walsender and spins on the slot without waiting,
+    dropping it in the moment between the old walsender's exit and the worker's next connection."""
     slot = sql.Literal(slot_name(config.model, "citizen"))
     q(dep, "citizen", sql.SQL("""
         DO $$
+        DECLARE
+          holder int;
+          started timestamptz := clock_timestamp();
         BEGIN
-          FOR attempt IN 1..500 LOOP
-            PERFORM pg_terminate_backend(active_pid, 5000) FROM pg_replication_slots
-              WHERE slot_name = {slot} AND active_pid IS NOT NULL;
-            BEGIN
-              PERFORM pg_drop_replication_slot({slot});
-              RETURN;
-            EXCEPTION WHEN object_in_use THEN
-              PERFORM pg_sleep(0.001);  -- the worker got back in between; go again
-            END;
+          LOOP
+            SELECT active_pid INTO holder FROM pg_replication_slots WHERE slot_name = {slot};
+            IF holder IS NULL THEN
+              BEGIN
+                PERFORM pg_drop_replication_slot({slot});
+                RETURN;
+              EXCEPTION WHEN object_in_use THEN
+                NULL;  -- the worker got back in between: go again
+              END;
+            ELSE
+              PERFORM pg_terminate_backend(holder);  -- no waiting: see above
+            END IF;
+            IF clock_timestamp() - started > interval '20 seconds' THEN
+              RAISE EXCEPTION 'the slot stayed in use';
+            END IF;
           END LOOP;
-          RAISE EXCEPTION 'the slot stayed in use';
         END $$""").format(slot=slot).as_string(None))
 
 

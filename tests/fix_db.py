@@ -61,10 +61,36 @@ def q(dep: Deployment, db: str, query: str, *args: Any) -> list[tuple[Any, ...]]
         return cur.fetchall() if cur.description else []
 
 
+_TEMPLATES: dict[str, Deployment] = {}
+
+
+def _template(server: LocalPostgres) -> Deployment:
+    """The server's migrated reference databases, made once and then only copied (``CREATE DATABASE
+    ... TEMPLATE``: ~0.3 s a deployment instead of ~1 s of migrations, over some 400 of them)."""
+    tmpl = _TEMPLATES.get(str(server.datadir))
+    if tmpl is None:
+        tag = secrets.token_hex(4)
+        tmpl = Deployment(server, f"tmpl_wh_{tag}", f"tmpl_cz_{tag}")
+        init_databases(tmpl.config())
+        with psycopg.connect(server.dsn(), autocommit=True) as conn:
+            for db in (tmpl.warehouse_db, tmpl.citizen_db):
+                # Nobody connects to a template again: a session on it would make every copy fail.
+                conn.execute(f'ALTER DATABASE "{db}" WITH ALLOW_CONNECTIONS false IS_TEMPLATE true')
+                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (db,))
+        _TEMPLATES[str(server.datadir)] = tmpl
+    return tmpl
+
+
 def new_deployment(server: LocalPostgres) -> Deployment:
-    """Fresh, empty reference databases with random names (tests never collide)."""
+    """Fresh reference databases with random names (tests never collide), as `db init` leaves them:
+    copies of the server's migrated template, then `db init` again for what a copy does not carry
+    (database-level grants; the cluster's roles and origins exist already)."""
     tag = secrets.token_hex(4)
     dep = Deployment(server, f"wh_{tag}", f"cz_{tag}")
+    tmpl = _template(server)
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        for db, source in ((dep.warehouse_db, tmpl.warehouse_db), (dep.citizen_db, tmpl.citizen_db)):
+            conn.execute(f'CREATE DATABASE "{db}" TEMPLATE "{source}"')
     init_databases(dep.config())
     return dep
 

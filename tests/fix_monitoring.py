@@ -253,13 +253,15 @@ def running(args: list[str], log: Path, ready_url: str, timeout: float = 30.0,
                 proc.wait(5)
 
 
-def dump_dom(url: str) -> str:
-    """The page's DOM after its script ran, as headless Chromium sees it, as HTML."""
+def dump_dom(url: str, *, offline: bool = False, budget_ms: int = 4000) -> str:
+    """The page's DOM after its script ran, as headless Chromium sees it, as HTML. ``offline``: every
+    host name but 127.0.0.1 is unresolvable (a page must not need the internet)."""
+    offline_rules = ["--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"] if offline else []
     with tempfile.TemporaryDirectory(prefix="civicsync-chromium-") as profile:
         proc = subprocess.run(
             [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", "--virtual-time-budget=4000", "--dump-dom", url],
+             *offline_rules, f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}", "--dump-dom", url],
             capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout
